@@ -1,0 +1,120 @@
+"""The two judge interfaces every algorithm talks to.
+
+A :class:`PreferenceJudge` answers P(y ≻ y' | x) in [0, 1], with P(y ≻ y' | x) + P(y' ≻ y | x) = 1. A
+:class:`RewardJudge` answers a scalar r(x, y) and is also a preference judge through the Bradley-Terry view
+P(y ≻ y') = σ(r(x, y) − r(x, y')). Algorithms ask for what they need (`preference`, `preference_matrices`,
+`reward`) and check capabilities with ``isinstance(judge, RewardJudge)``, never by judge name.
+
+Prompts are what the dataset holds (TRL's formats): a string, or a list of chat messages
+``[{"role": ..., "content": ...}]``. Responses are the decoded completion text.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Union
+
+import torch
+
+from prefopt.errors import JudgeError
+
+Prompt = Union[str, list[dict[str, str]]]
+
+
+def check_values(values: torch.Tensor, judge: str, what: str, probability: bool) -> torch.Tensor:
+    """Return ``values`` as float64 on CPU, or raise a one-line :class:`JudgeError` naming the first bad row."""
+    values = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
+    bad = ~torch.isfinite(values)
+    if probability:
+        bad |= (values < 0) | (values > 1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        expected = "a probability in [0, 1]" if probability else "a finite number"
+        raise JudgeError(f"judge '{judge}' returned {values[row].item()} for {what} row {row}; expected {expected}")
+    return values
+
+
+class PreferenceJudge(ABC):
+    """P(y ≻ y' | x) for batches of (prompt, response_a, response_b)."""
+
+    name: str = "judge"
+
+    @abstractmethod
+    def _preference(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]):
+        """Subclasses: P(a ≻ b) for each row, any float tensor or list of shape [B]."""
+
+    def preference(
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+    ) -> torch.Tensor:
+        """P(responses_a[i] ≻ responses_b[i] | prompts[i]).
+
+        Returns:
+            float64 tensor [B], each value in [0, 1].
+        """
+        if not (len(prompts) == len(responses_a) == len(responses_b)):
+            raise ValueError("prompts, responses_a and responses_b must have the same length")
+        if len(prompts) == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        return check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
+
+    def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """All-pairs preference matrices, one per prompt, in one batched judge call.
+
+        Entry [i, j] of the k-th matrix is P(groups[k][i] ≻ groups[k][j] | prompts[k]). Only the pairs i < j are
+        queried; [j, i] = 1 − [i, j] and the diagonal is exactly 1/2.
+
+        Returns:
+            list of float64 tensors [K_k, K_k].
+        """
+        flat_p, flat_a, flat_b, index = [], [], [], []
+        for k, (prompt, group) in enumerate(zip(prompts, groups)):
+            for i in range(len(group)):
+                for j in range(i + 1, len(group)):
+                    flat_p.append(prompt)
+                    flat_a.append(group[i])
+                    flat_b.append(group[j])
+                    index.append((k, i, j))
+        probs = self.preference(flat_p, flat_a, flat_b)
+        mats = [torch.full((len(g), len(g)), 0.5, dtype=torch.float64) for g in groups]
+        for (k, i, j), p in zip(index, probs.tolist()):
+            mats[k][i, j] = p
+            mats[k][j, i] = 1.0 - p
+        return mats
+
+    def allowed_responses(self) -> list[str] | None:
+        """The fixed set of response strings this judge scores (a game's actions), or None for free text."""
+        return None
+
+
+class RewardJudge(PreferenceJudge):
+    """r(x, y) for batches of (prompt, response); preferences through σ(r − r')."""
+
+    @abstractmethod
+    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str]):
+        """Subclasses: the scalar reward of each row, any float tensor or list of shape [B]."""
+
+    def reward(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+        """r(prompts[i], responses[i]) as a float64 tensor [B]."""
+        if len(prompts) != len(responses):
+            raise ValueError("prompts and responses must have the same length")
+        if len(prompts) == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        return check_values(self._reward(prompts, responses), self.name, "reward", False)
+
+    def _preference(self, prompts, responses_a, responses_b):
+        rewards = self.reward(list(prompts) + list(prompts), list(responses_a) + list(responses_b))
+        n = len(prompts)
+        return torch.sigmoid(rewards[:n] - rewards[n:])
+
+    def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """σ(r_i − r_j) per prompt, from one reward per response (K calls, not K²)."""
+        flat_p = [p for p, g in zip(prompts, groups) for _ in g]
+        flat_y = [y for g in groups for y in g]
+        rewards = self.reward(flat_p, flat_y)
+        mats, start = [], 0
+        for g in groups:
+            r = rewards[start : start + len(g)]
+            start += len(g)
+            mats.append(torch.sigmoid(r[:, None] - r[None, :]))
+        return mats

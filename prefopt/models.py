@@ -1,0 +1,85 @@
+"""Load policies, tokenizers and judge models from a Hub id or a local folder.
+
+One rule for every loader: a name that looks like a path (it exists, or starts with ``.``, ``/`` or ``~``) is a
+local folder and must exist; anything else is a Hub id. Either way a failure becomes one :class:`ModelError`
+line that names what was asked for. ``trust_remote_code`` is off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from prefopt.errors import ModelError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | str:
+    """Map a config dtype name to a torch dtype; ``auto`` keeps the checkpoint's own."""
+    if name in (None, "auto"):
+        return "auto"
+    if name not in DTYPES:
+        raise ModelError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
+def _check_source(name_or_path: str, what: str) -> str:
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.exists(expanded):
+        return expanded
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelError(f"{what} path '{name_or_path}' does not exist")
+    return name_or_path
+
+
+def _load(loader, name_or_path: str, what: str, **kwargs):
+    source = _check_source(name_or_path, what)
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load {what} '{name_or_path}': {first_line}") from err
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):
+    """A tokenizer with a pad token (EOS when the checkpoint has none) and the requested padding side."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer, name_or_path, "tokenizer", trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str | None = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """A causal LM policy (`AutoModelForCausalLM`)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return _load(AutoModelForCausalLM, name_or_path, "model", **kwargs)
+
+
+def load_sequence_classifier(
+    name_or_path: str,
+    dtype: str | None = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """A reward or pairwise preference model (`AutoModelForSequenceClassification`), in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = _load(AutoModelForSequenceClassification, name_or_path, "judge model", **kwargs)
+    return model.eval().requires_grad_(False)
