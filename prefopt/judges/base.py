@@ -39,6 +39,8 @@ class PreferenceJudge(ABC):
     """P(y ≻ y' | x) for batches of (prompt, response_a, response_b)."""
 
     name: str = "judge"
+    # When a list, every checked call appends its rows here (the loop saves them as the iteration's judge outputs).
+    recorder: list[dict] | None = None
 
     @abstractmethod
     def _preference(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]):
@@ -56,7 +58,16 @@ class PreferenceJudge(ABC):
             raise ValueError("prompts, responses_a and responses_b must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
-        return check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
+        probs = check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
+        self._record("preference", prompts, {"response_a": responses_a, "response_b": responses_b}, probs)
+        return probs
+
+    def _record(self, kind: str, prompts, columns: dict, values: torch.Tensor) -> None:
+        if self.recorder is None:
+            return
+        for i, value in enumerate(values.tolist()):
+            row = {"kind": kind, "prompt": prompts[i], **{k: v[i] for k, v in columns.items()}, "value": value}
+            self.recorder.append(row)
 
     def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """All-pairs preference matrices, one per prompt, in one batched judge call.
@@ -100,9 +111,12 @@ class RewardJudge(PreferenceJudge):
             raise ValueError("prompts and responses must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
-        return check_values(self._reward(prompts, responses), self.name, "reward", False)
+        rewards = check_values(self._reward(prompts, responses), self.name, "reward", False)
+        self._record("reward", prompts, {"response": responses}, rewards)
+        return rewards
 
     def _preference(self, prompts, responses_a, responses_b):
+        # Through reward(): the rewards are recorded, and preference() records the resulting probabilities too.
         rewards = self.reward(list(prompts) + list(prompts), list(responses_a) + list(responses_b))
         n = len(prompts)
         return torch.sigmoid(rewards[:n] - rewards[n:])

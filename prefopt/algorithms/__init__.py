@@ -1,0 +1,56 @@
+"""The algorithm registry: an explicit map from name to the object that defines it.
+
+An algorithm is the part that is really its own (ARCHITECTURE.md, "How an algorithm is written"): a config
+dataclass, ``collect(ctx, prompts) -> Batch``, a pure ``loss(cfg, batch, policy) -> (per-row loss, metrics)``,
+and optionally ``end_iteration(ctx)`` and ``train_step(ctx, batch)``. Capabilities are declared here and the loop
+asks for them; it never branches on an algorithm's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prefopt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One trainable method.
+
+    Attributes:
+        name: the CLI name (``prefopt train NAME``).
+        config_class: dataclass of the method's own hyperparameters (paper defaults).
+        collect: builds the iteration's :class:`prefopt.batch.Batch` from prompts via ``ctx``.
+        loss: ``(cfg, MiniBatch, PolicyLogps) -> (loss [B], metrics: dict[str, Tensor])``; pure tensors.
+        end_iteration: optional hook after each iteration's optimisation (e.g. APO's extrapolation).
+        train_step: optional replacement of the default optimisation of one iteration (two-phase methods).
+        needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then).
+        required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
+            on every row before any compute).
+    """
+
+    name: str
+    config_class: type
+    collect: Callable[..., Any]
+    loss: Callable[..., Any]
+    end_iteration: Callable[..., Any] | None = None
+    train_step: Callable[..., Any] | None = None
+    needs_ref: bool = False
+    required_columns: Callable[[Any], tuple[str, ...]] | None = None
+
+
+ALGORITHMS: dict[str, str] = {
+    "sppo": "prefopt.algorithms.sppo:SPPO",
+    "sppo_hard": "prefopt.algorithms.sppo:SPPO_HARD",
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """Import and return the algorithm registered under ``name``."""
+    if name not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm '{name}'; available: {', '.join(sorted(ALGORITHMS))}")
+    module, attr = ALGORITHMS[name].split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,85 @@
+"""Log-probs of anchor policies (π_ref, π_t) on an iteration's sequences, once, under no_grad.
+
+Where each anchor comes from, without a second full model on the accelerator:
+- π_t (the policy at the start of the iteration): the rollout's own log-probs when the sequences were sampled
+  from it, else one no-grad pass of the current weights (``policy="current"``) before any optimizer step.
+- π_ref: with a LoRA adapter, the same model with the adapter disabled; with full fine-tuning, the initial
+  trainable weights kept as a CPU snapshot and swapped in for the pass (``Backend.swapped``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from prefopt.ops import build_sequence_batch, response_token_logps
+
+
+class Anchors:
+    """Batched no-grad log-prob passes for anchor policies.
+
+    Args:
+        backend: the run's :class:`prefopt.backend.Backend` (its model is the trained policy).
+        pad_token_id: tokenizer pad id.
+        batch_size: sequences per forward pass.
+        allowed_token_ids: the action set when the policy is restricted to one (matrix games).
+    """
+
+    def __init__(self, backend, pad_token_id: int, batch_size: int, allowed_token_ids=None, show_progress=True):
+        self.backend = backend
+        self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
+        self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
+        self.show_progress = show_progress
+        self.ref_snapshot: dict[str, torch.Tensor] | None = None
+
+    def keep_reference(self) -> None:
+        """Remember the current weights as π_ref (free with an adapter: disabling it gives π_ref)."""
+        if not self.backend.has_adapter:
+            self.ref_snapshot = self.backend.snapshot()
+
+    def _policy(self, policy: str):
+        if policy == "current":
+            return contextlib.nullcontext()
+        if policy != "reference":
+            raise ValueError(f"policy must be 'current' or 'reference', got {policy!r}")
+        if self.backend.has_adapter:
+            return self.backend.unwrapped.disable_adapter()
+        if self.ref_snapshot is None:
+            raise RuntimeError("π_ref was not kept: the algorithm must declare needs_ref=True")
+        return self.backend.swapped(self.ref_snapshot)
+
+    @torch.no_grad()
+    def token_logps(
+        self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], policy: str = "current"
+    ) -> list[torch.Tensor]:
+        """Per-token log-probs of each response under the anchor policy.
+
+        Returns:
+            one float32 CPU tensor [len(response_ids[i])] per sequence.
+        """
+        model = self.backend.model
+        was_training = model.training
+        model.eval()
+        # Longest first: similar lengths share a pass, and an out-of-memory error shows up at once.
+        order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(response_ids[i])))
+        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        results: dict[int, torch.Tensor] = {}
+        with self._policy(policy):
+            for idx in tqdm(chunks, desc=f"logps ({policy})", disable=not self.show_progress, leave=False):
+                batch = build_sequence_batch([prompt_ids[i] for i in idx], [response_ids[i] for i in idx],
+                                             self.pad_token_id)  # fmt: skip
+                batch = {k: v.to(self.backend.device) for k, v in batch.items()}
+                logps = response_token_logps(model, batch, self.allowed).float().cpu()
+                for row, i in enumerate(idx):
+                    results[i] = logps[row, : len(response_ids[i])].clone()
+        model.train(was_training)
+        return [results[i] for i in range(len(prompt_ids))]
+
+    def logps(self, prompt_ids, response_ids, policy: str = "current") -> torch.Tensor:
+        """Sequence log-probs log π(y | x), [N] float32."""
+        token_logps = self.token_logps(prompt_ids, response_ids, policy)
+        return torch.stack([t.sum() for t in token_logps]) if token_logps else torch.zeros(0)

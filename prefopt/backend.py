@@ -1,0 +1,205 @@
+"""All accelerate/DeepSpeed wiring in one object; trainers and algorithms never touch DeepSpeed directly.
+
+The primitives algorithms may build on: ``accumulation(is_last)``, ``backward(loss)``, ``step()``,
+``snapshot()`` / ``restore(snapshot)`` / ``swapped(snapshot)``, ``generation_model()``, ``save_state`` /
+``load_state``. With a DeepSpeed config (ZeRO-2 or ZeRO-3) the same calls drive the DeepSpeed engine; the
+config's ``"auto"`` entries are filled from the run config. On a machine without a launcher the backend sets up a
+one-process group itself (gloo on CPU), so a single-process ZeRO run needs no extra command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+
+import torch
+
+from prefopt.config import TrainConfig
+from prefopt.errors import ConfigError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fill_auto(ds: dict, cfg: TrainConfig) -> dict:
+    """Replace DeepSpeed's "auto" values with the run config's, so DeepSpeed and the loop agree."""
+    values = {
+        "train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "gradient_clipping": cfg.max_grad_norm,
+    }
+    for key, value in values.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    ds.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.bf16}
+    ds["fp16"] = {**ds.get("fp16", {}), "enabled": False}
+    zero = ds.get("zero_optimization", {})
+    for key in list(zero):
+        if zero[key] == "auto":
+            zero.pop(key)  # DeepSpeed's own defaults (bucket sizes need the model's hidden size otherwise)
+    return ds
+
+
+def load_deepspeed_config(path: str, cfg: TrainConfig) -> dict:
+    try:
+        ds = json.loads(open(path).read())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"deepspeed config '{path}' is not readable JSON: {err}") from err
+    return _fill_auto(ds, cfg)
+
+
+class Backend:
+    """Owns the Accelerator, the (possibly DeepSpeed-wrapped) model and its optimizer."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator, PartialState
+        from accelerate.utils import DeepSpeedPlugin
+
+        self.ds_config = load_deepspeed_config(cfg.deepspeed, cfg) if cfg.deepspeed else None
+        plugin = None
+        if self.ds_config is not None:
+            # Without a launcher, DeepSpeed still wants a process group: make a one-process one.
+            for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+                os.environ.setdefault(key, value)
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            plugin = DeepSpeedPlugin(hf_ds_config=self.ds_config)
+        if not torch.cuda.is_available() and (plugin is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+            PartialState(backend="gloo")  # before the Accelerator, or accelerate counts one process
+        trackers = [t for t in cfg.report_to if t != "none"]
+        self.accelerator = Accelerator(
+            deepspeed_plugin=plugin,
+            mixed_precision="bf16" if cfg.bf16 else "no",
+            log_with=trackers or None,
+            project_dir=cfg.output_dir,
+        )
+        self.cfg = cfg
+        self.model = None
+        self.optimizer = None
+
+    # -- properties -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.ds_config is not None
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) if self.ds_config else 0
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def has_adapter(self) -> bool:
+        return hasattr(self.unwrapped, "disable_adapter")
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Wrap model and optimizer (DDP or a DeepSpeed engine). The LR scheduler stays with the caller."""
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+
+    def register_for_checkpointing(self, obj) -> None:
+        self.accelerator.register_for_checkpointing(obj)
+
+    # -- optimisation primitives ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def accumulation(self, is_last: bool):
+        """Wrap one micro-batch's forward + backward; gradients are synchronised only on the last."""
+        if self.uses_deepspeed:
+            self.model.set_gradient_accumulation_boundary(is_last)
+            yield
+        elif is_last or self.accelerator.num_processes == 1:
+            yield
+        else:
+            with self.accelerator.no_sync(self.model):
+                yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate gradients of ``loss`` (already scaled by the caller for accumulation)."""
+        if self.uses_deepspeed:
+            self.model.backward(loss, scale_wrt_gas=False)
+        else:
+            self.accelerator.backward(loss)
+
+    def step(self) -> float:
+        """Clip, apply the optimizer, zero the gradients; returns the pre-clipping gradient norm."""
+        if self.uses_deepspeed:
+            self.model.step()  # clipping (gradient_clipping), optimizer step and zero_grad inside
+            norm = self.model.get_global_grad_norm()
+            return float(norm) if norm is not None else float("nan")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.cfg.max_grad_norm > 0:
+            norm = float(self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        else:
+            norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    # -- weights ----------------------------------------------------------------------------------------------
+    def _trainable(self):
+        for name, p in self.unwrapped.named_parameters():
+            if p.requires_grad:
+                # ZeRO-3 keeps each rank's shard in ds_tensor and an empty placeholder in p.
+                yield name, (p.ds_tensor if hasattr(p, "ds_tensor") else p)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of this rank's trainable tensors (adapter tensors only under LoRA; a shard under ZeRO-3)."""
+        return {name: t.detach().to("cpu", copy=True) for name, t in self._trainable()}
+
+    @torch.no_grad()
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Copy a snapshot back into the trainable tensors (the optimizer state is not touched)."""
+        for name, t in self._trainable():
+            t.data.copy_(snapshot[name].to(t.device))
+
+    @contextlib.contextmanager
+    def swapped(self, snapshot: dict[str, torch.Tensor]):
+        """Evaluate with other weights (e.g. π_ref) and put the current ones back afterwards."""
+        current = self.snapshot()
+        self.restore(snapshot)
+        try:
+            yield
+        finally:
+            self.restore(current)
+
+    @contextlib.contextmanager
+    def generation_model(self):
+        """The unwrapped model for ``generate``; under ZeRO-3 its weights are gathered once for the whole block."""
+        model = self.unwrapped
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                yield model
+        else:
+            yield model
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def save_state(self, path: str) -> None:
+        """Model, optimizer, registered objects and RNG states (accelerate's format; safetensors weights)."""
+        self.accelerator.save_state(path, safe_serialization=True)
+
+    def load_state(self, path: str) -> None:
+        self.accelerator.load_state(path)
+
+    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
+        """The full model state dict, gathered from every shard (call on all ranks)."""
+        return self.accelerator.get_state_dict(self.model)
+
+    def wait(self) -> None:
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,117 @@
+"""What an algorithm's ``collect`` hands to the optimiser, and what its ``loss`` receives.
+
+A :class:`Batch` is R training rows with S sequences each (S = 1 for per-response targets, 2 for pairs, G for a
+group), stored ragged. The loop shuffles rows, cuts them into micro-batches and pads each micro-batch only to its
+own longest sequence. Shapes in a :class:`MiniBatch`: B rows, S sequences per row, L response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from prefopt.ops import build_sequence_batch, pad_float_sequences
+
+
+@dataclass
+class Batch:
+    """R rows × S sequences, row-major (sequence s of row r is at index r * S + s).
+
+    Attributes:
+        prompt_ids, response_ids: [R * S] token id lists.
+        seqs_per_row: S.
+        row_data: per-row tensors, each [R, ...] (targets, anchor log-probs such as ``ref_logps`` [R, S]).
+        token_data: per-sequence token tensors, each a list of [len(response)] tensors (e.g. sampling log-probs).
+    """
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    seqs_per_row: int
+    row_data: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_data: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.prompt_ids) != len(self.response_ids) or len(self.prompt_ids) % self.seqs_per_row:
+            raise ValueError("prompt_ids and response_ids must hold R * seqs_per_row sequences")
+        for key, value in self.row_data.items():
+            if value.shape[0] != self.num_rows:
+                raise ValueError(f"row_data[{key!r}] has {value.shape[0]} rows, expected {self.num_rows}")
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.prompt_ids) // self.seqs_per_row
+
+    def select(self, rows: list[int]) -> Batch:
+        """The sub-batch of the given rows (in that order)."""
+        s = self.seqs_per_row
+        seq_idx = [r * s + k for r in rows for k in range(s)]
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return Batch(
+            prompt_ids=[self.prompt_ids[i] for i in seq_idx],
+            response_ids=[self.response_ids[i] for i in seq_idx],
+            seqs_per_row=s,
+            row_data={k: v[index] for k, v in self.row_data.items()},
+            token_data={k: [v[i] for i in seq_idx] for k, v in self.token_data.items()},
+        )
+
+    def to_minibatch(self, pad_token_id: int, device: torch.device | str = "cpu") -> MiniBatch:
+        model_inputs = build_sequence_batch(self.prompt_ids, self.response_ids, pad_token_id)
+        b, s = self.num_rows, self.seqs_per_row
+        width = model_inputs["response_ids"].shape[1]
+        tokens = {k: pad_float_sequences(v, width).view(b, s, width).to(device) for k, v in self.token_data.items()}
+        return MiniBatch(
+            model_inputs={k: v.to(device) for k, v in model_inputs.items()},
+            rows=b,
+            seqs_per_row=s,
+            row={k: v.to(device) for k, v in self.row_data.items()},
+            token=tokens,
+            mask=model_inputs["response_mask"].view(b, s, width).to(device),
+        )
+
+
+@dataclass
+class MiniBatch:
+    """One padded micro-batch on the device.
+
+    Attributes:
+        model_inputs: input_ids/attention_mask/position_ids [B * S, T], response_ids/response_mask [B * S, L].
+        row: per-row tensors [B, ...].
+        token: per-token tensors [B, S, L] (0 on padding).
+        mask: [B, S, L] bool, true on response tokens.
+    """
+
+    model_inputs: dict[str, torch.Tensor]
+    rows: int
+    seqs_per_row: int
+    row: dict[str, torch.Tensor]
+    token: dict[str, torch.Tensor]
+    mask: torch.Tensor
+
+
+@dataclass
+class PolicyLogps:
+    """The trained policy's log-probs on a micro-batch's responses (with gradient).
+
+    Attributes:
+        token_logps: [B, S, L], 0 on padding.
+        mask: [B, S, L] bool.
+    """
+
+    token_logps: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def logps(self) -> torch.Tensor:
+        """[B, S] sequence log-probs log π(y | x) (sum over tokens)."""
+        return (self.token_logps * self.mask).sum(-1)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[B, S] response lengths in tokens."""
+        return self.mask.sum(-1)
+
+    @property
+    def mean_logps(self) -> torch.Tensor:
+        """[B, S] length-normalised log-probs (1/|y|) log π(y | x); 0 for an empty response."""
+        return self.logps / self.lengths.clamp(min=1)

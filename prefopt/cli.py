@@ -1,0 +1,148 @@
+"""The ``prefopt`` command: train, generate, tiny-model.
+
+Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from prefopt.errors import ConfigError, PrefoptError
+
+
+def _train(args: argparse.Namespace, rest: list[str]) -> int:
+    from prefopt.algorithms import get_algorithm
+    from prefopt.config import TrainConfig, build_configs, field_help, parse_cli_overrides, read_yaml
+
+    algorithm = get_algorithm(args.algorithm)
+    if args.help_keys:
+        for cls in (TrainConfig, algorithm.config_class):
+            print(f"# {cls.__name__}")
+            for name, text, default in field_help(cls):
+                print(f"  --{name} (default {default!r}): {text}")
+        return 0
+    yaml_values = read_yaml(args.config) if args.config else {}
+    cli_values = parse_cli_overrides(rest)
+    train_cfg, algo_cfg = build_configs(algorithm.config_class, yaml_values, cli_values, args.config)
+
+    from prefopt.loop import train
+
+    metrics = train(args.algorithm, train_cfg, algo_cfg)
+    if "eval/win_rate" in metrics:
+        print(
+            f"[prefopt] win rate of the final policy against the initial policy: {metrics['eval/win_rate']:.3f} "
+            f"(95% CI {metrics['eval/ci_low']:.3f}-{metrics['eval/ci_high']:.3f}, n={metrics['eval/n']})"
+        )
+    print(f"[prefopt] run directory: {train_cfg.output_dir}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from prefopt.data import PromptExample, encode_prompt, load_prompts
+    from prefopt.models import load_causal_lm, load_tokenizer
+    from prefopt.rollout.engine import SamplingParams, derive_seed
+    from prefopt.rollout.hf import HFRolloutEngine
+    from prefopt.rundir import atomic_write_text
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"output file '{out}' exists; pass --overwrite to replace it")
+    if (args.prompt is None) == (args.dataset is None):
+        raise ConfigError("give exactly one of --prompt TEXT or --dataset FILE")
+    tokenizer = load_tokenizer(args.model)
+    if args.prompt is not None:
+        prompt = [{"role": "user", "content": args.prompt}] if tokenizer.chat_template else args.prompt
+        prompts = [PromptExample(0, prompt, encode_prompt(tokenizer, prompt), {})]
+    else:
+        prompts = load_prompts(args.dataset, tokenizer, max_prompt_length=args.max_prompt_length)
+    model = load_causal_lm(args.model, args.dtype)
+    engine = HFRolloutEngine(lambda: contextlib.nullcontext(model), tokenizer, args.batch_size)
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.top_k)
+    seeds = [derive_seed(args.seed, "generate", p.index) for p in prompts]
+    batch = engine.generate([p.prompt_ids for p in prompts], args.n, params, seeds)
+    lines = [
+        json.dumps({"prompt": prompts[s.prompt_index].prompt, "response": s.text, "sample_index": s.sample_index,
+                    "finish_reason": s.finish_reason, "logp": s.logp})  # fmt: skip
+        for s in batch.samples
+    ]
+    atomic_write_text(out, "".join(line + "\n" for line in lines))
+    print(f"[prefopt] wrote {len(lines)} responses to {out}")
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from prefopt.tiny import write_tiny_model
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"'{out}' exists and is not empty; pass --overwrite to replace its files")
+    write_tiny_model(out, head=args.head, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.num_layers)
+    print(f"[prefopt] wrote a tiny {args.head} model to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefopt", description="Preference optimisation for language models.")
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks of errors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="Train with an algorithm: prefopt train ALGO --config x.yaml [--key value]")
+    train.add_argument("algorithm", help="sppo, sppo_hard, ...")
+    train.add_argument("--config", help="YAML file of config keys (flags override it).")
+    train.add_argument("--help-keys", dest="help_keys", action="store_true", help="List every config key.")
+
+    gen = sub.add_parser("generate", help="Sample responses from a model into a JSONL file.")
+    gen.add_argument("--model", required=True, help="Hub id or local folder.")
+    gen.add_argument("--prompt", help="A single prompt (chat-formatted when the tokenizer has a template).")
+    gen.add_argument("--dataset", help="A prompt dataset (same formats as training).")
+    gen.add_argument("--output", required=True, help="JSONL file to write.")
+    gen.add_argument("--n", type=int, default=1, help="Samples per prompt.")
+    gen.add_argument("--max_new_tokens", type=int, default=256)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top_p", type=float, default=1.0)
+    gen.add_argument("--top_k", type=int, default=0)
+    gen.add_argument("--max_prompt_length", type=int, default=512)
+    gen.add_argument("--batch_size", type=int, default=64)
+    gen.add_argument("--dtype", default="float32")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--overwrite", action="store_true")
+
+    tiny = sub.add_parser("tiny-model", help="Write a tiny random Llama model + tokenizer (offline).")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--head", choices=["causal-lm", "reward"], default="causal-lm")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--hidden_size", type=int, default=64)
+    tiny.add_argument("--num_layers", type=int, default=2)
+    tiny.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere, also after the subcommand
+    parser = build_parser()
+    args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    try:
+        if args.command == "train":
+            return _train(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _generate(args) if args.command == "generate" else _tiny_model(args)
+    except PrefoptError as err:
+        if args.debug:
+            raise
+        print(f"prefopt: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

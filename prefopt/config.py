@@ -1,0 +1,290 @@
+"""Run configuration: one dataclass for the shared loop, one per algorithm, loaded TRL-style.
+
+``prefopt train ALGO --config x.yaml --key value ...``: the YAML gives defaults, flags override, and the keys of
+both live in one flat namespace (TRL's names: ``learning_rate``, ``beta``, ``max_new_tokens``, ``report_to``).
+An unknown key, a wrong type or a value out of range is a :class:`ConfigError` that names the key and where it
+came from, raised before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from prefopt.errors import ConfigError
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with its help text (shown by ``prefopt train ALGO --help``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything the shared online loop needs; the algorithm's own hyperparameters live in its module."""
+
+    # Model
+    model_name_or_path: str | None = _f(None, "Policy: a Hub id or a local folder (required).")
+    tokenizer_name_or_path: str | None = _f(None, "Tokenizer, if not the policy's.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Weights dtype of the policy.")
+    attn_implementation: str | None = _f(None, "Attention kernel (eager, sdpa, flash_attention_2); None: default.")
+    trust_remote_code: bool = _f(False, "Allow custom model code from the Hub.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    # Data
+    dataset_name: str | None = _f(None, "Prompts: a local json/jsonl/parquet/csv file, a saved dataset or a Hub name.")
+    dataset_config: str | None = _f(None, "Hub dataset configuration name.")
+    dataset_train_split: str = _f("train", "Split to train on.")
+    prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
+    max_prompt_length: int = _f(512, "Longest prompt in tokens, chat template included.")
+    truncation_mode: Literal["keep_end", "error"] = _f("keep_end", "Longer prompts: keep the last tokens, or stop.")
+    # Run
+    output_dir: str | None = _f(None, "Run directory (required); never overwritten without --overwrite.")
+    overwrite: bool = _f(False, "Delete an existing run directory first.")
+    resume: bool = _f(False, "Continue the run in output_dir from its last completed iteration.")
+    seed: int = _f(42, "Seed for prompt splits, sampling and shuffling.")
+    num_iterations: int = _f(3, "Online iterations (collect, optimise, checkpoint).")
+    prompts_per_iteration: int | None = _f(None, "Prompts per iteration; None: disjoint equal splits (SPPO).")
+    # Generation
+    max_new_tokens: int = _f(256, "Longest response in tokens.")
+    temperature: float = _f(1.0, "Sampling temperature (0: greedy).")
+    top_p: float = _f(1.0, "Nucleus sampling mass.")
+    top_k: int = _f(0, "Top-k sampling (0: off).")
+    generation_batch_size: int = _f(64, "Sequences per generate call.")
+    # Judge
+    judge: str = _f("nontransitive", "Judge kind (see prefopt.judges.JUDGE_KINDS).")
+    judge_model_name_or_path: str | None = _f(None, "Judge model for reward_model / pairwise_model / generative.")
+    judge_function: str | None = _f(None, "module:function or file.py:function for python_reward/preference.")
+    judge_batch_size: int = _f(16, "Judge forward batch size.")
+    judge_max_length: int = _f(1024, "Judge input length limit in tokens (left-truncated).")
+    judge_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Judge model dtype.")
+    judge_template: str | None = _f(None, "Text template of the pairwise/generative judge ({prompt} {a} {b}).")
+    game: Literal["rps", "random"] | None = _f(None, "matrix_game judge: rock-paper-scissors or random.")
+    game_size: int | None = _f(None, "matrix_game judge: number of actions for game=random.")
+    game_seed: int = _f(0, "matrix_game judge: seed of the random matrix.")
+    game_matrix: list[list[float]] | None = _f(None, "matrix_game judge: an explicit preference matrix.")
+    game_actions: list[str] | None = _f(None, "matrix_game judge: action strings (single tokens).")
+    # Optimisation
+    num_train_epochs: int = _f(1, "Passes over each iteration's data.")
+    per_device_train_batch_size: int = _f(8, "Rows per micro-batch on each device.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.")
+    learning_rate: float = _f(5e-7, "Peak learning rate.")
+    optim: Literal["adamw_torch", "adam", "rmsprop", "sgd"] = _f("adamw_torch", "Optimizer.")
+    weight_decay: float = _f(0.0, "Decoupled weight decay (AdamW) or L2 (others).")
+    adam_beta1: float = _f(0.9, "Adam beta1.")
+    adam_beta2: float = _f(0.999, "Adam beta2.")
+    adam_epsilon: float = _f(1e-8, "Adam / RMSprop epsilon.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _f("linear", "LR schedule.")
+    warmup_ratio: float = _f(0.0, "Fraction of all optimizer steps spent warming up.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
+    bf16: bool = _f(False, "bfloat16 mixed precision.")
+    logprob_batch_size: int = _f(16, "Sequences per no-grad anchor log-prob pass.")
+    deepspeed: str | None = _f(None, "DeepSpeed JSON config (configs/deepspeed/zero2.json, zero3.json).")
+    torch_num_threads: int | None = _f(None, "CPU threads for torch ops (None: torch's default; 1 suits tiny models).")
+    # Evaluation in training
+    eval_num_prompts: int = _f(0, "Prompts held out for the win rate against the initial policy (0: none).")
+    eval_every: int = _f(0, "Evaluate every k iterations (0: only after the last).")
+    eval_samples_per_prompt: int = _f(1, "Responses per held-out prompt per evaluation.")
+    # Logging and checkpoints
+    report_to: list[str] = _f(["none"], "Trackers: none, tensorboard, wandb.")
+    run_name: str | None = _f(None, "Tracker run name.")
+    logging_steps: int = _f(0, "Also log every k optimizer steps to metrics.jsonl (0: per iteration only).")
+    disable_tqdm: bool = _f(False, "Hide progress bars.")
+    save_total_limit: int = _f(2, "Checkpoints kept (the latest ones).")
+
+    def validate(self) -> None:
+        for name in ("model_name_or_path", "dataset_name", "output_dir"):
+            if not getattr(self, name):
+                raise ConfigError(f"config key '{name}' is required")
+        positive = ("num_iterations", "max_new_tokens", "generation_batch_size", "judge_batch_size",
+                    "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "logprob_batch_size", "max_prompt_length", "eval_samples_per_prompt")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
+        checks = [
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("top_k", self.top_k >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0"),
+            ("eval_num_prompts", self.eval_num_prompts >= 0, ">= 0"),
+            ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("prompts_per_iteration", self.prompts_per_iteration is None or self.prompts_per_iteration >= 1, ">= 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+        if self.deepspeed and not Path(self.deepspeed).is_file():
+            raise ConfigError(f"config key 'deepspeed': file '{self.deepspeed}' does not exist")
+        bad = set(self.report_to) - {"none", "tensorboard", "wandb"}
+        if bad:
+            raise ConfigError(f"config key 'report_to': unknown tracker {sorted(bad)[0]!r}; use none, tensorboard, wandb")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading: YAML + CLI flags -> (TrainConfig, algorithm config)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str, origin: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (with the lenient conversions YAML and CLI strings need)."""
+    def fail():
+        raise ConfigError(f"config key '{key}' ({origin}) expects {_type_name(tp)}, got {value!r}")
+
+    o = typing.get_origin(tp)
+    if o in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, origin)
+            except ConfigError:
+                continue
+        fail()
+    if o is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(str(c) for c in typing.get_args(tp))
+            raise ConfigError(f"config key '{key}' ({origin}) must be one of {choices}; got {value!r}")
+        return value
+    if o is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):  # a single CLI value for a list field: "a,b" or "a"
+            value = [v for v in value.split(",") if v] if inner is str else yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            fail()
+        return [_coerce(v, inner, key, origin) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        fail()
+    if tp is int:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                fail()
+        fail()
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 5e-7 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        fail()
+    return value
+
+
+def parse_cli_overrides(args: list[str]) -> dict[str, str | bool]:
+    """``--key value``, ``--key=value`` and bare ``--flag`` (true) into a dict of raw strings."""
+    out: dict[str, str | bool] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"unexpected argument {arg!r}; flags look like --key value")
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+            i += 1
+        else:
+            value = True
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}'{where}: invalid YAML") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
+    return data
+
+
+def build_configs(algo_config_cls: type, yaml_values: dict, cli_values: dict, yaml_path: str | None = None):
+    """Merge YAML and CLI values into (TrainConfig, algo config), checking every key and type.
+
+    Returns:
+        (TrainConfig, algorithm config instance); ``validate()`` has been called on both.
+    """
+    train_hints = typing.get_type_hints(TrainConfig)
+    algo_hints = typing.get_type_hints(algo_config_cls)
+    clash = set(train_hints) & set(algo_hints)
+    assert not clash, f"algorithm config redefines shared keys: {clash}"
+    valid = sorted(set(train_hints) | set(algo_hints))
+    train_kw, algo_kw = {}, {}
+    sources = [(yaml_values, f"from {yaml_path}"), (cli_values, "from the command line")]
+    for values, origin in sources:
+        for key, value in values.items():
+            if key == "algorithm":
+                continue  # a YAML may name its algorithm for readers; `prefopt train ALGO` decides
+            if key not in train_hints and key not in algo_hints:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown config key '{key}' ({origin}){hint} valid keys: {', '.join(valid)}")
+            if key in train_hints:
+                train_kw[key] = _coerce(value, train_hints[key], key, origin)
+            else:
+                algo_kw[key] = _coerce(value, algo_hints[key], key, origin)
+    train = TrainConfig(**train_kw)
+    algo = algo_config_cls(**algo_kw)
+    train.validate()
+    if hasattr(algo, "validate"):
+        algo.validate()
+    return train, algo
+
+
+def config_to_dict(train: TrainConfig, algo, algorithm: str) -> dict:
+    """The resolved config as written to the run directory (and read back by --resume)."""
+    return {"algorithm": algorithm, **dataclasses.asdict(train), **dataclasses.asdict(algo)}
+
+
+def field_help(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, help, default) for every field of a config dataclass."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, f.metadata.get("help", ""), default))
+    return out

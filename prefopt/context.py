@@ -1,0 +1,47 @@
+"""What ``collect`` sees: the rollout engine, the judge, the anchors and the iteration's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from prefopt.anchors import Anchors
+from prefopt.data import PromptExample
+from prefopt.judges.base import PreferenceJudge
+from prefopt.rollout.engine import RolloutBatch, RolloutEngine, SamplingParams, derive_seed
+
+
+@dataclass
+class Context:
+    """Services for one iteration's ``collect`` (and the optional hooks).
+
+    Attributes:
+        cfg: the shared TrainConfig; algo_cfg: the algorithm's own config.
+        sampling: default sampling parameters from the config (with a game's action set, if any).
+        iteration: 0-based index of the current iteration.
+        rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
+    """
+
+    cfg: Any
+    algo_cfg: Any
+    tokenizer: Any
+    rollout: RolloutEngine
+    judge: PreferenceJudge
+    anchors: Anchors
+    backend: Any
+    sampling: SamplingParams
+    iteration: int = 0
+    rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
+
+    def sample(self, prompts: list[PromptExample], n, stream: str = "policy", **overrides) -> RolloutBatch:
+        """Sample from the current policy; ``overrides`` replace SamplingParams fields (e.g. temperature).
+
+        The seed of each prompt's samples depends on (run seed, stream, iteration, dataset row), never on batch
+        layout; give a second sampling in the same iteration its own ``stream`` name.
+        """
+        params = dataclasses.replace(self.sampling, **overrides)
+        seeds = [derive_seed(self.cfg.seed, stream, self.iteration, p.index) for p in prompts]
+        batch = self.rollout.generate([p.prompt_ids for p in prompts], n, params, seeds)
+        self.rollouts.append((stream, prompts, batch))
+        return batch

@@ -1,0 +1,144 @@
+"""THE online loop: collect → optimise → end_iteration → checkpoint → log, for every algorithm.
+
+Read ``train`` top to bottom: setup builds everything and validates config and data before any compute; each
+iteration asks the algorithm for its batch (``collect``), optimises it (the algorithm's ``train_step`` if it has
+one, else epochs × minibatches of its ``loss``), runs its ``end_iteration`` hook, then commits the iteration's
+data, a checkpoint and one metrics line. Nothing here knows any algorithm by name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+
+from prefopt.batch import Batch, PolicyLogps
+from prefopt.data import iteration_prompts
+from prefopt.eval import win_rate
+from prefopt.ops import response_token_logps
+from prefopt.optim import start_schedule
+from prefopt.rollout.engine import derive_seed
+from prefopt.setup import Run, setup_run
+
+
+def train(algorithm_name: str, cfg, algo_cfg) -> dict:
+    """Run (or resume) training and return the last iteration's metrics."""
+    run: Run = setup_run(algorithm_name, cfg, algo_cfg)
+    ctx, algorithm = run.ctx, run.algorithm
+    metrics: dict = run.history[-1] if run.history else {}
+    for it in range(run.start_iteration, cfg.num_iterations):
+        ctx.iteration, ctx.rollouts = it, []
+        run.judge_records.clear()
+        idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
+        prompts = [run.train_prompts[i] for i in idx]
+
+        t0 = time.perf_counter()
+        batch = algorithm.collect(ctx, prompts)
+        t1 = time.perf_counter()
+        if run.state["total_steps"] == 0:  # the schedule's length is fixed by the first iteration's data
+            run.state["total_steps"] = steps_per_iteration(batch.num_rows, cfg, run.world_size) * cfg.num_iterations
+            start_schedule(run.scheduler, run.state["total_steps"])
+        if algorithm.train_step is not None:
+            stats = algorithm.train_step(ctx, batch)
+        else:
+            stats = optimise(run, batch)
+        if algorithm.end_iteration is not None:
+            algorithm.end_iteration(ctx)
+        t2 = time.perf_counter()
+
+        metrics = {"iteration": it, "step": run.state["global_step"], **stats, **rollout_metrics(ctx)}
+        metrics.update({"time/collect_s": t1 - t0, "time/optimise_s": t2 - t1, "rows": batch.num_rows})
+        if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
+            metrics.update(evaluate(run).as_metrics("eval/"))
+        metrics["time/iteration_s"] = time.perf_counter() - t0
+        run.commit_iteration(it, metrics)
+        run.log(metrics)
+    run.finish()
+    return metrics
+
+
+def steps_per_iteration(num_rows: int, cfg, world_size: int) -> int:
+    global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size
+    return cfg.num_train_epochs * max(1, math.ceil(num_rows / global_batch))
+
+
+def optimise(run: Run, batch: Batch) -> dict:
+    """Epochs × shuffled minibatches of the algorithm's loss; one optimizer step per minibatch.
+
+    A minibatch holds per_device_train_batch_size × gradient_accumulation_steps × world_size rows; each process
+    takes every world_size-th row and accumulates over its micro-batches. Each row weighs the same: a micro-batch
+    contributes sum(losses) / rows_in_minibatch (× world_size, since DDP/DeepSpeed average over processes).
+    """
+    cfg, backend = run.cfg, run.backend
+    global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.world_size
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    grad_norms = []
+    steps = steps_per_iteration(batch.num_rows, cfg, run.world_size)
+    bar = tqdm(total=steps, desc=f"optimise (iteration {run.ctx.iteration})", disable=cfg.disable_tqdm, leave=False)
+    backend.model.train()
+    for epoch in range(cfg.num_train_epochs):
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "shuffle", run.ctx.iteration, epoch))
+        order = torch.randperm(batch.num_rows, generator=gen).tolist()
+        for start in range(0, batch.num_rows, global_batch):
+            step_rows = order[start : start + global_batch]
+            local = step_rows[run.rank :: run.world_size]
+            micro = [local[i : i + cfg.per_device_train_batch_size]
+                     for i in range(0, len(local), cfg.per_device_train_batch_size)]  # fmt: skip
+            for k, rows in enumerate(micro):
+                with backend.accumulation(is_last=k == len(micro) - 1):
+                    losses, step_metrics = loss_on_rows(run, batch, rows)
+                    backend.backward(losses.sum() * run.world_size / len(step_rows))
+                for key, value in step_metrics.items():
+                    sums[key] += float(value.detach().float().sum())
+                count += len(rows)
+            grad_norms.append(backend.step())
+            run.scheduler.step()
+            run.state["global_step"] += 1
+            bar.update(1)
+            run.maybe_log_step(grad_norms[-1], step_metrics)
+    bar.close()
+    out = {key: value / max(count, 1) for key, value in sums.items()}
+    out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    out["lr"] = run.scheduler.get_last_lr()[0]
+    return out
+
+
+def policy_logps(run: Run, minibatch) -> PolicyLogps:
+    """The trained policy's token log-probs on a micro-batch (one forward, with gradient)."""
+    token_logps = response_token_logps(run.backend.model, minibatch.model_inputs, run.ctx.anchors.allowed)
+    b, s = minibatch.rows, minibatch.seqs_per_row
+    return PolicyLogps(token_logps.view(b, s, -1), minibatch.mask)
+
+
+def loss_on_rows(run: Run, batch: Batch, rows: list[int]):
+    """Per-row losses and metrics of the algorithm on the given rows (forward pass included)."""
+    minibatch = batch.select(rows).to_minibatch(run.tokenizer.pad_token_id, run.backend.device)
+    losses, step_metrics = run.algorithm.loss(run.ctx.algo_cfg, minibatch, policy_logps(run, minibatch))
+    return losses, {"loss/total": losses.detach(), **step_metrics}
+
+
+def rollout_metrics(ctx) -> dict:
+    samples = [s for _, _, rb in ctx.rollouts for s in rb.samples]
+    if not samples:
+        return {}
+    lengths = [len(s.response_ids) for s in samples]
+    return {
+        "rollout/samples": len(samples),
+        "rollout/mean_length": sum(lengths) / len(lengths),
+        "rollout/stop_fraction": sum(s.finish_reason == "stop" for s in samples) / len(samples),
+        "rollout/mean_logp": sum(s.logp for s in samples) / len(samples),
+    }
+
+
+def evaluate(run: Run):
+    """Win rate of the current policy against the initial one on the held-out prompts, under the run's judge."""
+    current = run.sample_eval_responses(stream="eval")
+    prompts = [p.prompt for p in run.eval_prompts for _ in range(run.cfg.eval_samples_per_prompt)]
+    recorder, run.judge.recorder = run.judge.recorder, None  # evaluation comparisons are not training data
+    probs = run.judge.preference(prompts, current, run.initial_eval_responses)
+    run.judge.recorder = recorder
+    return win_rate(probs.tolist())

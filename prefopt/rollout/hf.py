@@ -1,0 +1,157 @@
+"""Rollout backend on ``transformers`` generate: batched, left-padded, KV-cached, each row stopped at EOS.
+
+How per-row seeding fits into ``generate``: generate runs greedy decoding, and a logits processor draws each
+row's token itself (Gumbel-max with that row's own ``torch.Generator``, over the temperature/top-k/top-p
+distribution) and masks every other token to −inf, so the greedy pick is the sampled token. The same processor
+records log π(token) from the raw logits it receives, so no [steps, B, V] logits tensor is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from prefopt.ops import pad_sequences, restricted_log_softmax
+from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, expand_requests
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, top-k and top-p applied to [B, V] logits (−inf marks removed tokens)."""
+    logits = logits / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the first token always stays).
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The tokenizer's EOS plus any end-of-turn ids in the model's generation config (Llama 3 lists several)."""
+    ids = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids |= set(config_eos) if isinstance(config_eos, (list, tuple)) else {config_eos}
+    return {i for i in ids if i is not None}
+
+
+class _SeededSampler:
+    """A generate logits processor: picks each row's token from its own generator, records its log-prob."""
+
+    def __init__(self, params: SamplingParams, row_seeds: Sequence[int], device: torch.device):
+        self.params = params
+        self.allowed = None if params.allowed_token_ids is None else torch.tensor(params.allowed_token_ids)
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
+        self.step_logps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logps = restricted_log_softmax(scores, self.allowed)  # the policy itself: temperature 1, no truncation
+        if self.params.temperature == 0:
+            chosen = logps.argmax(-1)
+        else:
+            sampling_logits = logps if self.allowed is not None else scores.float()
+            filtered = filter_logits(sampling_logits, self.params)
+            gumbel = torch.stack(
+                [
+                    -torch.log(-torch.log(torch.rand(scores.shape[-1], generator=g, device=scores.device) + 1e-20))
+                    for g in self.generators
+                ]
+            )
+            chosen = (filtered + gumbel).argmax(-1)
+        self.step_logps.append(logps.gather(-1, chosen[:, None]).squeeze(-1).cpu())
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, chosen[:, None], 0.0)
+        return out
+
+
+class HFRolloutEngine(RolloutEngine):
+    """Sampling with ``model.generate``.
+
+    Args:
+        model_context: a callable returning a context manager that yields the model to generate with (the
+            backend's unwrapped model, with ZeRO-3 weights gathered once for the whole rollout).
+        tokenizer: the policy tokenizer (pad and EOS ids, decoding).
+        batch_size: rows per generate call.
+    """
+
+    def __init__(
+        self,
+        model_context: Callable[[], contextlib.AbstractContextManager],
+        tokenizer,
+        batch_size: int = 64,
+        show_progress: bool = True,
+    ):
+        self.model_context = model_context
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, n, params: SamplingParams, seeds) -> RolloutBatch:
+        requests = expand_requests(len(prompt_ids), n, seeds)
+        # Sorting rows by prompt length keeps padding low; per-row seeds make the order irrelevant to results.
+        order = sorted(range(len(requests)), key=lambda r: len(prompt_ids[requests[r][0]]))
+        samples: list[Sample | None] = [None] * len(requests)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with self.model_context() as model:
+            was_training = model.training
+            model.eval()
+            for rows in tqdm(batches, desc="rollout", disable=not self.show_progress or not batches, leave=False):
+                reqs = [requests[r] for r in rows]
+                for r, sample in zip(rows, self._generate_rows(model, prompt_ids, reqs, params)):
+                    samples[r] = sample
+            model.train(was_training)
+        return RolloutBatch(samples=samples, num_prompts=len(prompt_ids))
+
+    def _generate_rows(self, model, prompt_ids, reqs, params: SamplingParams) -> list[Sample]:
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        device = next(model.parameters()).device
+        prompts = [list(prompt_ids[i]) for i, _, _ in reqs]
+        input_ids = pad_sequences(prompts, tok.pad_token_id, side="left").to(device)
+        attention_mask = pad_sequences([[1] * len(p) for p in prompts], 0, side="left").to(device)
+        sampler = _SeededSampler(params, [seed for _, _, seed in reqs], device)
+        eos_ids = eos_token_ids(model, tok)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=sorted(eos_ids),
+            pad_token_id=tok.pad_token_id,
+        )
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            logits_processor=[sampler],
+        )
+        generated = out[:, input_ids.shape[1] :].cpu()
+        step_logps = torch.stack(sampler.step_logps, dim=1)  # [B, steps]
+        samples = []
+        for row, (i, j, _) in enumerate(reqs):
+            ids = generated[row].tolist()
+            length, reason = len(ids), "length"
+            stop = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+            if stop is not None:
+                length, reason = stop + 1, "stop"
+            response = ids[:length]
+            samples.append(
+                Sample(
+                    prompt_index=i,
+                    sample_index=j,
+                    prompt_ids=prompts[row],
+                    response_ids=response,
+                    text=tok.decode(response, skip_special_tokens=True),
+                    token_logps=step_logps[row, :length].clone(),
+                    finish_reason=reason,
+                )
+            )
+        return samples

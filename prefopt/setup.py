@@ -1,0 +1,236 @@
+"""Building a run: everything the loop needs, validated before any compute, and the run's bookkeeping.
+
+Order matters: config, run-directory checks, tokenizer, data (every row validated) and judge come first, so a
+bad input stops the run before a model is loaded or a file is written; only then are the model, backend,
+optimizer and run directory created.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from prefopt.algorithms import Algorithm, get_algorithm
+from prefopt.anchors import Anchors
+from prefopt.backend import Backend
+from prefopt.config import config_to_dict
+from prefopt.context import Context
+from prefopt.data import PromptExample, holdout_split, load_prompts
+from prefopt.errors import ConfigError
+from prefopt.judges import build_judge
+from prefopt.models import load_causal_lm, load_tokenizer
+from prefopt.optim import make_optimizer, make_scheduler
+from prefopt.rollout.engine import SamplingParams, derive_seed
+from prefopt.rollout.hf import HFRolloutEngine
+from prefopt.rundir import RunDir, atomic_dir, commit_dir
+
+
+@dataclass
+class Run:
+    """One training run's objects and bookkeeping (``state`` and ``history`` are what a resume restores)."""
+
+    cfg: Any
+    algorithm: Algorithm
+    ctx: Context
+    backend: Backend
+    scheduler: Any
+    tokenizer: Any
+    judge: Any
+    rundir: RunDir
+    train_prompts: list[PromptExample]
+    eval_prompts: list[PromptExample]
+    initial_eval_responses: list[str] = field(default_factory=list)
+    judge_records: list[dict] = field(default_factory=list)
+    state: dict = field(default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "total_steps": 0})
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def start_iteration(self) -> int:
+        return self.state["last_completed_iteration"] + 1
+
+    @property
+    def world_size(self) -> int:
+        return self.backend.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.backend.accelerator.process_index
+
+    def sample_eval_responses(self, stream: str) -> list[str]:
+        """Responses of the current policy on the held-out prompts (fixed seeds: the same every evaluation)."""
+        seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in self.eval_prompts]
+        batch = self.ctx.rollout.generate([p.prompt_ids for p in self.eval_prompts],
+                                          self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds)  # fmt: skip
+        return [s.text for s in batch.samples]
+
+    def commit_iteration(self, iteration: int, metrics: dict) -> None:
+        """Iteration data, then the checkpoint, then state.json: the iteration counts once all three exist."""
+        main = self.backend.is_main
+        if main:
+            self.rundir.save_iteration_data(iteration, rollout_rows(self.ctx), self.judge_records)
+        target = self.rundir.checkpoint_dir(iteration)
+        staging = self.rundir.staging_dir(target, clear=main)
+        self.backend.wait()
+        self.backend.save_state(str(staging))  # every process writes its part (RNG states, ZeRO shards)
+        self.backend.wait()
+        self.state["last_completed_iteration"] = iteration
+        self.history.append(metrics)
+        if main:
+            commit_dir(staging, target)
+            self.rundir.write_metrics(self.history)
+            self.rundir.write_state(self.state)
+            self.rundir.prune_checkpoints(self.cfg.save_total_limit)
+
+    def log(self, metrics: dict) -> None:
+        if self.cfg.report_to != ["none"]:
+            self.backend.accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                                         step=metrics["iteration"])  # fmt: skip
+        if self.backend.is_main:
+            keys = [k for k in ("loss/total", "grad_norm", "rollout/mean_length", "eval/win_rate") if k in metrics]
+            shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
+            print(f"[prefopt] iteration {metrics['iteration']}: {shown}  ({metrics['time/iteration_s']:.1f}s)",
+                  flush=True)  # fmt: skip
+
+    def maybe_log_step(self, grad_norm: float, step_metrics: dict) -> None:
+        step = self.state["global_step"]
+        if self.cfg.logging_steps and step % self.cfg.logging_steps == 0 and self.backend.is_main:
+            record = {"step": step, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+            record.update({k: float(v.float().mean()) for k, v in step_metrics.items()})
+            with open(self.rundir.path / "steps.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def finish(self) -> None:
+        """Save the final policy (save_pretrained, safetensors) with its tokenizer into OUTPUT_DIR/final."""
+        state_dict = self.backend.state_dict_for_saving()
+        if self.backend.is_main:
+            target = self.rundir.path / "final"
+            tmp = atomic_dir(target)
+            self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            commit_dir(tmp, target)
+        if self.cfg.report_to != ["none"]:
+            self.backend.accelerator.end_training()
+
+
+def rollout_rows(ctx: Context) -> dict[str, list]:
+    """Every sample of the iteration as dataset columns."""
+    cols: dict[str, list] = {k: [] for k in ("stream", "prompt_index", "sample_index", "prompt", "response",
+                                             "prompt_ids", "response_ids", "token_logps", "finish_reason")}  # fmt: skip
+    for stream, prompts, batch in ctx.rollouts:
+        for s in batch.samples:
+            row = {"stream": stream, "prompt_index": prompts[s.prompt_index].index, "sample_index": s.sample_index,
+                   "prompt": json.dumps(prompts[s.prompt_index].prompt), "response": s.text,
+                   "prompt_ids": s.prompt_ids, "response_ids": s.response_ids,
+                   "token_logps": s.token_logps.tolist(), "finish_reason": s.finish_reason}  # fmt: skip
+            for k, v in row.items():
+                cols[k].append(v)
+    return cols
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def allowed_token_ids(judge, tokenizer) -> tuple[int, ...] | None:
+    """Token ids of a game judge's actions; each action must be exactly one token of the policy's tokenizer."""
+    actions = judge.allowed_responses()
+    if actions is None:
+        return None
+    ids = []
+    for action in actions:
+        encoded = tokenizer(action, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ConfigError(f"game action {action!r} is {len(encoded)} tokens for this tokenizer; each must be one")
+        ids.append(encoded[0])
+    return tuple(ids)
+
+
+def _build_judge(cfg, device):
+    judge = build_judge(
+        cfg.judge, model_name_or_path=cfg.judge_model_name_or_path, function=cfg.judge_function,
+        batch_size=cfg.judge_batch_size, max_length=cfg.judge_max_length, dtype=cfg.judge_dtype, device=device,
+        trust_remote_code=cfg.trust_remote_code, template=cfg.judge_template, game=cfg.game,
+        game_size=cfg.game_size, game_seed=cfg.game_seed, game_matrix=cfg.game_matrix, game_actions=cfg.game_actions,
+    )  # fmt: skip
+    return judge
+
+
+def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
+    """Validate inputs, then build model, backend, anchors, rollout engine and run directory."""
+    algorithm = get_algorithm(algorithm_name)
+    config = config_to_dict(cfg, algo_cfg, algorithm_name)
+    rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
+    rundir.check(config)
+    seed_everything(cfg.seed)
+    if cfg.torch_num_threads:
+        torch.set_num_threads(cfg.torch_num_threads)
+    tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
+    columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
+    examples = load_prompts(cfg.dataset_name, tokenizer, split=cfg.dataset_train_split, config_name=cfg.dataset_config,
+                            prompt_column=cfg.prompt_column, max_prompt_length=cfg.max_prompt_length,
+                            truncation_mode=cfg.truncation_mode, require_columns=columns)  # fmt: skip
+    train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
+    backend = Backend(cfg)
+    judge = _build_judge(cfg, backend.device)
+    allowed = allowed_token_ids(judge, tokenizer)
+    model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if not (cfg.resume and rundir.read_state() is not None):
+        rundir.create(config)
+    trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+    if cfg.report_to != ["none"]:
+        backend.accelerator.init_trackers(cfg.run_name or "prefopt", config=trackers_config)
+    optimizer = make_optimizer(model, cfg)
+    backend.prepare(model, optimizer)
+    scheduler = make_scheduler(optimizer, cfg)
+    backend.register_for_checkpointing(scheduler)
+    sampling = SamplingParams(max_new_tokens=1 if allowed else cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, top_k=cfg.top_k, allowed_token_ids=allowed)  # fmt: skip
+    show = not cfg.disable_tqdm
+    anchors = Anchors(backend, tokenizer.pad_token_id, cfg.logprob_batch_size, allowed, show_progress=show)
+    rollout = HFRolloutEngine(backend.generation_model, tokenizer, cfg.generation_batch_size, show_progress=show)
+    ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
+    run = Run(cfg, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
+    judge.recorder = run.judge_records
+    _prepare_anchors_and_resume(run)
+    _print_header(run, model)
+    return run
+
+
+def _prepare_anchors_and_resume(run: Run) -> None:
+    """Things that need the initial weights come first (π_ref, the baseline eval responses), then the resume."""
+    if run.algorithm.needs_ref:
+        run.ctx.anchors.keep_reference()
+    if run.eval_prompts:
+        run.initial_eval_responses = run.sample_eval_responses(stream="eval")
+    saved = run.rundir.read_state() if run.cfg.resume else None
+    if saved is not None and saved["last_completed_iteration"] >= 0:
+        run.backend.load_state(str(run.rundir.checkpoint_dir(saved["last_completed_iteration"])))
+        run.state = saved
+        run.history = run.rundir.read_metrics()
+        if run.backend.is_main:
+            print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _print_header(run: Run, model) -> None:
+    if not run.backend.is_main:
+        return
+    cfg = run.cfg
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    per_iter = cfg.prompts_per_iteration or len(run.train_prompts) // cfg.num_iterations
+    print(
+        f"[prefopt] {run.algorithm.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), "
+        f"{len(run.train_prompts)} train / {len(run.eval_prompts)} eval prompts, {per_iter} prompts per iteration, "
+        f"{cfg.num_iterations} iterations, {run.world_size} process(es), judge {run.judge.name}, "
+        f"DeepSpeed ZeRO-{run.backend.zero_stage if run.backend.uses_deepspeed else 'off'}",
+        flush=True,
+    )
