@@ -10,6 +10,7 @@ Where each anchor comes from, without a second full model on the accelerator:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,7 @@ class Anchors:
         self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
         self.show_progress = show_progress
         self.ref_snapshot: dict[str, torch.Tensor] | None = None
+        self.elapsed_s = 0.0  # seconds in anchor passes (the loop's time/anchor_s)
 
     def keep_reference(self) -> None:
         """Remember the current weights as π_ref (free with an adapter: disabling it gives π_ref)."""
@@ -61,6 +63,7 @@ class Anchors:
         Returns:
             one float32 CPU tensor [len(response_ids[i])] per sequence.
         """
+        start = time.perf_counter()
         model = self.backend.model
         was_training = model.training
         model.eval()
@@ -77,6 +80,7 @@ class Anchors:
                 for row, i in enumerate(idx):
                     results[i] = logps[row, : len(response_ids[i])].clone()
         model.train(was_training)
+        self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
 
     def logps(self, prompt_ids, response_ids, policy: str = "current") -> torch.Tensor:

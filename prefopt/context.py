@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ class Context:
         sampling: default sampling parameters from the config (with a game's action set, if any).
         iteration: 0-based index of the current iteration.
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
+        rollout_s: seconds spent sampling this iteration.
     """
 
     cfg: Any
@@ -33,6 +35,12 @@ class Context:
     sampling: SamplingParams
     iteration: int = 0
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
+    rollout_s: float = 0.0
+
+    def start_iteration(self, iteration: int) -> None:
+        self.iteration, self.rollouts, self.rollout_s = iteration, [], 0.0
+        self.judge.elapsed_s = 0.0
+        self.anchors.elapsed_s = 0.0
 
     def sample(self, prompts: list[PromptExample], n, stream: str = "policy", **overrides) -> RolloutBatch:
         """Sample from the current policy; ``overrides`` replace SamplingParams fields (e.g. temperature).
@@ -42,6 +50,8 @@ class Context:
         """
         params = dataclasses.replace(self.sampling, **overrides)
         seeds = [derive_seed(self.cfg.seed, stream, self.iteration, p.index) for p in prompts]
+        start = time.perf_counter()
         batch = self.rollout.generate([p.prompt_ids for p in prompts], n, params, seeds)
+        self.rollout_s += time.perf_counter() - start
         self.rollouts.append((stream, prompts, batch))
         return batch

@@ -30,7 +30,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     ctx, algorithm = run.ctx, run.algorithm
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
-        ctx.iteration, ctx.rollouts = it, []
+        ctx.start_iteration(it)
         run.judge_records.clear()
         idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
         prompts = [run.train_prompts[i] for i in idx]
@@ -38,9 +38,9 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         t0 = time.perf_counter()
         batch = algorithm.collect(ctx, prompts)
         t1 = time.perf_counter()
-        if run.state["total_steps"] == 0:  # the schedule's length is fixed by the first iteration's data
-            run.state["total_steps"] = steps_per_iteration(batch.num_rows, cfg, run.world_size) * cfg.num_iterations
-            start_schedule(run.scheduler, run.state["total_steps"])
+        if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
+            run.state["steps_per_iteration"] = steps_per_iteration(batch.num_rows, cfg, run.world_size)
+            start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
         if algorithm.train_step is not None:
             stats = algorithm.train_step(ctx, batch)
         else:
@@ -50,7 +50,8 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         t2 = time.perf_counter()
 
         metrics = {"iteration": it, "step": run.state["global_step"], **stats, **rollout_metrics(ctx)}
-        metrics.update({"time/collect_s": t1 - t0, "time/optimise_s": t2 - t1, "rows": batch.num_rows})
+        metrics.update({"time/collect_s": t1 - t0, "time/rollout_s": ctx.rollout_s, "time/judge_s": ctx.judge.elapsed_s,
+                        "time/anchor_s": ctx.anchors.elapsed_s, "time/optimise_s": t2 - t1, "rows": batch.num_rows})
         if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
             metrics.update(evaluate(run).as_metrics("eval/"))
         metrics["time/iteration_s"] = time.perf_counter() - t0

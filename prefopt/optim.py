@@ -26,8 +26,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 class Schedule:
     """LR multiplier for optimizer step ``step`` (the formulas of transformers' schedulers).
 
-    The length is fixed after the first iteration's data is known: total_steps = (optimizer steps of iteration 1)
-    × num_iterations, and warmup = warmup_ratio × total_steps. A callable object (not a lambda) so that
+    The length is set once the first iteration's data is known: total_steps = (optimizer steps of iteration 1)
+    × num_iterations, and warmup = warmup_ratio × total_steps (algorithms whose row count varies per iteration
+    get a schedule that is exact for the first and clamped at its end afterwards). A callable object (not a lambda) so that
     ``LambdaLR.state_dict`` saves its fields and a resumed run continues the same schedule.
     """
 

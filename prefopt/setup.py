@@ -24,7 +24,7 @@ from prefopt.data import PromptExample, holdout_split, load_prompts
 from prefopt.errors import ConfigError
 from prefopt.judges import build_judge
 from prefopt.models import load_causal_lm, load_tokenizer
-from prefopt.optim import make_optimizer, make_scheduler
+from prefopt.optim import make_optimizer, make_scheduler, start_schedule
 from prefopt.rollout.engine import SamplingParams, derive_seed
 from prefopt.rollout.hf import HFRolloutEngine
 from prefopt.rundir import RunDir, atomic_dir, commit_dir
@@ -46,7 +46,7 @@ class Run:
     eval_prompts: list[PromptExample]
     initial_eval_responses: list[str] = field(default_factory=list)
     judge_records: list[dict] = field(default_factory=list)
-    state: dict = field(default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "total_steps": 0})
+    state: dict = field(default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0})
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -215,6 +215,8 @@ def _prepare_anchors_and_resume(run: Run) -> None:
     if saved is not None and saved["last_completed_iteration"] >= 0:
         run.backend.load_state(str(run.rundir.checkpoint_dir(saved["last_completed_iteration"])))
         run.state = saved
+        # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
+        start_schedule(run.scheduler, saved["steps_per_iteration"] * run.cfg.num_iterations)
         run.history = run.rundir.read_metrics()
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)

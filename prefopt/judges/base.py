@@ -11,6 +11,8 @@ Prompts are what the dataset holds (TRL's formats): a string, or a list of chat 
 
 from __future__ import annotations
 
+import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Union
@@ -19,7 +21,7 @@ import torch
 
 from prefopt.errors import JudgeError
 
-Prompt = Union[str, list[dict[str, str]]]
+Prompt = Union[str, list[dict[str, str]]]  # noqa: UP007 (a runtime alias must work on Python 3.10)
 
 
 def check_values(values: torch.Tensor, judge: str, what: str, probability: bool) -> torch.Tensor:
@@ -41,6 +43,21 @@ class PreferenceJudge(ABC):
     name: str = "judge"
     # When a list, every checked call appends its rows here (the loop saves them as the iteration's judge outputs).
     recorder: list[dict] | None = None
+    # Seconds spent in judge calls (outermost calls only), read by the loop for its time/judge_s metric.
+    elapsed_s: float = 0.0
+    _timing: bool = False
+
+    @contextlib.contextmanager
+    def _timed(self):
+        if self._timing:  # a nested call (a reward judge's preference goes through reward) is already timed
+            yield
+            return
+        self._timing, start = True, time.perf_counter()
+        try:
+            yield
+        finally:
+            self.elapsed_s += time.perf_counter() - start
+            self._timing = False
 
     @abstractmethod
     def _preference(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]):
@@ -58,7 +75,8 @@ class PreferenceJudge(ABC):
             raise ValueError("prompts, responses_a and responses_b must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
-        probs = check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
+        with self._timed():
+            probs = check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
         self._record("preference", prompts, {"response_a": responses_a, "response_b": responses_b}, probs)
         return probs
 
@@ -111,7 +129,8 @@ class RewardJudge(PreferenceJudge):
             raise ValueError("prompts and responses must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
-        rewards = check_values(self._reward(prompts, responses), self.name, "reward", False)
+        with self._timed():
+            rewards = check_values(self._reward(prompts, responses), self.name, "reward", False)
         self._record("reward", prompts, {"response": responses}, rewards)
         return rewards
 
