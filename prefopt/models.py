@@ -25,7 +25,7 @@ def resolve_dtype(name: str | None) -> torch.dtype | str:
     return DTYPES[name]
 
 
-def _check_source(name_or_path: str, what: str) -> str:
+def check_source(name_or_path: str, what: str) -> str:
     expanded = os.path.expanduser(name_or_path)
     if os.path.exists(expanded):
         return expanded
@@ -35,7 +35,7 @@ def _check_source(name_or_path: str, what: str) -> str:
 
 
 def _load(loader, name_or_path: str, what: str, **kwargs):
-    source = _check_source(name_or_path, what)
+    source = check_source(name_or_path, what)
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:

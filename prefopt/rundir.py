@@ -76,9 +76,13 @@ class RunDir:
                     f"({saved.get(k)!r} there, {config.get(k)!r} now)"
                 )
 
-    def create(self, config: dict) -> None:
+    def clear_for_overwrite(self) -> None:
+        """--overwrite: delete the old run, once the new run's inputs have all been validated."""
         if self.overwrite and self.path.exists():
             shutil.rmtree(self.path)
+
+    def create(self, config: dict) -> None:
+        """Start the folder with its config.yaml."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 

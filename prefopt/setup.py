@@ -20,10 +20,10 @@ from prefopt.anchors import Anchors
 from prefopt.backend import Backend
 from prefopt.config import config_to_dict
 from prefopt.context import Context
-from prefopt.data import PromptExample, holdout_split, load_prompts
+from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.errors import ConfigError
 from prefopt.judges import build_judge
-from prefopt.models import load_causal_lm, load_tokenizer
+from prefopt.models import check_source, load_causal_lm, load_tokenizer
 from prefopt.optim import make_optimizer, make_scheduler, start_schedule
 from prefopt.rollout.engine import SamplingParams, derive_seed
 from prefopt.rollout.hf import HFRolloutEngine
@@ -35,6 +35,7 @@ class Run:
     """One training run's objects and bookkeeping (``state`` and ``history`` are what a resume restores)."""
 
     cfg: Any
+    config: dict
     algorithm: Algorithm
     ctx: Context
     backend: Backend
@@ -71,6 +72,8 @@ class Run:
     def commit_iteration(self, iteration: int, metrics: dict) -> None:
         """Iteration data, then the checkpoint, then state.json: the iteration counts once all three exist."""
         main = self.backend.is_main
+        if main and self.rundir.read_state() is None:
+            self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
         if main:
             self.rundir.save_iteration_data(iteration, rollout_rows(self.ctx), self.judge_records)
         target = self.rundir.checkpoint_dir(iteration)
@@ -162,6 +165,18 @@ def _build_judge(cfg, device):
     return judge
 
 
+def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[PromptExample]:
+    """The training prompts (or preference pairs, when the algorithm reads them), every row validated."""
+    source = dict(split=cfg.dataset_train_split, config_name=cfg.dataset_config,
+                  max_prompt_length=cfg.max_prompt_length, truncation_mode=cfg.truncation_mode)  # fmt: skip
+    if algorithm.reads_pairs and algorithm.reads_pairs(algo_cfg):
+        pairs = load_preferences(cfg.dataset_name, tokenizer, **source)
+        return [PromptExample(p.index, p.prompt, p.prompt_ids, {"chosen": p.chosen, "rejected": p.rejected,
+                              "chosen_ids": p.chosen_ids, "rejected_ids": p.rejected_ids}) for p in pairs]  # fmt: skip
+    columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
+    return load_prompts(cfg.dataset_name, tokenizer, prompt_column=cfg.prompt_column, require_columns=columns, **source)
+
+
 def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     """Validate inputs, then build model, backend, anchors, rollout engine and run directory."""
     algorithm = get_algorithm(algorithm_name)
@@ -171,11 +186,9 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
+    check_source(cfg.model_name_or_path, "model")  # name the model, not its tokenizer, when the path is wrong
     tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
-    columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
-    examples = load_prompts(cfg.dataset_name, tokenizer, split=cfg.dataset_train_split, config_name=cfg.dataset_config,
-                            prompt_column=cfg.prompt_column, max_prompt_length=cfg.max_prompt_length,
-                            truncation_mode=cfg.truncation_mode, require_columns=columns)  # fmt: skip
+    examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
     train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
     backend = Backend(cfg)
     judge = _build_judge(cfg, backend.device)
@@ -183,8 +196,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if not (cfg.resume and rundir.read_state() is not None):
-        rundir.create(config)
+    rundir.clear_for_overwrite()
     trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
     if cfg.report_to != ["none"]:
         backend.accelerator.init_trackers(cfg.run_name or "prefopt", config=trackers_config)
@@ -198,7 +210,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     anchors = Anchors(backend, tokenizer.pad_token_id, cfg.logprob_batch_size, allowed, show_progress=show)
     rollout = HFRolloutEngine(backend.generation_model, tokenizer, cfg.generation_batch_size, show_progress=show)
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
-    run = Run(cfg, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
+    run = Run(cfg, config, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records
     _prepare_anchors_and_resume(run)
     _print_header(run, model)

@@ -30,6 +30,9 @@ class Algorithm:
         needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then).
         required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
             on every row before any compute).
+        reads_pairs: ``(cfg) -> bool``, whether collect trains on the dataset's chosen/rejected pairs (TRL's
+            preference formats, explicit or implicit prompt); each prompt's ``extra`` then holds ``chosen_ids``
+            and ``rejected_ids``, tokenised as the policy would emit them.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Algorithm:
     train_step: Callable[..., Any] | None = None
     needs_ref: bool = False
     required_columns: Callable[[Any], tuple[str, ...]] | None = None
+    reads_pairs: Callable[[Any], bool] | None = None
 
 
 ALGORITHMS: dict[str, str] = {

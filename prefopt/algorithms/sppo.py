@@ -18,8 +18,8 @@ the mean over the row's S = 2 sequences, is exactly that.
 
 ``sppo_hard`` (TRL's ``DPOConfig(loss_type="sppo_hard")``): targets ±1/(2β) instead of η(P̂ − ½), on pairs:
     ℓ(θ) = (log π_θ(y_w)/π_t(y_w) − 1/(2β))² + (log π_θ(y_l)/π_t(y_l) + 1/(2β))².
-Its data columns: ``pairs_from: dataset`` reads ``chosen`` and ``rejected`` next to ``prompt`` (TRL's preference
-format) and computes log π_t with one no-grad pass; ``pairs_from: rollout`` samples K responses and keeps the
+Its data columns: ``pairs_from: dataset`` reads ``chosen`` and ``rejected`` (TRL's preference formats, explicit
+``prompt`` column or implicit in the conversations) and computes log π_t with one no-grad pass; ``pairs_from: rollout`` samples K responses and keeps the
 best and worst by P̂, like ``sppo``.
 
 Departures. (1) TRL's sppo_hard uses a fixed reference model; here the reference is π_t, the policy at the start
@@ -38,7 +38,6 @@ import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
-from prefopt.data import encode_response
 from prefopt.errors import ConfigError
 
 
@@ -146,11 +145,8 @@ def collect_hard(ctx, prompts) -> Batch:
         groups, win_rates = _sample_and_score(ctx, prompts, cfg.num_samples)
         prompt_ids, response_ids, anchor = _rows_from_groups(groups, _best_worst(win_rates))
         return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data={"anchor_logps": anchor})
-    prompt_ids, response_ids = [], []
-    for p in prompts:
-        for column in ("chosen", "rejected"):
-            prompt_ids.append(p.prompt_ids)
-            response_ids.append(encode_response(ctx.tokenizer, p.prompt, p.extra[column]))
+    prompt_ids = [p.prompt_ids for p in prompts for _ in range(2)]
+    response_ids = [p.extra[k] for p in prompts for k in ("chosen_ids", "rejected_ids")]
     anchor = ctx.anchors.logps(prompt_ids, response_ids, policy="current").view(len(prompts), 2)
     return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data={"anchor_logps": anchor})
 
@@ -172,11 +168,11 @@ def loss_hard(cfg: SPPOHardConfig, batch: MiniBatch, policy: PolicyLogps):
     return losses, metrics
 
 
-def _hard_columns(cfg: SPPOHardConfig) -> tuple[str, ...]:
-    return ("chosen", "rejected") if cfg.pairs_from == "dataset" else ()
-
-
 SPPO = Algorithm(name="sppo", config_class=SPPOConfig, collect=collect, loss=loss)
 SPPO_HARD = Algorithm(
-    name="sppo_hard", config_class=SPPOHardConfig, collect=collect_hard, loss=loss_hard, required_columns=_hard_columns
+    name="sppo_hard",
+    config_class=SPPOHardConfig,
+    collect=collect_hard,
+    loss=loss_hard,
+    reads_pairs=lambda cfg: cfg.pairs_from == "dataset",
 )

@@ -1,0 +1,153 @@
+"""Time full online iterations (rollout, judge, anchors, optimisation) and report throughput and peak memory.
+
+    python scripts/benchmark.py                                        # quickstart config, tiny model, 1 thread
+    python scripts/benchmark.py --hidden_size 256 --num_layers 4 --max_new_tokens 32
+    python scripts/benchmark.py --deepspeed configs/deepspeed/zero2.json --out zero2.json
+    python scripts/benchmark.py --learning_rate 1e-3                   # any other --key value goes to the config
+
+Training runs in-process through the public API (``build_configs`` + ``train``), into a temporary run directory,
+and the per-iteration ``time/*_s`` numbers are read back from its metrics.jsonl, so the benchmark measures what
+``prefopt train`` does, not a copy of it. The first ``--warmup`` iterations are left out of the averages: they pay
+for one-off costs (allocator growth, DeepSpeed's op build, lazy imports). See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prefopt.algorithms import get_algorithm
+from prefopt.config import build_configs, parse_cli_overrides, read_yaml
+from prefopt.loop import train
+from prefopt.tiny import write_tiny_model
+
+PHASES = ("rollout", "judge", "anchor", "collect", "optimise", "iteration")
+# Benchmark flags that are also config keys: passed on only when given, so the YAML stays the default.
+CONFIG_FLAGS = ("prompts_per_iteration", "max_new_tokens", "num_samples", "deepspeed")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/quickstart.yaml", help="Training YAML (its keys are defaults).")
+    parser.add_argument("--algorithm", default="sppo")
+    parser.add_argument("--model", help="Policy folder or Hub id; default: a tiny random Llama in a temp dir.")
+    parser.add_argument("--hidden_size", type=int, default=64, help="Tiny model width (ignored with --model).")
+    parser.add_argument("--num_layers", type=int, default=2, help="Tiny model depth (ignored with --model).")
+    parser.add_argument("--iterations", type=int, default=4, help="Measured iterations.")
+    parser.add_argument("--warmup", type=int, default=1, help="Iterations run first and left out of the averages.")
+    parser.add_argument("--prompts_per_iteration", type=int)
+    parser.add_argument("--max_new_tokens", type=int)
+    parser.add_argument("--num_samples", type=int)
+    parser.add_argument("--torch_num_threads", type=int, default=1, help="1 is fastest for tiny models on CPU.")
+    parser.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json.")
+    parser.add_argument("--out", help="Also write the results to this JSON file.")
+    args, rest = parser.parse_known_args(argv)
+    if args.iterations < 1 or args.warmup < 0:
+        parser.error("--iterations must be >= 1 and --warmup >= 0")
+    overrides = parse_cli_overrides(rest)
+    overrides.update({k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None})
+    return args, overrides
+
+
+def run_training(args: argparse.Namespace, overrides: dict, model: str, run_dir: str) -> tuple[list, float, object]:
+    """Train warmup + iterations in-process; return the metrics lines, the run's wall time and its TrainConfig."""
+    algorithm = get_algorithm(args.algorithm)
+    forced = {"model_name_or_path": model, "output_dir": run_dir, "overwrite": True, "eval_num_prompts": 0,
+              "disable_tqdm": True, "num_iterations": args.warmup + args.iterations,
+              "torch_num_threads": args.torch_num_threads}  # fmt: skip
+    train_cfg, algo_cfg = build_configs(algorithm.config_class, read_yaml(args.config), {**overrides, **forced},
+                                        args.config)  # fmt: skip
+    if train_cfg.prompts_per_iteration is None:
+        raise SystemExit("the config has no prompts_per_iteration; pass --prompts_per_iteration N")
+    start = time.perf_counter()
+    train(args.algorithm, train_cfg, algo_cfg)
+    wall_s = time.perf_counter() - start
+    lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()], wall_s, train_cfg
+
+
+def parameter_count(model: str) -> int:
+    # Built on the meta device: counts parameters without allocating them or touching the peak RSS.
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).parameters())
+
+
+def per_iteration_rates(m: dict, prompts: int, epochs: int) -> dict[str, float]:
+    """Derived throughputs of one iteration's metrics line (rows count once per epoch in the optimiser)."""
+    tokens = m.get("rollout/samples", 0) * m.get("rollout/mean_length", 0.0)
+    return {
+        "prompts/s": prompts / m["time/iteration_s"],
+        "samples/s": m.get("rollout/samples", 0) / m["time/iteration_s"],
+        "generated tokens/s": tokens / m["time/rollout_s"] if m.get("time/rollout_s") else 0.0,
+        "optimiser rows/s": m["rows"] * epochs / m["time/optimise_s"],
+    }
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarise(measured: list[dict], train_cfg) -> dict:
+    phases = {f"time/{p}_s": mean_std([m[f"time/{p}_s"] for m in measured]) for p in PHASES}
+    rates = [per_iteration_rates(m, train_cfg.prompts_per_iteration, train_cfg.num_train_epochs) for m in measured]
+    sizes = {k: mean_std([m.get(k, 0) for m in measured]) for k in ("rows", "rollout/samples", "rollout/mean_length")}
+    return {"phases": phases, "sizes": sizes, "rates": {k: mean_std([r[k] for r in rates]) for k in rates[0]}}
+
+
+def memory_and_machine() -> dict:
+    # The load average shows whether other processes shared the CPUs during the run (timings are then noisy).
+    # ru_maxrss is KiB on Linux (bytes on macOS); CUDA peak is reported whenever a GPU was used, never assumed absent.
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mib = rss_kib / (1024 * 1024) if sys.platform == "darwin" else rss_kib / 1024
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mib": rss_mib, "peak_cuda_allocated_mib": cuda, "cpu_count": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    rows = [f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in result["phases"].items()]
+    rows += [f"| {k} | {v['mean']:.1f} ± {v['std']:.1f} |" for s in ("sizes", "rates") for k, v in result[s].items()]
+    info = {k: v for k, v in result.items() if k not in ("phases", "sizes", "rates", "iterations", "overrides")}
+    rows += [f"| {k} | {v:.1f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in info.items()]
+    return "\n".join(["| metric | per measured iteration (mean ± std) / value |", "|---|---|", *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(prefix="prefopt-bench-") as tmp:
+        model = args.model or str(write_tiny_model(Path(tmp, "model"), hidden_size=args.hidden_size,
+                                                   num_layers=args.num_layers))  # fmt: skip
+        lines, wall_s, train_cfg = run_training(args, overrides, model, str(Path(tmp, "run")))
+        params = parameter_count(model)
+    measured = lines[args.warmup :]
+    result = {**summarise(measured, train_cfg), "parameters": params, "measured_iterations": len(measured),
+              "warmup_iterations": args.warmup, "prompts_per_iteration": train_cfg.prompts_per_iteration,
+              "run_wall_s": wall_s, "outside_iterations_s": wall_s - sum(m["time/iteration_s"] for m in lines),
+              **memory_and_machine(), "command": shlex.join([sys.executable, *sys.argv]), "overrides": overrides,
+              "iterations": lines}  # fmt: skip
+    print(markdown(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

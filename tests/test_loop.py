@@ -1,0 +1,122 @@
+"""The CLI and the loop end to end on the tiny model: run directory, resume, ZeRO, bad input.
+
+Training runs go through `python -m prefopt.cli` in a subprocess, as a user runs them (and because accelerate's
+state is a per-process singleton: a DeepSpeed run must not leak into the next test).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["--dataset_name", str(REPO / "configs/data/quickstart_prompts.jsonl"), "--max_new_tokens", "6",
+        "--num_samples", "3", "--prompts_per_iteration", "16", "--per_device_train_batch_size", "8",
+        "--learning_rate", "1e-2", "--eta", "20", "--disable_tqdm", "true", "--torch_num_threads", "1"]  # fmt: skip
+
+
+def prefopt(*args, cwd=REPO):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "prefopt.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)  # fmt: skip
+
+
+def train(model, out, *extra):
+    result = prefopt("train", "sppo", "--model_name_or_path", model, "--output_dir", out, *BASE, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_weights(out):
+    return load_file(str(Path(out) / "final" / "model.safetensors"))
+
+
+def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    result = train(tiny_model_dir, out, "--num_iterations", "1", "--eval_num_prompts", "8")
+    assert "win rate of the final policy against the initial policy" in result.stdout
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["iteration"] == 0
+    assert {"loss/sppo", "grad_norm", "lr", "rollout/mean_length", "eval/win_rate", "time/rollout_s"} <= set(metrics[0])
+    rollouts = load_from_disk(str(out / "iterations/iter_000/rollouts"))
+    assert len(rollouts) == 16 * 3 and set(rollouts["finish_reason"]) <= {"stop", "length"}
+    judge_rows = (out / "iterations/iter_000/judge.jsonl").read_text().splitlines()
+    assert len(judge_rows) == 16 * 3  # K(K−1)/2 = 3 queried pairs per prompt
+    assert json.loads((out / "state.json").read_text())["last_completed_iteration"] == 0
+    assert (out / "checkpoints/iter_000/model.safetensors").exists()
+    assert "algorithm: sppo" in (out / "config.yaml").read_text()
+    trained = AutoModelForCausalLM.from_pretrained(out / "final")
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    diff = max((a - b).abs().max() for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
+    assert diff > 0
+    assert not list(out.rglob(".*staging*")) and not list(out.rglob(".iter_*"))  # no leftovers of atomic writes
+
+
+def _roll_back_to(out: Path, iteration: int) -> None:
+    """Make a finished run look like one that crashed right after committing ``iteration``."""
+    import shutil
+
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][: iteration + 1]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    state = json.loads((out / "state.json").read_text())
+    state.update(last_completed_iteration=iteration, global_step=metrics[-1]["step"])
+    (out / "state.json").write_text(json.dumps(state))
+    for later in [*(out / "checkpoints").glob("iter_*"), *(out / "iterations").glob("iter_*")]:
+        if int(later.name.split("_")[1]) > iteration:
+            shutil.rmtree(later)
+    shutil.rmtree(out / "final")
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    args = ["--num_iterations", "3", "--lr_scheduler_type", "linear", "--warmup_ratio", "0.2", "--eval_num_prompts", "4"]
+    train(tiny_model_dir, tmp_path / "full", *args)
+    train(tiny_model_dir, tmp_path / "crashed", *args)
+    _roll_back_to(tmp_path / "crashed", 1)
+    resumed = train(tiny_model_dir, tmp_path / "crashed", *args, "--resume")
+    assert "resuming after iteration 1" in resumed.stdout
+    full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
+    assert all(torch.equal(full[k], crashed[k]) for k in full)
+    m_full, m_resumed = ((tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("full", "crashed"))
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if not k.startswith("time/")}  # noqa: E731
+    assert [strip(x) for x in m_full] == [strip(x) for x in m_resumed]
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == ["iter_001", "iter_002"]
+
+
+def test_resume_refuses_a_changed_config(tiny_model_dir, tmp_path):
+    train(tiny_model_dir, tmp_path / "run", "--num_iterations", "1")
+    result = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", tmp_path / "run", *BASE,
+                     "--resume", "--learning_rate", "0.5")  # fmt: skip
+    assert result.returncode == 2
+    assert "config key 'learning_rate' differs" in result.stderr
+
+
+def test_an_existing_run_is_never_overwritten_without_the_flag(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    result = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", out, *BASE)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"prefopt: error: output_dir '{out}' exists and is not empty; "
+                                                  "pass --overwrite or --resume"]  # fmt: skip
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_single_process_matches_plain_training(tiny_model_dir, tmp_path, stage):
+    train(tiny_model_dir, tmp_path / "plain", "--num_iterations", "1")
+    train(tiny_model_dir, tmp_path / stage, "--num_iterations", "1", "--deepspeed", REPO / f"configs/deepspeed/{stage}.json")
+    plain, sharded = final_weights(tmp_path / "plain"), final_weights(tmp_path / stage)
+    assert set(plain) == set(sharded)
+    # fp32 on CPU: DeepSpeed's flattened buffers sum gradients in another order; differences stay at rounding level.
+    assert max((plain[k] - sharded[k]).abs().max().item() for k in plain) < 1e-4
+    m_plain = json.loads((tmp_path / "plain/metrics.jsonl").read_text())
+    m_ds = json.loads((tmp_path / stage / "metrics.jsonl").read_text())
+    assert m_ds["loss/total"] == pytest.approx(m_plain["loss/total"], rel=1e-5)

@@ -1,0 +1,123 @@
+"""The HF rollout engine: determinism, seeding independent of batching, log-prob agreement, EOS and actions."""
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from prefopt.ops import build_sequence_batch, response_token_logps
+from prefopt.rollout.engine import SamplingParams, expand_requests
+from prefopt.rollout.hf import HFRolloutEngine, filter_logits
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    from prefopt.models import load_causal_lm
+
+    return load_causal_lm(tiny_model_dir).eval()
+
+
+def engine(policy, tokenizer, batch_size=64):
+    return HFRolloutEngine(lambda: contextlib.nullcontext(policy), tokenizer, batch_size, show_progress=False)
+
+
+def prompt_ids(tokenizer, texts):
+    return [
+        tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                                tokenize=False), add_special_tokens=False)["input_ids"]
+        for t in texts
+    ]  # fmt: skip
+
+
+TEXTS = ["hi", "Tell me about the long river and the bright sun please", "why is the sky blue"]
+PARAMS = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.95)
+
+
+def key(batch):
+    return [(s.prompt_index, s.sample_index, tuple(s.response_ids)) for s in batch.samples]
+
+
+def test_same_seeds_same_samples_whatever_the_batching(policy, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)
+    a = engine(policy, tokenizer, 64).generate(prompts, 3, PARAMS, seeds=[1, 2, 3])
+    b = engine(policy, tokenizer, 2).generate(prompts, 3, PARAMS, seeds=[1, 2, 3])
+    assert key(a) == key(b)
+    # Reversing the prompt order (with their seeds) gives each prompt the same samples.
+    c = engine(policy, tokenizer).generate(prompts[::-1], 3, PARAMS, seeds=[3, 2, 1])
+    by_prompt = {(2 - s.prompt_index, s.sample_index): s.response_ids for s in c.samples}
+    assert all(by_prompt[(s.prompt_index, s.sample_index)] == s.response_ids for s in a.samples)
+    d = engine(policy, tokenizer).generate(prompts, 3, PARAMS, seeds=[4, 5, 6])
+    assert key(a) != key(d)
+    # Samples of one prompt differ from each other (distinct streams).
+    assert len({tuple(s.response_ids) for s in a.groups()[1]}) > 1
+
+
+def test_logps_agree_with_a_separate_forward_pass(policy, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)
+    batch = engine(policy, tokenizer).generate(prompts, 4, PARAMS, seeds=[7, 8, 9])
+    seqs = build_sequence_batch([s.prompt_ids for s in batch.samples], [s.response_ids for s in batch.samples],
+                                tokenizer.pad_token_id)  # fmt: skip
+    with torch.no_grad():
+        forward = response_token_logps(policy, seqs)
+    for row, s in enumerate(batch.samples):
+        assert torch.allclose(forward[row, : len(s.response_ids)], s.token_logps, atol=1e-4)
+        assert s.logp == pytest.approx(float(s.token_logps.sum()))
+
+
+def test_per_prompt_counts_including_zero(policy, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)
+    batch = engine(policy, tokenizer).generate(prompts, [2, 0, 5], PARAMS, seeds=[1, 2, 3])
+    assert [len(g) for g in batch.groups()] == [2, 0, 5]
+    assert [s.sample_index for s in batch.groups()[2]] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        expand_requests(3, [1, 2], [1, 2, 3])
+
+
+def test_stops_at_eos_and_reports_finish_reason(policy, tokenizer):
+    eos = tokenizer.eos_token_id
+    prompts = prompt_ids(tokenizer, TEXTS)
+    forced = SamplingParams(max_new_tokens=5, allowed_token_ids=(eos,))
+    for s in engine(policy, tokenizer).generate(prompts, 2, forced, seeds=[1, 2, 3]).samples:
+        assert s.response_ids == [eos] and s.finish_reason == "stop" and s.text == ""
+        assert s.token_logps.tolist() == [0.0]  # the only allowed token has probability 1
+    other = tokenizer.convert_tokens_to_ids("a")
+    mixed = SamplingParams(max_new_tokens=6, allowed_token_ids=(eos, other))
+    for s in engine(policy, tokenizer).generate(prompts, 8, mixed, seeds=[1, 2, 3]).samples:
+        assert len(s.response_ids) <= 6 and eos not in s.response_ids[:-1]
+        assert (s.finish_reason == "stop") == (s.response_ids[-1] == eos)
+
+
+def test_allowed_tokens_sample_the_restricted_softmax(policy, tokenizer):
+    actions = tuple(tokenizer.convert_tokens_to_ids(t) for t in ["A", "B", "C"])
+    prompts = prompt_ids(tokenizer, ["play"])
+    params = SamplingParams(max_new_tokens=1, allowed_token_ids=actions)
+    batch = engine(policy, tokenizer).generate(prompts, 3000, params, seeds=[0])
+    with torch.no_grad():
+        logits = policy(torch.tensor(prompts)).logits[0, -1, list(actions)]
+    probs = torch.softmax(logits, -1)
+    counts = torch.tensor([sum(s.response_ids[0] == a for s in batch.samples) for a in actions], dtype=torch.float)
+    # Multinomial standard error at n = 3000 is <= 0.0092; 4 s.e. keeps the test stable.
+    assert torch.allclose(counts / 3000, probs, atol=0.037)
+    for s in batch.samples[:20]:
+        assert s.token_logps[0].item() == pytest.approx(math.log(probs[actions.index(s.response_ids[0])]), abs=1e-5)
+
+
+def test_greedy_and_top_k_one_agree(policy, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)
+    greedy = engine(policy, tokenizer).generate(prompts, 1, SamplingParams(max_new_tokens=6, temperature=0), [1, 2, 3])
+    top1 = engine(policy, tokenizer).generate(prompts, 1, SamplingParams(max_new_tokens=6, top_k=1), [4, 5, 6])
+    assert key(greedy) == key(top1)
+
+
+def test_filter_logits_top_p_and_top_k():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    # top_p 0.79: keep tokens until the mass before them reaches 0.79 -> {0.5, 0.3}
+    kept = torch.isfinite(filter_logits(logits, SamplingParams(top_p=0.79)))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, SamplingParams(top_p=0.81)))
+    assert kept.tolist() == [[True, True, True, False]]
+    kept = torch.isfinite(filter_logits(logits, SamplingParams(top_k=3)))
+    assert kept.tolist() == [[True, True, True, False]]
+    scaled = filter_logits(logits, SamplingParams(temperature=2.0))
+    assert torch.allclose(scaled, logits / 2)
