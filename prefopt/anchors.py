@@ -73,8 +73,9 @@ class Anchors:
         results: dict[int, torch.Tensor] = {}
         with self._policy(policy):
             for idx in tqdm(chunks, desc=f"logps ({policy})", disable=not self.show_progress, leave=False):
-                batch = build_sequence_batch([prompt_ids[i] for i in idx], [response_ids[i] for i in idx],
-                                             self.pad_token_id)  # fmt: skip
+                batch = build_sequence_batch(
+                    [prompt_ids[i] for i in idx], [response_ids[i] for i in idx], self.pad_token_id
+                )
                 batch = {k: v.to(self.backend.device) for k, v in batch.items()}
                 logps = response_token_logps(model, batch, self.allowed).float().cpu()
                 for row, i in enumerate(idx):

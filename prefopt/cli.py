@@ -68,8 +68,15 @@ def _generate(args: argparse.Namespace) -> int:
     seeds = [derive_seed(args.seed, "generate", p.index) for p in prompts]
     batch = engine.generate([p.prompt_ids for p in prompts], args.n, params, seeds)
     lines = [
-        json.dumps({"prompt": prompts[s.prompt_index].prompt, "response": s.text, "sample_index": s.sample_index,
-                    "finish_reason": s.finish_reason, "logp": s.logp})  # fmt: skip
+        json.dumps(
+            {
+                "prompt": prompts[s.prompt_index].prompt,
+                "response": s.text,
+                "sample_index": s.sample_index,
+                "finish_reason": s.finish_reason,
+                "logp": s.logp,
+            }
+        )
         for s in batch.samples
     ]
     atomic_write_text(out, "".join(line + "\n" for line in lines))

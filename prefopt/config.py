@@ -46,6 +46,7 @@ class TrainConfig:
     prompt_column: str = _f("prompt", "Column holding the prompt (a string or a list of chat messages).")
     max_prompt_length: int = _f(512, "Longest prompt in tokens, chat template included.")
     truncation_mode: Literal["keep_end", "error"] = _f("keep_end", "Longer prompts: keep the last tokens, or stop.")
+    text_prompts_as_chat: bool = _f(False, "Wrap string prompts as a user message so the chat template applies.")
     # Run
     output_dir: str | None = _f(None, "Run directory (required); never overwritten without --overwrite.")
     overwrite: bool = _f(False, "Delete an existing run directory first.")
@@ -104,9 +105,18 @@ class TrainConfig:
         for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"config key '{name}' is required")
-        positive = ("num_iterations", "max_new_tokens", "generation_batch_size", "judge_batch_size",
-                    "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
-                    "logprob_batch_size", "max_prompt_length", "eval_samples_per_prompt")  # fmt: skip
+        positive = (
+            "num_iterations",
+            "max_new_tokens",
+            "generation_batch_size",
+            "judge_batch_size",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logprob_batch_size",
+            "max_prompt_length",
+            "eval_samples_per_prompt",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
@@ -130,7 +140,9 @@ class TrainConfig:
             raise ConfigError(f"config key 'deepspeed': file '{self.deepspeed}' does not exist")
         bad = set(self.report_to) - {"none", "tensorboard", "wandb"}
         if bad:
-            raise ConfigError(f"config key 'report_to': unknown tracker {sorted(bad)[0]!r}; use none, tensorboard, wandb")
+            raise ConfigError(
+                f"config key 'report_to': unknown tracker {sorted(bad)[0]!r}; use none, tensorboard, wandb"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,6 +155,7 @@ def _type_name(tp) -> str:
 
 def _coerce(value: Any, tp, key: str, origin: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (with the lenient conversions YAML and CLI strings need)."""
+
     def fail():
         raise ConfigError(f"config key '{key}' ({origin}) expects {_type_name(tp)}, got {value!r}")
 

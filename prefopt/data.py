@@ -145,6 +145,11 @@ def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str
         raise DataError(f"the chat template rejected the conversation: {_first_line(err)}") from err
 
 
+def as_chat(prompt: Prompt) -> Prompt:
+    """A string prompt as one user message; a conversation unchanged."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
 def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
     """Token ids of a prompt, ready for generation (TRL semantics).
 
@@ -249,6 +254,7 @@ def load_prompts(
     max_prompt_length: int = 512,
     truncation_mode: str = "keep_end",
     require_columns: Sequence[str] = (),
+    text_prompts_as_chat: bool = False,
 ) -> list[PromptExample]:
     """Load, validate and encode every prompt of a dataset.
 
@@ -256,6 +262,8 @@ def load_prompts(
         truncation_mode: ``keep_end`` keeps the last ``max_prompt_length`` tokens of a long prompt (the count of
             truncated prompts is logged); ``error`` rejects the row.
         require_columns: further columns every row must have, e.g. ``("chosen", "rejected")``.
+        text_prompts_as_chat: turn a string prompt into one user message, so that the chat template applies
+            (instruct models prompted from a dataset of plain-text prompts, as SPPO's UltraFeedback runs are).
 
     Raises:
         DataError: naming the source, the row and the problem, for the first bad row.
@@ -269,6 +277,7 @@ def load_prompts(
         problem = prompt_problem(prompt, prompt_column)
         if problem:
             raise DataError(f"{source}: row {row}: {problem}")
+        prompt = as_chat(prompt) if text_prompts_as_chat else prompt
         ids, truncated = _encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         extra = {key: value for key, value in record.items() if key != prompt_column}
@@ -330,7 +339,12 @@ def _split_implicit(chosen: Any, rejected: Any) -> tuple[tuple[list, str, str] |
 
 
 def _parse_preference(record: dict, explicit: bool) -> tuple[tuple[Prompt, str, str] | None, str | None]:
-    if not explicit:
+    def whole_conversation(value) -> bool:
+        return isinstance(value, list) and len(value) > 1
+
+    # Implicit prompt; also HuggingFaceH4/ultrafeedback_binarized's shape: a 'prompt' string beside chosen and
+    # rejected that are whole conversations (their shared prefix is the prompt, in its chat form).
+    if not explicit or (whole_conversation(record["chosen"]) and whole_conversation(record["rejected"])):
         return _split_implicit(record["chosen"], record["rejected"])
     problem = prompt_problem(record["prompt"], "prompt")
     chosen, chosen_problem = _response_text(record["chosen"], "chosen")
@@ -347,6 +361,7 @@ def load_preferences(
     config_name: str | None = None,
     max_prompt_length: int = 512,
     truncation_mode: str = "keep_end",
+    text_prompts_as_chat: bool = False,
 ) -> list[PreferenceExample]:
     """Load, validate and encode preference pairs in TRL's explicit- or implicit-prompt format.
 
@@ -367,6 +382,7 @@ def load_preferences(
         if problem:
             raise DataError(f"{source}: row {row}: {problem}")
         prompt, chosen, rejected = parsed
+        prompt = as_chat(prompt) if text_prompts_as_chat else prompt
         ids, truncated = _encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         try:

@@ -50,8 +50,16 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         t2 = time.perf_counter()
 
         metrics = {"iteration": it, "step": run.state["global_step"], **stats, **rollout_metrics(ctx)}
-        metrics.update({"time/collect_s": t1 - t0, "time/rollout_s": ctx.rollout_s, "time/judge_s": ctx.judge.elapsed_s,
-                        "time/anchor_s": ctx.anchors.elapsed_s, "time/optimise_s": t2 - t1, "rows": batch.num_rows})
+        metrics.update(
+            {
+                "time/collect_s": t1 - t0,
+                "time/rollout_s": ctx.rollout_s,
+                "time/judge_s": ctx.judge.elapsed_s,
+                "time/anchor_s": ctx.anchors.elapsed_s,
+                "time/optimise_s": t2 - t1,
+                "rows": batch.num_rows,
+            }
+        )
         if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
             metrics.update(evaluate(run).as_metrics("eval/"))
         metrics["time/iteration_s"] = time.perf_counter() - t0
@@ -87,8 +95,10 @@ def optimise(run: Run, batch: Batch) -> dict:
         for start in range(0, batch.num_rows, global_batch):
             step_rows = order[start : start + global_batch]
             local = step_rows[run.rank :: run.world_size]
-            micro = [local[i : i + cfg.per_device_train_batch_size]
-                     for i in range(0, len(local), cfg.per_device_train_batch_size)]  # fmt: skip
+            micro = [
+                local[i : i + cfg.per_device_train_batch_size]
+                for i in range(0, len(local), cfg.per_device_train_batch_size)
+            ]
             for k, rows in enumerate(micro):
                 with backend.accumulation(is_last=k == len(micro) - 1):
                     losses, step_metrics = loss_on_rows(run, batch, rows)

@@ -13,11 +13,13 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = cfg.learning_rate, cfg.weight_decay
     if cfg.optim == "adamw_torch":
-        return torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-                                 weight_decay=wd)  # fmt: skip
+        return torch.optim.AdamW(
+            params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=wd
+        )
     if cfg.optim == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-                                weight_decay=wd)  # fmt: skip
+        return torch.optim.Adam(
+            params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=wd
+        )
     if cfg.optim == "rmsprop":  # SPPO's released recipes
         return torch.optim.RMSprop(params, lr=lr, eps=cfg.adam_epsilon, weight_decay=wd)
     return torch.optim.SGD(params, lr=lr, weight_decay=wd)
@@ -28,8 +30,8 @@ class Schedule:
 
     The length is set once the first iteration's data is known: total_steps = (optimizer steps of iteration 1)
     × num_iterations, and warmup = warmup_ratio × total_steps (algorithms whose row count varies per iteration
-    get a schedule that is exact for the first and clamped at its end afterwards). A callable object (not a lambda) so that
-    ``LambdaLR.state_dict`` saves its fields and a resumed run continues the same schedule.
+    get a schedule that is exact for the first and clamped at its end afterwards). A callable object, not a
+    lambda, so that ``LambdaLR.state_dict`` saves its fields and a resumed run continues the same schedule.
     """
 
     def __init__(self, kind: str, warmup_ratio: float):

@@ -51,9 +51,20 @@ class RunDir:
     """Creation, resume checks and atomic writes of one run's output folder."""
 
     CONFIG_KEYS_FREE_ON_RESUME = frozenset(
-        {"resume", "overwrite", "num_iterations", "report_to", "run_name", "disable_tqdm", "logging_steps",
-         "generation_batch_size", "judge_batch_size", "logprob_batch_size", "save_total_limit"}
-    )  # fmt: skip
+        {
+            "resume",
+            "overwrite",
+            "num_iterations",
+            "report_to",
+            "run_name",
+            "disable_tqdm",
+            "logging_steps",
+            "generation_batch_size",
+            "judge_batch_size",
+            "logprob_batch_size",
+            "save_total_limit",
+        }
+    )
 
     def __init__(self, path: str, overwrite: bool = False, resume: bool = False):
         self.path = Path(path)
@@ -67,8 +78,11 @@ class RunDir:
             raise ConfigError(f"output_dir '{self.path}' exists and is not empty; pass --overwrite or --resume")
         if self.resume and (self.path / "config.yaml").exists():
             saved = yaml.safe_load((self.path / "config.yaml").read_text())
-            changed = sorted(k for k in set(saved) | set(config)
-                             if k not in self.CONFIG_KEYS_FREE_ON_RESUME and saved.get(k) != config.get(k))  # fmt: skip
+            changed = sorted(
+                k
+                for k in set(saved) | set(config)
+                if k not in self.CONFIG_KEYS_FREE_ON_RESUME and saved.get(k) != config.get(k)
+            )
             if changed:
                 k = changed[0]
                 raise ConfigError(

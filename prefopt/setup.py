@@ -47,7 +47,9 @@ class Run:
     eval_prompts: list[PromptExample]
     initial_eval_responses: list[str] = field(default_factory=list)
     judge_records: list[dict] = field(default_factory=list)
-    state: dict = field(default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0})
+    state: dict = field(
+        default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
+    )
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -65,8 +67,9 @@ class Run:
     def sample_eval_responses(self, stream: str) -> list[str]:
         """Responses of the current policy on the held-out prompts (fixed seeds: the same every evaluation)."""
         seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in self.eval_prompts]
-        batch = self.ctx.rollout.generate([p.prompt_ids for p in self.eval_prompts],
-                                          self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds)  # fmt: skip
+        batch = self.ctx.rollout.generate(
+            [p.prompt_ids for p in self.eval_prompts], self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds
+        )
         return [s.text for s in batch.samples]
 
     def commit_iteration(self, iteration: int, metrics: dict) -> None:
@@ -91,13 +94,16 @@ class Run:
 
     def log(self, metrics: dict) -> None:
         if self.cfg.report_to != ["none"]:
-            self.backend.accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                                         step=metrics["iteration"])  # fmt: skip
+            self.backend.accelerator.log(
+                {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["iteration"]
+            )
         if self.backend.is_main:
             keys = [k for k in ("loss/total", "grad_norm", "rollout/mean_length", "eval/win_rate") if k in metrics]
             shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
-            print(f"[prefopt] iteration {metrics['iteration']}: {shown}  ({metrics['time/iteration_s']:.1f}s)",
-                  flush=True)  # fmt: skip
+            print(
+                f"[prefopt] iteration {metrics['iteration']}: {shown}  ({metrics['time/iteration_s']:.1f}s)",
+                flush=True,
+            )
 
     def maybe_log_step(self, grad_norm: float, step_metrics: dict) -> None:
         step = self.state["global_step"]
@@ -122,14 +128,33 @@ class Run:
 
 def rollout_rows(ctx: Context) -> dict[str, list]:
     """Every sample of the iteration as dataset columns."""
-    cols: dict[str, list] = {k: [] for k in ("stream", "prompt_index", "sample_index", "prompt", "response",
-                                             "prompt_ids", "response_ids", "token_logps", "finish_reason")}  # fmt: skip
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "stream",
+            "prompt_index",
+            "sample_index",
+            "prompt",
+            "response",
+            "prompt_ids",
+            "response_ids",
+            "token_logps",
+            "finish_reason",
+        )
+    }
     for stream, prompts, batch in ctx.rollouts:
         for s in batch.samples:
-            row = {"stream": stream, "prompt_index": prompts[s.prompt_index].index, "sample_index": s.sample_index,
-                   "prompt": json.dumps(prompts[s.prompt_index].prompt), "response": s.text,
-                   "prompt_ids": s.prompt_ids, "response_ids": s.response_ids,
-                   "token_logps": s.token_logps.tolist(), "finish_reason": s.finish_reason}  # fmt: skip
+            row = {
+                "stream": stream,
+                "prompt_index": prompts[s.prompt_index].index,
+                "sample_index": s.sample_index,
+                "prompt": json.dumps(prompts[s.prompt_index].prompt),
+                "response": s.text,
+                "prompt_ids": s.prompt_ids,
+                "response_ids": s.response_ids,
+                "token_logps": s.token_logps.tolist(),
+                "finish_reason": s.finish_reason,
+            }
             for k, v in row.items():
                 cols[k].append(v)
     return cols
@@ -157,24 +182,53 @@ def allowed_token_ids(judge, tokenizer) -> tuple[int, ...] | None:
 
 def _build_judge(cfg, device):
     judge = build_judge(
-        cfg.judge, model_name_or_path=cfg.judge_model_name_or_path, function=cfg.judge_function,
-        batch_size=cfg.judge_batch_size, max_length=cfg.judge_max_length, dtype=cfg.judge_dtype, device=device,
-        trust_remote_code=cfg.trust_remote_code, template=cfg.judge_template, game=cfg.game,
-        game_size=cfg.game_size, game_seed=cfg.game_seed, game_matrix=cfg.game_matrix, game_actions=cfg.game_actions,
-    )  # fmt: skip
+        cfg.judge,
+        model_name_or_path=cfg.judge_model_name_or_path,
+        function=cfg.judge_function,
+        batch_size=cfg.judge_batch_size,
+        max_length=cfg.judge_max_length,
+        dtype=cfg.judge_dtype,
+        device=device,
+        trust_remote_code=cfg.trust_remote_code,
+        template=cfg.judge_template,
+        game=cfg.game,
+        game_size=cfg.game_size,
+        game_seed=cfg.game_seed,
+        game_matrix=cfg.game_matrix,
+        game_actions=cfg.game_actions,
+    )
     return judge
 
 
 def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[PromptExample]:
     """The training prompts (or preference pairs, when the algorithm reads them), every row validated."""
-    source = dict(split=cfg.dataset_train_split, config_name=cfg.dataset_config,
-                  max_prompt_length=cfg.max_prompt_length, truncation_mode=cfg.truncation_mode)  # fmt: skip
+    source = dict(
+        split=cfg.dataset_train_split,
+        config_name=cfg.dataset_config,
+        max_prompt_length=cfg.max_prompt_length,
+        truncation_mode=cfg.truncation_mode,
+        text_prompts_as_chat=cfg.text_prompts_as_chat,
+    )
     if algorithm.reads_pairs and algorithm.reads_pairs(algo_cfg):
         pairs = load_preferences(cfg.dataset_name, tokenizer, **source)
-        return [PromptExample(p.index, p.prompt, p.prompt_ids, {"chosen": p.chosen, "rejected": p.rejected,
-                              "chosen_ids": p.chosen_ids, "rejected_ids": p.rejected_ids}) for p in pairs]  # fmt: skip
+        return [
+            PromptExample(
+                p.index,
+                p.prompt,
+                p.prompt_ids,
+                {
+                    "chosen": p.chosen,
+                    "rejected": p.rejected,
+                    "chosen_ids": p.chosen_ids,
+                    "rejected_ids": p.rejected_ids,
+                },
+            )
+            for p in pairs
+        ]
     columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
-    return load_prompts(cfg.dataset_name, tokenizer, prompt_column=cfg.prompt_column, require_columns=columns, **source)
+    return load_prompts(
+        cfg.dataset_name, tokenizer, prompt_column=cfg.prompt_column, require_columns=columns, **source
+    )
 
 
 def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
@@ -204,8 +258,13 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     backend.prepare(model, optimizer)
     scheduler = make_scheduler(optimizer, cfg)
     backend.register_for_checkpointing(scheduler)
-    sampling = SamplingParams(max_new_tokens=1 if allowed else cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, top_k=cfg.top_k, allowed_token_ids=allowed)  # fmt: skip
+    sampling = SamplingParams(
+        max_new_tokens=1 if allowed else cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        allowed_token_ids=allowed,
+    )
     show = not cfg.disable_tqdm
     anchors = Anchors(backend, tokenizer.pad_token_id, cfg.logprob_batch_size, allowed, show_progress=show)
     rollout = HFRolloutEngine(backend.generation_model, tokenizer, cfg.generation_batch_size, show_progress=show)

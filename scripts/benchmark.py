@@ -63,11 +63,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
 def run_training(args: argparse.Namespace, overrides: dict, model: str, run_dir: str) -> tuple[list, float, object]:
     """Train warmup + iterations in-process; return the metrics lines, the run's wall time and its TrainConfig."""
     algorithm = get_algorithm(args.algorithm)
-    forced = {"model_name_or_path": model, "output_dir": run_dir, "overwrite": True, "eval_num_prompts": 0,
-              "disable_tqdm": True, "num_iterations": args.warmup + args.iterations,
-              "torch_num_threads": args.torch_num_threads}  # fmt: skip
-    train_cfg, algo_cfg = build_configs(algorithm.config_class, read_yaml(args.config), {**overrides, **forced},
-                                        args.config)  # fmt: skip
+    forced = {
+        "model_name_or_path": model,
+        "output_dir": run_dir,
+        "overwrite": True,
+        "eval_num_prompts": 0,
+        "disable_tqdm": True,
+        "num_iterations": args.warmup + args.iterations,
+        "torch_num_threads": args.torch_num_threads,
+    }
+    train_cfg, algo_cfg = build_configs(
+        algorithm.config_class, read_yaml(args.config), {**overrides, **forced}, args.config
+    )
     if train_cfg.prompts_per_iteration is None:
         raise SystemExit("the config has no prompts_per_iteration; pass --prompts_per_iteration N")
     start = time.perf_counter()
@@ -113,10 +120,17 @@ def memory_and_machine() -> dict:
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_mib = rss_kib / (1024 * 1024) if sys.platform == "darwin" else rss_kib / 1024
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mib": rss_mib, "peak_cuda_allocated_mib": cuda, "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0],
-            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}  # fmt: skip
+    return {
+        "peak_rss_mib": rss_mib,
+        "peak_cuda_allocated_mib": cuda,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -133,16 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="prefopt-bench-") as tmp:
-        model = args.model or str(write_tiny_model(Path(tmp, "model"), hidden_size=args.hidden_size,
-                                                   num_layers=args.num_layers))  # fmt: skip
+        model = args.model or str(
+            write_tiny_model(Path(tmp, "model"), hidden_size=args.hidden_size, num_layers=args.num_layers)
+        )
         lines, wall_s, train_cfg = run_training(args, overrides, model, str(Path(tmp, "run")))
         params = parameter_count(model)
     measured = lines[args.warmup :]
-    result = {**summarise(measured, train_cfg), "parameters": params, "measured_iterations": len(measured),
-              "warmup_iterations": args.warmup, "prompts_per_iteration": train_cfg.prompts_per_iteration,
-              "run_wall_s": wall_s, "outside_iterations_s": wall_s - sum(m["time/iteration_s"] for m in lines),
-              **memory_and_machine(), "command": shlex.join([sys.executable, *sys.argv]), "overrides": overrides,
-              "iterations": lines}  # fmt: skip
+    result = {
+        **summarise(measured, train_cfg),
+        "parameters": params,
+        "measured_iterations": len(measured),
+        "warmup_iterations": args.warmup,
+        "prompts_per_iteration": train_cfg.prompts_per_iteration,
+        "run_wall_s": wall_s,
+        "outside_iterations_s": wall_s - sum(m["time/iteration_s"] for m in lines),
+        **memory_and_machine(),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "overrides": overrides,
+        "iterations": lines,
+    }
     print(markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

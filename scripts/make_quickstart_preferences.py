@@ -29,10 +29,53 @@ NUM_ROWS = 120
 MAX_WORDS = 8
 # Vowel-rich words (vowel share >= 0.6) and consonant-heavy ones (share <= 0.2); most are in the tiny corpus's
 # vocabulary or close to it, so the tiny model can learn to emit them.
-VOWEL_WORDS = ["a", "i", "aa", "oo", "eau", "you", "idea", "area", "aria", "aura", "audio", "oboe", "iota", "euro",
-               "ooze", "aloe", "eerie", "queue", "oui", "io", "ea", "ai", "oa"]  # fmt: skip
-CONSONANT_WORDS = ["strength", "rhythm", "crypts", "lynx", "twelfths", "psst", "brr", "shh", "nth", "tsk",
-                   "glyphs", "myth", "gym", "spry", "dry", "tryst", "schmaltz", "crwth", "pfft", "hmm"]  # fmt: skip
+VOWEL_WORDS = [
+    "a",
+    "i",
+    "aa",
+    "oo",
+    "eau",
+    "you",
+    "idea",
+    "area",
+    "aria",
+    "aura",
+    "audio",
+    "oboe",
+    "iota",
+    "euro",
+    "ooze",
+    "aloe",
+    "eerie",
+    "queue",
+    "oui",
+    "io",
+    "ea",
+    "ai",
+    "oa",
+]
+CONSONANT_WORDS = [
+    "strength",
+    "rhythm",
+    "crypts",
+    "lynx",
+    "twelfths",
+    "psst",
+    "brr",
+    "shh",
+    "nth",
+    "tsk",
+    "glyphs",
+    "myth",
+    "gym",
+    "spry",
+    "dry",
+    "tryst",
+    "schmaltz",
+    "crwth",
+    "pfft",
+    "hmm",
+]
 
 
 def _answer(rng: random.Random, words: list[str]) -> str:
@@ -45,11 +88,13 @@ def build_rows(seed: int = SEED) -> list[dict]:
     rows = []
     for text in build_prompts()[:NUM_ROWS]:
         chosen, rejected = _answer(rng, VOWEL_WORDS), _answer(rng, CONSONANT_WORDS)
-        rows.append({
-            "prompt": [{"role": "user", "content": text}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": text}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
     return rows
 
 

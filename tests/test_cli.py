@@ -22,8 +22,20 @@ def run_main(capsys, *args):
 
 @pytest.fixture
 def base(tiny_model_dir, tmp_path):
-    return ["train", "sppo", "--model_name_or_path", tiny_model_dir, "--dataset_name", PROMPTS,
-            "--output_dir", tmp_path / "run", "--disable_tqdm", "true", "--max_new_tokens", "4"]  # fmt: skip
+    return [
+        "train",
+        "sppo",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        PROMPTS,
+        "--output_dir",
+        tmp_path / "run",
+        "--disable_tqdm",
+        "true",
+        "--max_new_tokens",
+        "4",
+    ]
 
 
 def write_jsonl(path, rows):
@@ -34,8 +46,10 @@ def write_jsonl(path, rows):
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--learnig_rate", "1e-3"], "unknown config key 'learnig_rate' (from the command line); did you mean "
-                                     "'learning_rate'?"),  # fmt: skip
+        (
+            ["--learnig_rate", "1e-3"],
+            "unknown config key 'learnig_rate' (from the command line); did you mean 'learning_rate'?",
+        ),
         (["--learning_rate", "fast"], "config key 'learning_rate' (from the command line) expects float, got 'fast'"),
         (["--num_iterations", "0"], "config key 'num_iterations' must be >= 1, got 0"),
         (["--eta", "-1"], "config key 'eta' must be > 0"),
@@ -74,8 +88,19 @@ def test_bad_rows_name_file_and_row(capsys, base, tmp_path):
 
 
 def test_sppo_hard_dataset_mode_needs_pairs(capsys, tiny_model_dir, tmp_path):
-    code, _, err = run_main(capsys, "train", "sppo_hard", "--model_name_or_path", tiny_model_dir, "--dataset_name",
-                            PROMPTS, "--output_dir", tmp_path / "run", "--pairs_from", "dataset")  # fmt: skip
+    code, _, err = run_main(
+        capsys,
+        "train",
+        "sppo_hard",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        PROMPTS,
+        "--output_dir",
+        tmp_path / "run",
+        "--pairs_from",
+        "dataset",
+    )
     assert code == 2 and "chosen" in err
 
 
@@ -83,16 +108,45 @@ def test_judge_returning_nan_stops_with_the_row_and_leaves_no_run(tiny_model_dir
     (tmp_path / "badjudge.py").write_text(
         "def prefer(prompts, a, b):\n    return [0.5 if i != 2 else float('nan') for i in range(len(a))]\n"
     )
-    args = ["train", "sppo", "--model_name_or_path", tiny_model_dir, "--dataset_name", PROMPTS, "--output_dir",
-            tmp_path / "run", "--judge", "python_preference", "--judge_function", f"{tmp_path}/badjudge.py:prefer",
-            "--max_new_tokens", "4", "--num_samples", "2", "--prompts_per_iteration", "4", "--disable_tqdm", "true"]
+    args = [
+        "train",
+        "sppo",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        PROMPTS,
+        "--output_dir",
+        tmp_path / "run",
+        "--judge",
+        "python_preference",
+        "--judge_function",
+        f"{tmp_path}/badjudge.py:prefer",
+        "--max_new_tokens",
+        "4",
+        "--num_samples",
+        "2",
+        "--prompts_per_iteration",
+        "4",
+        "--disable_tqdm",
+        "true",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "prefopt.cli", *map(str, args)], capture_output=True, text=True,
-                            env=env, cwd=REPO, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "prefopt: error: judge 'python_preference' returned nan for preference row 2; expected a " \
-                   "probability in [0, 1]" or ("nan" in last and "row 2" in last), last
+    assert (
+        last
+        == "prefopt: error: judge 'python_preference' returned nan for preference row 2; expected a "
+        "probability in [0, 1]"
+        or ("nan" in last and "row 2" in last)
+    ), last
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -113,14 +167,38 @@ def test_tiny_model_and_generate(capsys, tmp_path):
     code, _, err = run_main(capsys, "tiny-model", tmp_path / "m")
     assert code == 2 and "not empty" in err
     out = tmp_path / "gen.jsonl"
-    code, _, _ = run_main(capsys, "generate", "--model", tmp_path / "m", "--prompt", "hello", "--n", "3",
-                          "--max_new_tokens", "5", "--output", out)  # fmt: skip
+    code, _, _ = run_main(
+        capsys,
+        "generate",
+        "--model",
+        tmp_path / "m",
+        "--prompt",
+        "hello",
+        "--n",
+        "3",
+        "--max_new_tokens",
+        "5",
+        "--output",
+        out,
+    )
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert code == 0 and len(rows) == 3 and {r["sample_index"] for r in rows} == {0, 1, 2}
     first = rows
     out.unlink()
-    run_main(capsys, "generate", "--model", tmp_path / "m", "--prompt", "hello", "--n", "3", "--max_new_tokens", "5",
-             "--output", out)  # fmt: skip
+    run_main(
+        capsys,
+        "generate",
+        "--model",
+        tmp_path / "m",
+        "--prompt",
+        "hello",
+        "--n",
+        "3",
+        "--max_new_tokens",
+        "5",
+        "--output",
+        out,
+    )
     assert [json.loads(x) for x in out.read_text().splitlines()] == first  # seeded
     code, _, err = run_main(capsys, "generate", "--model", tmp_path / "m", "--prompt", "x", "--output", out)
     assert code == 2 and "exists" in err

@@ -406,3 +406,29 @@ def test_holdout_split():
     assert holdout_split(examples, 0, seed=0) == (examples, [])
     with pytest.raises(DataError, match="cannot hold out 20 of 20"):
         holdout_split(examples, 20, seed=0)
+
+
+def test_h4_ultrafeedback_shape_prompt_string_beside_whole_conversations(tmp_path, tokenizer):
+    """HuggingFaceH4/ultrafeedback_binarized: a 'prompt' string and chosen/rejected as full conversations."""
+    row = {
+        "prompt": "Name a colour.",
+        "chosen": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
+        "rejected": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "No."}],
+    }
+    path = tmp_path / "h4.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    (example,) = load_preferences(str(path), tokenizer)
+    assert example.prompt == [{"role": "user", "content": "Name a colour."}]
+    assert (example.chosen, example.rejected) == ("Blue.", "No.")
+    assert example.chosen_ids == encode_response(tokenizer, example.prompt, "Blue.")
+
+
+def test_text_prompts_as_chat_applies_the_template(tmp_path, tokenizer):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"prompt": "Tell me about rivers."}) + "\n")
+    (raw,) = load_prompts(str(path), tokenizer)
+    (chat,) = load_prompts(str(path), tokenizer, text_prompts_as_chat=True)
+    assert raw.prompt == "Tell me about rivers." and raw.prompt_ids == tokenizer("Tell me about rivers.")["input_ids"]
+    assert chat.prompt == [{"role": "user", "content": "Tell me about rivers."}]
+    assert chat.prompt_ids == encode_prompt(tokenizer, chat.prompt)
+    assert tokenizer.decode(chat.prompt_ids).startswith("<s><|user|>")

@@ -15,15 +15,38 @@ import torch
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = ["--dataset_name", str(REPO / "configs/data/quickstart_prompts.jsonl"), "--max_new_tokens", "6",
-        "--num_samples", "3", "--prompts_per_iteration", "16", "--per_device_train_batch_size", "8",
-        "--learning_rate", "1e-2", "--eta", "20", "--disable_tqdm", "true", "--torch_num_threads", "1"]  # fmt: skip
+BASE = [
+    "--dataset_name",
+    str(REPO / "configs/data/quickstart_prompts.jsonl"),
+    "--max_new_tokens",
+    "6",
+    "--num_samples",
+    "3",
+    "--prompts_per_iteration",
+    "16",
+    "--per_device_train_batch_size",
+    "8",
+    "--learning_rate",
+    "1e-2",
+    "--eta",
+    "20",
+    "--disable_tqdm",
+    "true",
+    "--torch_num_threads",
+    "1",
+]
 
 
 def prefopt(*args, cwd=REPO):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "prefopt.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def train(model, out, *extra):
@@ -41,11 +64,15 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    result = train(tiny_model_dir, out, "--num_iterations", "1", "--eval_num_prompts", "8")
+    result = train(
+        tiny_model_dir, out, "--num_iterations", "1", "--eval_num_prompts", "8", "--report_to", "tensorboard"
+    )
     assert "win rate of the final policy against the initial policy" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["iteration"] == 0
-    assert {"loss/sppo", "grad_norm", "lr", "rollout/mean_length", "eval/win_rate", "time/rollout_s"} <= set(metrics[0])
+    assert {"loss/sppo", "grad_norm", "lr", "rollout/mean_length", "eval/win_rate", "time/rollout_s"} <= set(
+        metrics[0]
+    )
     rollouts = load_from_disk(str(out / "iterations/iter_000/rollouts"))
     assert len(rollouts) == 16 * 3 and set(rollouts["finish_reason"]) <= {"stop", "length"}
     judge_rows = (out / "iterations/iter_000/judge.jsonl").read_text().splitlines()
@@ -58,6 +85,27 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
     diff = max((a - b).abs().max() for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
     assert diff > 0
     assert not list(out.rglob(".*staging*")) and not list(out.rglob(".iter_*"))  # no leftovers of atomic writes
+    assert list(out.rglob("events.out.tfevents.*"))  # report_to tensorboard
+
+
+def test_quickstart_config_beats_the_initial_policy(tmp_path):
+    """The shipped quickstart, as the README runs it: the 95% interval of the final win rate lies above 1/2."""
+    from prefopt.tiny import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny-model")
+    result = prefopt(
+        "train",
+        "sppo",
+        "--config",
+        "configs/quickstart.yaml",
+        "--model_name_or_path",
+        model,
+        "--output_dir",
+        tmp_path / "quickstart",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = json.loads((tmp_path / "quickstart/metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval/ci_low"] > 0.5 and last["eval/win_rate"] > 0.75, last
 
 
 def _roll_back_to(out: Path, iteration: int) -> None:
@@ -76,7 +124,16 @@ def _roll_back_to(out: Path, iteration: int) -> None:
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    args = ["--num_iterations", "3", "--lr_scheduler_type", "linear", "--warmup_ratio", "0.2", "--eval_num_prompts", "4"]
+    args = [
+        "--num_iterations",
+        "3",
+        "--lr_scheduler_type",
+        "linear",
+        "--warmup_ratio",
+        "0.2",
+        "--eval_num_prompts",
+        "4",
+    ]
     train(tiny_model_dir, tmp_path / "full", *args)
     train(tiny_model_dir, tmp_path / "crashed", *args)
     _roll_back_to(tmp_path / "crashed", 1)
@@ -92,8 +149,18 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_di
 
 def test_resume_refuses_a_changed_config(tiny_model_dir, tmp_path):
     train(tiny_model_dir, tmp_path / "run", "--num_iterations", "1")
-    result = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", tmp_path / "run", *BASE,
-                     "--resume", "--learning_rate", "0.5")  # fmt: skip
+    result = prefopt(
+        "train",
+        "sppo",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--output_dir",
+        tmp_path / "run",
+        *BASE,
+        "--resume",
+        "--learning_rate",
+        "0.5",
+    )
     assert result.returncode == 2
     assert "config key 'learning_rate' differs" in result.stderr
 
@@ -104,15 +171,23 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(tiny_model_dir, t
     (out / "keep.txt").write_text("user data")
     result = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", out, *BASE)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"prefopt: error: output_dir '{out}' exists and is not empty; "
-                                                  "pass --overwrite or --resume"]  # fmt: skip
+    assert result.stderr.strip().splitlines() == [
+        f"prefopt: error: output_dir '{out}' exists and is not empty; pass --overwrite or --resume"
+    ]
     assert (out / "keep.txt").read_text() == "user data"
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_deepspeed_single_process_matches_plain_training(tiny_model_dir, tmp_path, stage):
     train(tiny_model_dir, tmp_path / "plain", "--num_iterations", "1")
-    train(tiny_model_dir, tmp_path / stage, "--num_iterations", "1", "--deepspeed", REPO / f"configs/deepspeed/{stage}.json")
+    train(
+        tiny_model_dir,
+        tmp_path / stage,
+        "--num_iterations",
+        "1",
+        "--deepspeed",
+        REPO / f"configs/deepspeed/{stage}.json",
+    )
     plain, sharded = final_weights(tmp_path / "plain"), final_weights(tmp_path / stage)
     assert set(plain) == set(sharded)
     # fp32 on CPU: DeepSpeed's flattened buffers sum gradients in another order; differences stay at rounding level.

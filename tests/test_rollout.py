@@ -24,10 +24,14 @@ def engine(policy, tokenizer, batch_size=64):
 
 def prompt_ids(tokenizer, texts):
     return [
-        tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                                tokenize=False), add_special_tokens=False)["input_ids"]
+        tokenizer(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
         for t in texts
-    ]  # fmt: skip
+    ]
 
 
 TEXTS = ["hi", "Tell me about the long river and the bright sun please", "why is the sky blue"]
@@ -56,8 +60,9 @@ def test_same_seeds_same_samples_whatever_the_batching(policy, tokenizer):
 def test_logps_agree_with_a_separate_forward_pass(policy, tokenizer):
     prompts = prompt_ids(tokenizer, TEXTS)
     batch = engine(policy, tokenizer).generate(prompts, 4, PARAMS, seeds=[7, 8, 9])
-    seqs = build_sequence_batch([s.prompt_ids for s in batch.samples], [s.response_ids for s in batch.samples],
-                                tokenizer.pad_token_id)  # fmt: skip
+    seqs = build_sequence_batch(
+        [s.prompt_ids for s in batch.samples], [s.response_ids for s in batch.samples], tokenizer.pad_token_id
+    )
     with torch.no_grad():
         forward = response_token_logps(policy, seqs)
     for row, s in enumerate(batch.samples):

@@ -34,8 +34,9 @@ def test_sppo_loss_hand_computed():
     # η = 2. Row 0: log-ratios (−1 − (−1.5), −2 − (−1)) = (0.5, −1.0); targets 2·(0.75 − ½) = 0.5, 2·(0.25 − ½) = −0.5;
     # errors (0, −0.5); mean of squares (0 + 0.25)/2 = 0.125 (the official ½[(·)_w² + (·)_l²]).
     # Row 1: log-ratios (0, 0), targets (1.0, −1.0): (1 + 1)/2 = 1.0.
-    batch = minibatch(anchor_logps=torch.tensor([[-1.5, -1.0], [-3.0, -3.0]]),
-                      win_rates=torch.tensor([[0.75, 0.25], [1.0, 0.0]]))  # fmt: skip
+    batch = minibatch(
+        anchor_logps=torch.tensor([[-1.5, -1.0], [-3.0, -3.0]]), win_rates=torch.tensor([[0.75, 0.25], [1.0, 0.0]])
+    )
     losses, metrics = loss(SPPOConfig(eta=2.0), batch, policy([[-1.0, -2.0], [-3.0, -3.0]]))
     assert losses.tolist() == pytest.approx([0.125, 1.0])
     assert metrics["kl/logratio"].tolist() == pytest.approx([-0.25, 0.0])
@@ -77,8 +78,14 @@ def test_configs_reject_bad_values():
 def _config(tiny_model_dir, tmp_path, **overrides):
     from prefopt.config import TrainConfig
 
-    values = dict(model_name_or_path=tiny_model_dir, dataset_name="configs/data/quickstart_prompts.jsonl",
-                  output_dir=str(tmp_path / "run"), max_new_tokens=6, disable_tqdm=True, num_iterations=1)  # fmt: skip
+    values = dict(
+        model_name_or_path=tiny_model_dir,
+        dataset_name="configs/data/quickstart_prompts.jsonl",
+        output_dir=str(tmp_path / "run"),
+        max_new_tokens=6,
+        disable_tqdm=True,
+        num_iterations=1,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -115,12 +122,19 @@ def test_sppo_hard_from_dataset_pairs(tiny_model_dir, tmp_path):
     from prefopt.data import encode_response
     from prefopt.setup import setup_run
 
-    rows = [{"prompt": [{"role": "user", "content": f"Say {w}"}], "chosen": [{"role": "assistant", "content": "aeiou"}],
-             "rejected": [{"role": "assistant", "content": "xkcd"}]} for w in ("hi", "bye", "yes")]  # fmt: skip
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Say {w}"}],
+            "chosen": [{"role": "assistant", "content": "aeiou"}],
+            "rejected": [{"role": "assistant", "content": "xkcd"}],
+        }
+        for w in ("hi", "bye", "yes")
+    ]
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = setup_run("sppo_hard", _config(tiny_model_dir, tmp_path, dataset_name=str(data)),
-                    SPPOHardConfig(pairs_from="dataset"))  # fmt: skip
+    run = setup_run(
+        "sppo_hard", _config(tiny_model_dir, tmp_path, dataset_name=str(data)), SPPOHardConfig(pairs_from="dataset")
+    )
     batch = SPPO_HARD.collect(run.ctx, run.train_prompts)
     assert batch.num_rows == 3 and run.ctx.rollouts == []  # no sampling in dataset mode
     p = run.train_prompts[0]

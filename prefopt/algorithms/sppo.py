@@ -19,8 +19,8 @@ the mean over the row's S = 2 sequences, is exactly that.
 ``sppo_hard`` (TRL's ``DPOConfig(loss_type="sppo_hard")``): targets ±1/(2β) instead of η(P̂ − ½), on pairs:
     ℓ(θ) = (log π_θ(y_w)/π_t(y_w) − 1/(2β))² + (log π_θ(y_l)/π_t(y_l) + 1/(2β))².
 Its data columns: ``pairs_from: dataset`` reads ``chosen`` and ``rejected`` (TRL's preference formats, explicit
-``prompt`` column or implicit in the conversations) and computes log π_t with one no-grad pass; ``pairs_from: rollout`` samples K responses and keeps the
-best and worst by P̂, like ``sppo``.
+``prompt`` column or implicit in the conversations) and computes log π_t with one no-grad pass;
+``pairs_from: rollout`` samples K responses and keeps the best and worst by P̂, like ``sppo``.
 
 Departures. (1) TRL's sppo_hard uses a fixed reference model; here the reference is π_t, the policy at the start
 of each iteration (identical in the first iteration, and the iterative form the SPPO paper uses). (2) The
@@ -118,8 +118,9 @@ def collect(ctx, prompts) -> Batch:
         idx = [list(range(cfg.num_samples)) for _ in prompts]
     prompt_ids, response_ids, anchor = _rows_from_groups(groups, idx)
     targets = torch.stack([win_rates[p, i] for p, i in enumerate(idx)]).float()
-    return Batch(prompt_ids, response_ids, seqs_per_row=len(idx[0]),
-                 row_data={"win_rates": targets, "anchor_logps": anchor})  # fmt: skip
+    return Batch(
+        prompt_ids, response_ids, seqs_per_row=len(idx[0]), row_data={"win_rates": targets, "anchor_logps": anchor}
+    )
 
 
 def loss(cfg: SPPOConfig, batch: MiniBatch, policy: PolicyLogps):
