@@ -195,3 +195,35 @@ def test_deepspeed_single_process_matches_plain_training(tiny_model_dir, tmp_pat
     m_plain = json.loads((tmp_path / "plain/metrics.jsonl").read_text())
     m_ds = json.loads((tmp_path / stage / "metrics.jsonl").read_text())
     assert m_ds["loss/total"] == pytest.approx(m_plain["loss/total"], rel=1e-5)
+
+
+def test_matrix_game_judge_restricts_responses_to_single_token_actions(tiny_model_dir, tmp_path):
+    from datasets import load_from_disk
+
+    out = tmp_path / "game"
+    train(
+        tiny_model_dir, out, "--num_iterations", "1", "--judge", "matrix_game", "--game", "random", "--game_size", "5"
+    )
+    rollouts = load_from_disk(str(out / "iterations/iter_000/rollouts"))
+    assert set(rollouts["response"]) <= {"A", "B", "C", "D", "E"}
+    assert all(len(ids) == 1 for ids in rollouts["response_ids"])
+    assert set(rollouts["finish_reason"]) == {"length"}
+
+
+@pytest.mark.slow
+def test_resume_under_zero3_matches_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    args = [
+        "--num_iterations",
+        "3",
+        "--lr_scheduler_type",
+        "linear",
+        "--deepspeed",
+        REPO / "configs/deepspeed/zero3.json",
+    ]
+    train(tiny_model_dir, tmp_path / "full", *args)
+    train(tiny_model_dir, tmp_path / "crashed", *args)
+    assert (tmp_path / "crashed/checkpoints/iter_001/pytorch_model").is_dir()  # DeepSpeed's sharded format
+    _roll_back_to(tmp_path / "crashed", 1)
+    assert "resuming after iteration 1" in train(tiny_model_dir, tmp_path / "crashed", *args, "--resume").stdout
+    full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
+    assert all(torch.equal(full[k], crashed[k]) for k in full)
