@@ -153,26 +153,40 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _coerce_scalar(value: Any, tp) -> Any:
+    """bool/int/float/str from a YAML value or a CLI string; ValueError if it is not one."""
+    if isinstance(value, bool) and tp is not bool:
+        raise ValueError  # YAML's `yes` must not become 1
+    if tp is bool:
+        if isinstance(value, bool) or str(value).lower() in _BOOLS:
+            return value if isinstance(value, bool) else _BOOLS[str(value).lower()]
+        raise ValueError
+    if tp is int and isinstance(value, (int, str)):
+        return int(value)
+    if tp is float and isinstance(value, (int, float, str)):
+        return float(value)  # also PyYAML's 5e-7, which it reads as a string
+    if tp is str and isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError
+
+
 def _coerce(value: Any, tp, key: str, origin: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (with the lenient conversions YAML and CLI strings need)."""
-
-    def fail():
-        raise ConfigError(f"config key '{key}' ({origin}) expects {_type_name(tp)}, got {value!r}")
-
+    fail = ConfigError(f"config key '{key}' ({origin}) expects {_type_name(tp)}, got {value!r}")
     o = typing.get_origin(tp)
     if o in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args):
-            if type(None) in args:
-                return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        if type(None) in args and (value is None or str(value).lower() in ("none", "null")):
+            return None
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, key, origin)
             except ConfigError:
                 continue
-        fail()
+        raise fail
     if o is Literal:
         if value not in typing.get_args(tp):
             choices = ", ".join(str(c) for c in typing.get_args(tp))
@@ -183,41 +197,12 @@ def _coerce(value: Any, tp, key: str, origin: str) -> Any:
         if isinstance(value, str):  # a single CLI value for a list field: "a,b" or "a"
             value = [v for v in value.split(",") if v] if inner is str else yaml.safe_load(value)
         if not isinstance(value, (list, tuple)):
-            fail()
+            raise fail
         return [_coerce(v, inner, key, origin) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        fail()
-    if tp is int:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                fail()
-        fail()
-    if tp is float:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 5e-7 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                fail()
-        fail()
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        fail()
-    return value
+    try:
+        return _coerce_scalar(value, tp)
+    except ValueError:
+        raise fail from None
 
 
 def parse_cli_overrides(args: list[str]) -> dict[str, str | bool]:

@@ -75,9 +75,9 @@ def build_judge(
             raise JudgeError("judge kind 'matrix_game' needs game (rps or random) or game_matrix")
         return MatrixGameJudge.from_name(game, game_size, game_seed, actions=game_actions)
     if kind in ("python_reward", "python_preference"):
-        _require(kind, "function", function)
+        _require(kind, "judge_function", function)
         return PythonRewardJudge(function) if kind == "python_reward" else PythonPreferenceJudge(function)
-    _require(kind, "model_name_or_path", model_name_or_path)
+    _require(kind, "judge_model_name_or_path", model_name_or_path)
     options = {
         "batch_size": batch_size,
         "max_length": max_length,
