@@ -24,3 +24,9 @@ class ModelError(PrefoptError):
 
 class JudgeError(PrefoptError):
     """A judge is misconfigured or returned an invalid value (NaN, out of range)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): what a one-line error quotes."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from prefopt.errors import ModelError
+from prefopt.errors import ModelError, first_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,8 +39,7 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"cannot load {what} '{name_or_path}': {first_line}") from err
+        raise ModelError(f"cannot load {what} '{name_or_path}': {first_line(err)}") from err
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefopt.data.sources import _first_line
-from prefopt.errors import DataError
+from prefopt.errors import DataError, first_line
 from prefopt.judges.base import Prompt
 
 
@@ -34,7 +33,7 @@ def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str
     try:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
     except Exception as err:  # jinja raises its own errors for conversations a template rejects
-        raise DataError(f"the chat template rejected the conversation: {_first_line(err)}") from err
+        raise DataError(f"the chat template rejected the conversation: {first_line(err)}") from err
 
 
 def as_chat(prompt: Prompt) -> Prompt:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from prefopt.errors import DataError
+from prefopt.errors import DataError, first_line
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _looks_like_path(source: str) -> bool:
@@ -88,7 +83,7 @@ def load_dataset_source(source: str, split: str = "train", config_name: str | No
     except DataError:
         raise
     except Exception as err:  # any loader failure is a problem with the user's data or name
-        raise DataError(f"cannot load dataset '{source}' (split {split}): {_first_line(err)}") from err
+        raise DataError(f"cannot load dataset '{source}' (split {split}): {first_line(err)}") from err
     if len(dataset) == 0:
         raise _no_rows(source, split)
     return dataset

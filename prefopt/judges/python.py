@@ -21,13 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from prefopt.errors import JudgeError
+from prefopt.errors import JudgeError, first_line
 from prefopt.judges.base import PreferenceJudge, Prompt, RewardJudge
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _import_file(path: str, spec: str):
@@ -45,7 +40,7 @@ def _import_file(path: str, spec: str):
         module_spec.loader.exec_module(module)
     except Exception as err:
         sys.modules.pop(name, None)
-        raise JudgeError(f"judge function '{spec}': importing '{path}' failed: {_first_line(err)}") from err
+        raise JudgeError(f"judge function '{spec}': importing '{path}' failed: {first_line(err)}") from err
     return module
 
 
@@ -67,7 +62,7 @@ def load_function(spec: str) -> Callable:
         except ModuleNotFoundError as err:
             raise JudgeError(f"judge function '{spec}': module '{module_part}' not found ({err})") from err
         except Exception as err:
-            raise JudgeError(f"judge function '{spec}': importing '{module_part}' failed: {_first_line(err)}") from err
+            raise JudgeError(f"judge function '{spec}': importing '{module_part}' failed: {first_line(err)}") from err
     if not hasattr(module, attr):
         raise JudgeError(f"judge function '{spec}': '{module_part}' has no attribute '{attr}'")
     function = getattr(module, attr)
