@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ class Context:
         iteration: 0-based index of the current iteration.
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
         rollout_s: seconds spent sampling this iteration.
+        optimise: ``optimise(batch) -> metrics``, the loop's epochs × minibatches of the algorithm's loss, for a
+            ``train_step`` hook that optimises in phases (EGPO's extragradient, Nash-MP's mirror prox).
     """
 
     cfg: Any
@@ -36,6 +39,7 @@ class Context:
     iteration: int = 0
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
+    optimise: Callable[[Any], dict] | None = None
 
     def start_iteration(self, iteration: int) -> None:
         self.iteration, self.rollouts, self.rollout_s = iteration, [], 0.0

@@ -8,6 +8,7 @@ data, a checkpoint and one metrics line. Nothing here knows any algorithm by nam
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import defaultdict
@@ -28,6 +29,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     """Run (or resume) training and return the last iteration's metrics."""
     run: Run = setup_run(algorithm_name, cfg, algo_cfg)
     ctx, algorithm = run.ctx, run.algorithm
+    ctx.optimise = functools.partial(optimise, run)
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
         ctx.start_iteration(it)
@@ -41,10 +43,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
             run.state["steps_per_iteration"] = steps_per_iteration(batch.num_rows, cfg, run.world_size)
             start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
-        if algorithm.train_step is not None:
-            stats = algorithm.train_step(ctx, batch)
-        else:
-            stats = optimise(run, batch)
+        stats = algorithm.train_step(ctx, batch) if algorithm.train_step else ctx.optimise(batch)
         if algorithm.end_iteration is not None:
             algorithm.end_iteration(ctx)
         t2 = time.perf_counter()

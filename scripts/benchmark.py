@@ -8,7 +8,9 @@
 Training runs in-process through the public API (``build_configs`` + ``train``), into a temporary run directory,
 and the per-iteration ``time/*_s`` numbers are read back from its metrics.jsonl, so the benchmark measures what
 ``prefopt train`` does, not a copy of it. The first ``--warmup`` iterations are left out of the averages: they pay
-for one-off costs (allocator growth, DeepSpeed's op build, lazy imports). See docs/benchmark.md.
+for one-off costs (lazy imports, allocator growth). Setup (model load, DeepSpeed's op build on its first use) and
+the per-iteration checkpoint writes fall outside ``time/iteration_s``; they show as ``outside_iterations_s``.
+See docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from prefopt.algorithms import get_algorithm
 from prefopt.config import build_configs, parse_cli_overrides, read_yaml
+from prefopt.errors import ConfigError, PrefoptError
 from prefopt.loop import train
 from prefopt.tiny import write_tiny_model
 
@@ -60,8 +63,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     return args, overrides
 
 
-def run_training(args: argparse.Namespace, overrides: dict, model: str, run_dir: str) -> tuple[list, float, object]:
-    """Train warmup + iterations in-process; return the metrics lines, the run's wall time and its TrainConfig."""
+def make_configs(args: argparse.Namespace, overrides: dict, model: str, run_dir: str):
+    """(TrainConfig, algorithm config) of the run; raises ConfigError on a bad key before anything is built."""
     algorithm = get_algorithm(args.algorithm)
     forced = {
         "model_name_or_path": model,
@@ -75,13 +78,18 @@ def run_training(args: argparse.Namespace, overrides: dict, model: str, run_dir:
     train_cfg, algo_cfg = build_configs(
         algorithm.config_class, read_yaml(args.config), {**overrides, **forced}, args.config
     )
-    if train_cfg.prompts_per_iteration is None:
-        raise SystemExit("the config has no prompts_per_iteration; pass --prompts_per_iteration N")
+    if train_cfg.prompts_per_iteration is None:  # prompts/s needs a fixed number of prompts per iteration
+        raise ConfigError("the config has no prompts_per_iteration; pass --prompts_per_iteration N")
+    return train_cfg, algo_cfg
+
+
+def run_training(algorithm: str, train_cfg, algo_cfg) -> tuple[list[dict], float]:
+    """Train in-process; return the run's metrics lines and the wall time of the whole run (setup included)."""
     start = time.perf_counter()
-    train(args.algorithm, train_cfg, algo_cfg)
+    train(algorithm, train_cfg, algo_cfg)
     wall_s = time.perf_counter() - start
-    lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()], wall_s, train_cfg
+    lines = Path(train_cfg.output_dir, "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()], wall_s
 
 
 def parameter_count(model: str) -> int:
@@ -141,19 +149,19 @@ def markdown(result: dict) -> str:
     return "\n".join(["| metric | per measured iteration (mean ± std) / value |", "|---|---|", *rows])
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+def benchmark(args: argparse.Namespace, overrides: dict) -> dict:
+    """One benchmark run: build the model, train, and gather timings, rates, memory and machine facts."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="prefopt-bench-") as tmp:
-        model = args.model or str(
-            write_tiny_model(Path(tmp, "model"), hidden_size=args.hidden_size, num_layers=args.num_layers)
-        )
-        lines, wall_s, train_cfg = run_training(args, overrides, model, str(Path(tmp, "run")))
+        model = args.model or str(Path(tmp, "model"))
+        train_cfg, algo_cfg = make_configs(args, overrides, model, str(Path(tmp, "run")))
+        if not args.model:
+            write_tiny_model(model, hidden_size=args.hidden_size, num_layers=args.num_layers)
+        lines, wall_s = run_training(args.algorithm, train_cfg, algo_cfg)
         params = parameter_count(model)
     measured = lines[args.warmup :]
-    result = {
+    return {
         **summarise(measured, train_cfg),
         "parameters": params,
         "measured_iterations": len(measured),
@@ -162,10 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         "run_wall_s": wall_s,
         "outside_iterations_s": wall_s - sum(m["time/iteration_s"] for m in lines),
         **memory_and_machine(),
-        "command": shlex.join([sys.executable, *sys.argv]),
         "overrides": overrides,
         "iterations": lines,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, overrides = parse_args(argv)
+        result = benchmark(args, overrides)
+    except PrefoptError as err:  # a bad key or file: one line, as `prefopt train` prints it
+        print(f"benchmark: error: {err}", file=sys.stderr)
+        return 2
+    result["command"] = shlex.join([sys.executable, sys.argv[0], *argv])
     print(markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
