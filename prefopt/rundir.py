@@ -108,12 +108,12 @@ class RunDir:
     def write_state(self, state: dict) -> None:
         atomic_write_text(self.path / "state.json", json.dumps(state, indent=2))
 
-    def read_metrics(self) -> list[dict]:
-        f = self.path / "metrics.jsonl"
+    def read_jsonl(self, name: str) -> list[dict]:
+        f = self.path / name
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
 
-    def write_metrics(self, records: list[dict]) -> None:
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    def write_jsonl(self, name: str, records: list[dict]) -> None:
+        atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in records))
 
     # -- per-iteration data -----------------------------------------------------------------------------------
     def iteration_dir(self, iteration: int) -> Path:

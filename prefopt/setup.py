@@ -50,7 +50,8 @@ class Run:
     state: dict = field(
         default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
     )
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
+    step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
 
     @property
     def start_iteration(self) -> int:
@@ -88,7 +89,9 @@ class Run:
         self.history.append(metrics)
         if main:
             commit_dir(staging, target)
-            self.rundir.write_metrics(self.history)
+            self.rundir.write_jsonl("metrics.jsonl", self.history)
+            if self.step_history:
+                self.rundir.write_jsonl("steps.jsonl", self.step_history)
             self.rundir.write_state(self.state)
             self.rundir.prune_checkpoints(self.cfg.save_total_limit)
 
@@ -106,12 +109,12 @@ class Run:
             )
 
     def maybe_log_step(self, grad_norm: float, step_metrics: dict) -> None:
+        """Keep a per-step record every logging_steps steps; written with the iteration's commit."""
         step = self.state["global_step"]
-        if self.cfg.logging_steps and step % self.cfg.logging_steps == 0 and self.backend.is_main:
+        if self.cfg.logging_steps and step % self.cfg.logging_steps == 0:
             record = {"step": step, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
             record.update({k: float(v.float().mean()) for k, v in step_metrics.items()})
-            with open(self.rundir.path / "steps.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.step_history.append(record)
 
     def finish(self) -> None:
         """Save the final policy (save_pretrained, safetensors) with its tokenizer into OUTPUT_DIR/final."""
@@ -288,7 +291,9 @@ def _prepare_anchors_and_resume(run: Run) -> None:
         run.state = saved
         # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
         start_schedule(run.scheduler, saved["steps_per_iteration"] * run.cfg.num_iterations)
-        run.history = run.rundir.read_metrics()
+        run.history = run.rundir.read_jsonl("metrics.jsonl")
+        last_step = saved["global_step"]
+        run.step_history = [r for r in run.rundir.read_jsonl("steps.jsonl") if r["step"] <= last_step]
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
 

@@ -65,7 +65,16 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
 
     out = tmp_path / "run"
     result = train(
-        tiny_model_dir, out, "--num_iterations", "1", "--eval_num_prompts", "8", "--report_to", "tensorboard"
+        tiny_model_dir,
+        out,
+        "--num_iterations",
+        "1",
+        "--eval_num_prompts",
+        "8",
+        "--report_to",
+        "tensorboard",
+        "--logging_steps",
+        "1",
     )
     assert "win rate of the final policy against the initial policy" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -86,6 +95,8 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
     assert diff > 0
     assert not list(out.rglob(".*staging*")) and not list(out.rglob(".iter_*"))  # no leftovers of atomic writes
     assert list(out.rglob("events.out.tfevents.*"))  # report_to tensorboard
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == [1, 2] and "loss/sppo" in steps[0]  # 16 rows / batch 8 = 2 steps
 
 
 def test_quickstart_config_beats_the_initial_policy(tmp_path):
