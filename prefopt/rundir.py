@@ -133,7 +133,9 @@ class RunDir:
     def save_iteration_data(self, iteration: int, rollout_rows: dict[str, list], judge_rows: list[dict]) -> None:
         """The iteration's samples (a saved dataset) and judge outputs (JSON lines), committed together."""
         from datasets import Dataset
+        from datasets.utils.logging import disable_progress_bar
 
+        disable_progress_bar()  # a bookkeeping write: no bar in the training output
         target = self.iteration_dir(iteration)
         tmp = atomic_dir(target)
         Dataset.from_dict(rollout_rows).save_to_disk(str(tmp / "rollouts"))

@@ -243,6 +243,10 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
+    if cfg.disable_tqdm:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # also transformers' own weight loading/saving bars
     check_source(cfg.model_name_or_path, "model")  # name the model, not its tokenizer, when the path is wrong
     tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
     examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
