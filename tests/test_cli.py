@@ -167,38 +167,12 @@ def test_tiny_model_and_generate(capsys, tmp_path):
     code, _, err = run_main(capsys, "tiny-model", tmp_path / "m")
     assert code == 2 and "not empty" in err
     out = tmp_path / "gen.jsonl"
-    code, _, _ = run_main(
-        capsys,
-        "generate",
-        "--model",
-        tmp_path / "m",
-        "--prompt",
-        "hello",
-        "--n",
-        "3",
-        "--max_new_tokens",
-        "5",
-        "--output",
-        out,
-    )
+    generate = ["generate", "--model", tmp_path / "m", "--prompt", "hello", "--n", 3, "--max_new_tokens", 5]
+    code, _, _ = run_main(capsys, *generate, "--output", out)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert code == 0 and len(rows) == 3 and {r["sample_index"] for r in rows} == {0, 1, 2}
-    first = rows
     out.unlink()
-    run_main(
-        capsys,
-        "generate",
-        "--model",
-        tmp_path / "m",
-        "--prompt",
-        "hello",
-        "--n",
-        "3",
-        "--max_new_tokens",
-        "5",
-        "--output",
-        out,
-    )
-    assert [json.loads(x) for x in out.read_text().splitlines()] == first  # seeded
+    run_main(capsys, *generate, "--output", out)
+    assert [json.loads(x) for x in out.read_text().splitlines()] == rows  # seeded
     code, _, err = run_main(capsys, "generate", "--model", tmp_path / "m", "--prompt", "x", "--output", out)
     assert code == 2 and "exists" in err
