@@ -23,6 +23,7 @@ class Batch:
         seqs_per_row: S.
         row_data: per-row tensors, each [R, ...] (targets, anchor log-probs such as ``ref_logps`` [R, S]).
         token_data: per-sequence token tensors, each a list of [len(response)] tensors (e.g. sampling log-probs).
+        metrics: collect-time statistics logged with the iteration (e.g. ``pref/pairs_kept``).
     """
 
     prompt_ids: list[list[int]]
@@ -30,6 +31,7 @@ class Batch:
     seqs_per_row: int
     row_data: dict[str, torch.Tensor] = field(default_factory=dict)
     token_data: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.prompt_ids) != len(self.response_ids) or len(self.prompt_ids) % self.seqs_per_row:

@@ -48,7 +48,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
             algorithm.end_iteration(ctx)
         t2 = time.perf_counter()
 
-        metrics = {"iteration": it, "step": run.state["global_step"], **stats, **rollout_metrics(ctx)}
+        metrics = {"iteration": it, "step": run.state["global_step"], **stats, **batch.metrics, **rollout_metrics(ctx)}
         metrics.update(
             {
                 "time/collect_s": t1 - t0,

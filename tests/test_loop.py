@@ -5,6 +5,7 @@ state is a per-process singleton: a DeepSpeed run must not leak into the next te
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -238,3 +239,45 @@ def test_resume_under_zero3_matches_the_uninterrupted_run(tiny_model_dir, tmp_pa
     assert "resuming after iteration 1" in train(tiny_model_dir, tmp_path / "crashed", *args, "--resume").stdout
     full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
     assert all(torch.equal(full[k], crashed[k]) for k in full)
+
+
+ALGORITHM_ARGS = {
+    "sppo": ["--eta", "20", "--num_samples", "3"],
+    "sppo_hard": ["--beta", "0.5", "--num_samples", "3"],
+    "inpo": ["--eta", "0.5", "--num_samples", "4"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHM_ARGS))
+def test_each_algorithm_runs_one_cli_iteration(tiny_model_dir, tmp_path, name):
+    from prefopt.algorithms import ALGORITHMS
+
+    assert set(ALGORITHM_ARGS) == set(ALGORITHMS)  # a new algorithm gets its CLI iteration here
+    out = tmp_path / name
+    common = [
+        "--dataset_name",
+        REPO / "configs/data/quickstart_prompts.jsonl",
+        "--max_new_tokens",
+        "6",
+        "--prompts_per_iteration",
+        "8",
+        "--disable_tqdm",
+        "true",
+        "--torch_num_threads",
+        "1",
+    ]
+    result = prefopt(
+        "train",
+        name,
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--output_dir",
+        out,
+        "--num_iterations",
+        "1",
+        *common,
+        *ALGORITHM_ARGS[name],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(metrics["loss/total"]) and (out / "final/model.safetensors").exists()

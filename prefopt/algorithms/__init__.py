@@ -49,6 +49,7 @@ class Algorithm:
 ALGORITHMS: dict[str, str] = {
     "sppo": "prefopt.algorithms.sppo:SPPO",
     "sppo_hard": "prefopt.algorithms.sppo:SPPO_HARD",
+    "inpo": "prefopt.algorithms.inpo:INPO",
 }
 
 

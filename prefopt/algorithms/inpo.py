@@ -1,0 +1,118 @@
+"""INPO: Iterative Nash Policy Optimization (Zhang, Yu, Peng, Song, Tian, Huo, Jiang, Mi, Yu; arXiv 2407.00617,
+ICLR 2025).
+
+Objective. Online mirror descent (Hedge) on the KL-regularised preference game, with regularisation τ and prox
+coefficient η (1/η is the step size):
+    π_{t+1}(y) ∝ exp(P(y ≻ π_t)/η) · π_ref(y)^{τ/η} · π_t(y)^{1−τ/η}.
+Each iteration fits it with a squared loss on pairs sampled from π_t (paper, Algorithm 1):
+    h_t(π, y_w, y_l) = log π(y_w)/π(y_l) − (τ/η)·log π_ref(y_w)/π_ref(y_l) − ((η−τ)/η)·log π_t(y_w)/π_t(y_l)
+    L_t(π) = E_{(y_w, y_l)} ( h_t − 1/(2η) )².
+Proposition 6 of the paper: with y, y' ~ π_t, this equals (up to a constant) the regression onto
+(P(y ≻ π_t) − P(y' ≻ π_t))/η, whose minimiser is the OMD iterate, so binary preferences suffice: no win-rate
+estimates.
+
+Data per iteration. K samples per prompt from π_t; one pair per prompt: best and worst by a reward judge, or a
+knock-out tournament with a pairwise judge (``prefopt.judges.selection``; 11 queries for K = 8); prompts whose
+pair is not strictly ordered are dropped (``pref/pairs_kept`` logs the fraction). log π_t comes from the rollout,
+log π_ref from one no-grad pass (the disabled adapter under LoRA).
+
+Symbols. η and τ are the paper's (paper defaults: η = 0.005, τ = η/3). In the tabular game this is EGPO's
+"online IPO 1"/OMD with β ≡ τ and step ηβ ≡ τ/η (ALGORITHMS.md section 5).
+
+Departures. None in the loss. The paper's ties in the tournament go to the first response; here a comparison is
+a tie when P = ½ exactly and goes to the first, and a final the champion does not win drops the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from prefopt.algorithms import Algorithm
+from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.errors import ConfigError
+from prefopt.judges.base import RewardJudge
+from prefopt.judges.selection import best_worst_by_reward, knockout_pairs
+
+
+@dataclass
+class INPOConfig:
+    """INPO hyperparameters (paper defaults, appendix B)."""
+
+    eta: float = field(default=0.005, metadata={"help": "η, the OMD prox coefficient (1/η is the step)."})
+    tau: float | None = field(default=None, metadata={"help": "τ, the KL-to-π_ref coefficient (None: η/3)."})
+    num_samples: int = field(default=8, metadata={"help": "K, responses sampled per prompt from π_t."})
+    pairs: Literal["auto", "best_worst", "tournament"] = field(
+        default="auto",
+        metadata={"help": "best_worst by reward (a reward judge), tournament with a pairwise judge; auto picks."},
+    )
+
+    @property
+    def tau_value(self) -> float:
+        return self.eta / 3 if self.tau is None else self.tau
+
+    def validate(self) -> None:
+        if self.eta <= 0:
+            raise ConfigError(f"config key 'eta' must be > 0, got {self.eta}")
+        if not 0 <= self.tau_value <= self.eta:
+            raise ConfigError(f"config key 'tau' must be in [0, eta] (so that 1 − τ/η >= 0), got {self.tau}")
+        if self.num_samples < 2:
+            raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
+
+
+def select_pairs(cfg: INPOConfig, judge, prompts, groups):
+    """(winner, loser, keep) per prompt, by reward or by tournament."""
+    mode = cfg.pairs
+    if mode == "auto":
+        mode = "best_worst" if isinstance(judge, RewardJudge) else "tournament"
+    if mode == "best_worst":
+        if not isinstance(judge, RewardJudge):
+            raise ConfigError("config key 'pairs': best_worst needs a reward judge (reward_model or python_reward)")
+        return best_worst_by_reward(judge, prompts, groups)
+    return knockout_pairs(judge, prompts, groups)
+
+
+def collect(ctx, prompts) -> Batch:
+    cfg: INPOConfig = ctx.algo_cfg
+    groups = ctx.sample(prompts, cfg.num_samples).groups()
+    texts = [[s.text for s in g] for g in groups]
+    choice = select_pairs(cfg, ctx.judge, [p.prompt for p in prompts], texts)
+    pairs = [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
+    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
+    response_ids = [s.response_ids for pair in pairs for s in pair]
+    anchor = torch.tensor([s.logp for pair in pairs for s in pair], dtype=torch.float32).view(-1, 2)
+    ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
+    return Batch(
+        prompt_ids,
+        response_ids,
+        seqs_per_row=2,
+        row_data={"anchor_logps": anchor, "ref_logps": ref},
+        metrics={"pref/pairs_kept": len(pairs) / max(len(prompts), 1)},
+    )
+
+
+def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
+    """Per-pair INPO loss (h_t − 1/(2η))².
+
+    Shapes: policy.logps, batch.row["anchor_logps"] (π_t), batch.row["ref_logps"] (π_ref): [B, 2] as
+    (winner, loser). Returns loss [B].
+    """
+    eta, tau = cfg.eta, cfg.tau_value
+
+    def margin(logps: torch.Tensor) -> torch.Tensor:
+        return logps[:, 0] - logps[:, 1]
+
+    h = margin(policy.logps) - (tau / eta) * margin(batch.row["ref_logps"])
+    h = h - ((eta - tau) / eta) * margin(batch.row["anchor_logps"])
+    losses = (h - 1.0 / (2.0 * eta)) ** 2
+    metrics = {
+        "loss/inpo": losses.detach(),
+        "pref/h": h.detach(),
+        "kl/logratio_ref": (policy.logps - batch.row["ref_logps"]).detach().mean(-1),
+    }
+    return losses, metrics
+
+
+INPO = Algorithm(name="inpo", config_class=INPOConfig, collect=collect, loss=loss, needs_ref=True)

@@ -1,0 +1,89 @@
+"""INPO: hand-computed loss, the OMD optimum, pair selection by reward and by knock-out tournament."""
+
+import math
+
+import pytest
+import torch
+
+from prefopt.algorithms.inpo import INPOConfig, loss, select_pairs
+from prefopt.batch import MiniBatch, PolicyLogps
+from prefopt.errors import ConfigError
+from prefopt.judges.selection import knockout_pairs
+from prefopt.judges.synthetic import MatrixGameJudge
+
+
+def minibatch(**row):
+    b, s = next(iter(row.values())).shape
+    return MiniBatch(model_inputs={}, rows=b, seqs_per_row=s, row=row, token={}, mask=torch.ones(b, s, 1).bool())
+
+
+def policy(logps):
+    logps = torch.as_tensor(logps, dtype=torch.float32)
+    return PolicyLogps(logps.unsqueeze(-1), torch.ones_like(logps).bool().unsqueeze(-1))
+
+
+def test_inpo_loss_hand_computed():
+    # η = 0.5, τ = 0.25: τ/η = 0.5, (η − τ)/η = 0.5, 1/(2η) = 1.
+    # policy margin (−1) − (−3) = 2; ref margin (−2) − (−2) = 0; π_t margin (−1) − (−2) = 1.
+    # h = 2 − 0.5·0 − 0.5·1 = 1.5; loss = (1.5 − 1)² = 0.25.
+    batch = minibatch(ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]))
+    losses, metrics = loss(INPOConfig(eta=0.5, tau=0.25), batch, policy([[-1.0, -3.0]]))
+    assert losses.tolist() == pytest.approx([0.25])
+    assert metrics["pref/h"].tolist() == pytest.approx([1.5])
+
+
+def test_inpo_gradient_vanishes_at_the_omd_target():
+    cfg = INPOConfig(eta=0.1, tau=0.02)
+    ref, anchor = torch.tensor([[-3.0, -2.0]]), torch.tensor([[-2.5, -2.5]])
+    # Choose the policy margin so that h = 1/(2η) exactly.
+    target_margin = 1 / (2 * cfg.eta) + (cfg.tau / cfg.eta) * (-1.0) + ((cfg.eta - cfg.tau) / cfg.eta) * 0.0
+    logps = torch.tensor([[target_margin - 4.0, -4.0]], requires_grad=True)
+    loss(cfg, minibatch(ref_logps=ref, anchor_logps=anchor), policy(logps))[0].sum().backward()
+    assert torch.allclose(logps.grad, torch.zeros(1, 2), atol=1e-5)
+    at_anchor = anchor.clone().requires_grad_(True)
+    loss(cfg, minibatch(ref_logps=ref, anchor_logps=anchor), policy(at_anchor))[0].sum().backward()
+    assert at_anchor.grad[0, 0] < 0 < at_anchor.grad[0, 1]  # descent raises the winner, lowers the loser
+
+
+def test_inpo_config_defaults_and_checks():
+    assert INPOConfig().tau_value == pytest.approx(0.005 / 3)
+    with pytest.raises(ConfigError, match="tau"):
+        INPOConfig(eta=0.1, tau=0.2).validate()
+
+
+def transitive_judge(scores):
+    """A matrix game whose preferences follow scores: P(i ≻ j) = σ(s_i − s_j)."""
+    n = len(scores)
+    matrix = [[1 / (1 + math.exp(-(scores[i] - scores[j]))) for j in range(n)] for i in range(n)]
+    return MatrixGameJudge(matrix, [chr(ord("A") + i) for i in range(n)])
+
+
+def test_tournament_finds_best_and_worst_with_eleven_queries_for_k8():
+    scores = [0.3, 2.0, -1.0, 0.5, -2.5, 1.0, 0.0, 1.5]
+    judge = transitive_judge(scores)
+    judge.recorder = []
+    groups = [list("ABCDEFGH"), list("HGFEDCBA")]
+    result = knockout_pairs(judge, ["x", "y"], groups)
+    assert result == [(1, 4, True), (6, 3, True)]  # B (2.0) and E (−2.5), at their positions in each group
+    assert len(judge.recorder) == 2 * 11
+
+
+def test_tournament_with_odd_k_and_a_losing_final():
+    # Rock-paper-scissors: A loses to B, B to C, C to A. Round 1: (A, B) → B wins; C has a bye.
+    # Winners' bracket: (B, C) → C; losers' bracket: [A] alone. Final C vs A: A beats C, so the pair is dropped.
+    rps = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]
+    judge = MatrixGameJudge(rps, ["A", "B", "C"])
+    assert knockout_pairs(judge, ["x"], [["A", "B", "C"]]) == [(2, 0, False)]
+
+
+def test_select_pairs_by_reward_needs_a_reward_judge(tmp_path):
+    from prefopt.judges.python import PythonRewardJudge
+
+    (tmp_path / "r.py").write_text("def r(p, ys):\n    return [float(len(y)) for y in ys]\n")
+    judge = PythonRewardJudge(f"{tmp_path}/r.py:r")
+    assert select_pairs(INPOConfig(), judge, ["x", "y"], [["aa", "a", "aaa"], ["b", "b"]]) == [
+        (2, 1, True),
+        (0, 0, False),  # all rewards tie: no strict pair
+    ]
+    with pytest.raises(ConfigError, match="reward judge"):
+        select_pairs(INPOConfig(pairs="best_worst"), transitive_judge([0, 1]), ["x"], [["A", "B"]])
