@@ -59,6 +59,9 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
                 "rows": batch.num_rows,
             }
         )
+        if run.game_monitor is not None:
+            game, run.state["game_policy_sum"] = run.game_monitor.metrics(run.state.get("game_policy_sum"), it)
+            metrics.update(game)
         if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
             metrics.update(evaluate(run).as_metrics("eval/"))
         metrics["time/iteration_s"] = time.perf_counter() - t0

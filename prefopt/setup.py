@@ -22,6 +22,7 @@ from prefopt.config import config_to_dict
 from prefopt.context import Context
 from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.errors import ConfigError
+from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.judges import build_judge
 from prefopt.models import check_source, load_causal_lm, load_tokenizer
 from prefopt.optim import make_optimizer, make_scheduler, start_schedule
@@ -50,6 +51,7 @@ class Run:
     state: dict = field(
         default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
     )
+    game_monitor: GameMonitor | None = None
     history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
     step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
 
@@ -287,6 +289,7 @@ def _prepare_anchors_and_resume(run: Run) -> None:
     """Things that need the initial weights come first (π_ref, the baseline eval responses), then the resume."""
     if run.algorithm.needs_ref:
         run.ctx.anchors.keep_reference()
+    run.game_monitor = _game_monitor(run)
     if run.eval_prompts:
         run.initial_eval_responses = run.sample_eval_responses(stream="eval")
     saved = run.rundir.read_state() if run.cfg.resume else None
@@ -300,6 +303,19 @@ def _prepare_anchors_and_resume(run: Run) -> None:
         run.step_history = [r for r in run.rundir.read_jsonl("steps.jsonl") if r["step"] <= last_step]
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _game_monitor(run: Run) -> GameMonitor | None:
+    """With a matrix-game judge: π_ref and π*_β at the first (up to 8) training prompts, from the initial weights."""
+    matrix = run.judge.game_matrix()
+    if matrix is None:
+        return None
+    beta = run.algorithm.game_beta(run.ctx.algo_cfg) if run.algorithm.game_beta else 0.0
+    backend, allowed, pad = run.backend, run.ctx.sampling.allowed_token_ids, run.tokenizer.pad_token_id
+    probes = [p.prompt_ids for p in run.train_prompts[:8]]
+    return GameMonitor(
+        matrix, beta, probes, lambda ids: action_probs(backend.model, ids, allowed, pad, backend.device)
+    )
 
 
 def _print_header(run: Run, model) -> None:

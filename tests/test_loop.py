@@ -220,6 +220,10 @@ def test_matrix_game_judge_restricts_responses_to_single_token_actions(tiny_mode
     assert set(rollouts["response"]) <= {"A", "B", "C", "D", "E"}
     assert all(len(ids) == 1 for ids in rollouts["response_ids"])
     assert set(rollouts["finish_reason"]) == {"length"}
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["game/duality_gap"] >= 0 and metrics["game/kl_to_ne"] >= 0
+    # One iteration: the average iterate is the current one.
+    assert metrics["game/avg_duality_gap"] == pytest.approx(metrics["game/duality_gap"])
 
 
 @pytest.mark.slow

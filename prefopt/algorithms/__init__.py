@@ -30,6 +30,8 @@ class Algorithm:
         needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then).
         required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
             on every row before any compute).
+        game_beta: ``(cfg) -> float``, the KL coefficient of the regularised game the method solves, for the
+            ``game/*`` metrics under a matrix-game judge (None: the unregularised game, β = 0).
         reads_pairs: ``(cfg) -> bool``, whether collect trains on the dataset's chosen/rejected pairs (TRL's
             preference formats, explicit or implicit prompt); each prompt's ``extra`` then holds ``chosen_ids``
             and ``rejected_ids``, tokenised as the policy would emit them.
@@ -44,6 +46,7 @@ class Algorithm:
     needs_ref: bool = False
     required_columns: Callable[[Any], tuple[str, ...]] | None = None
     reads_pairs: Callable[[Any], bool] | None = None
+    game_beta: Callable[[Any], float] | None = None
 
 
 ALGORITHMS: dict[str, str] = {

@@ -115,4 +115,11 @@ def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
     return losses, metrics
 
 
-INPO = Algorithm(name="inpo", config_class=INPOConfig, collect=collect, loss=loss, needs_ref=True)
+INPO = Algorithm(
+    name="inpo",
+    config_class=INPOConfig,
+    collect=collect,
+    loss=loss,
+    needs_ref=True,
+    game_beta=lambda cfg: cfg.tau_value,  # τ regularises the game; 1/η is the step
+)

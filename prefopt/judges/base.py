@@ -115,6 +115,10 @@ class PreferenceJudge(ABC):
         """The fixed set of response strings this judge scores (a game's actions), or None for free text."""
         return None
 
+    def game_matrix(self) -> torch.Tensor | None:
+        """[N, N] preference matrix over ``allowed_responses()`` when the judge is a matrix game, else None."""
+        return None
+
 
 class RewardJudge(PreferenceJudge):
     """r(x, y) for batches of (prompt, response); preferences through σ(r − r')."""

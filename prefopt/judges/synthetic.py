@@ -81,6 +81,9 @@ class MatrixGameJudge(PreferenceJudge):
     def allowed_responses(self) -> list[str]:
         return list(self.actions)
 
+    def game_matrix(self) -> torch.Tensor:
+        return self.matrix
+
     def _preference(
         self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
     ) -> torch.Tensor:
