@@ -54,6 +54,17 @@ def load_deepspeed_config(path: str, cfg: TrainConfig) -> dict:
     return _fill_auto(ds, cfg)
 
 
+def _to_cpu(obj):
+    """A deep copy of a nested state dict with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 class Backend:
     """Owns the Accelerator, the (possibly DeepSpeed-wrapped) model and its optimizer."""
 
@@ -166,6 +177,16 @@ class Backend:
         """Copy a snapshot back into the trainable tensors (the optimizer state is not touched)."""
         for name, t in self._trainable():
             t.data.copy_(snapshot[name].to(t.device))
+
+    def snapshot_optimizer(self) -> dict:
+        """A CPU copy of the optimizer state (Adam moments, step counts), to go back with ``restore_optimizer``."""
+        if self.uses_deepspeed:
+            # ZeRO keeps fp32 master partitions inside its own optimizer; restoring them is not wired yet.
+            raise ConfigError("restoring optimizer state (EGPO, Nash-MP) is not supported under DeepSpeed yet")
+        return _to_cpu(self.optimizer.state_dict())
+
+    def restore_optimizer(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)  # load_state_dict moves each tensor to its parameter's device
 
     @contextlib.contextmanager
     def swapped(self, snapshot: dict[str, torch.Tensor]):

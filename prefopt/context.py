@@ -21,7 +21,7 @@ class Context:
     Attributes:
         cfg: the shared TrainConfig; algo_cfg: the algorithm's own config.
         sampling: default sampling parameters from the config (with a game's action set, if any).
-        iteration: 0-based index of the current iteration.
+        iteration: 0-based index of the current iteration; prompts: its prompts (what collect received).
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
         rollout_s: seconds spent sampling this iteration.
         optimise: ``optimise(batch) -> metrics``, the loop's epochs × minibatches of the algorithm's loss, for a
@@ -37,12 +37,13 @@ class Context:
     backend: Any
     sampling: SamplingParams
     iteration: int = 0
+    prompts: list[PromptExample] = dataclasses.field(default_factory=list)
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
     optimise: Callable[[Any], dict] | None = None
 
-    def start_iteration(self, iteration: int) -> None:
-        self.iteration, self.rollouts, self.rollout_s = iteration, [], 0.0
+    def start_iteration(self, iteration: int, prompts: list[PromptExample]) -> None:
+        self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0
         self.judge.elapsed_s = 0.0
         self.anchors.elapsed_s = 0.0
 

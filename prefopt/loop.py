@@ -32,16 +32,17 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     ctx.optimise = functools.partial(optimise, run)
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
-        ctx.start_iteration(it)
         run.judge_records.clear()
         idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
         prompts = [run.train_prompts[i] for i in idx]
+        ctx.start_iteration(it, prompts)
 
         t0 = time.perf_counter()
         batch = algorithm.collect(ctx, prompts)
         t1 = time.perf_counter()
         if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
-            run.state["steps_per_iteration"] = steps_per_iteration(batch.num_rows, cfg, run.world_size)
+            steps = steps_per_iteration(batch.num_rows, cfg, run.world_size) * algorithm.phases
+            run.state["steps_per_iteration"] = steps
             start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
         stats = algorithm.train_step(ctx, batch) if algorithm.train_step else ctx.optimise(batch)
         if algorithm.end_iteration is not None:

@@ -242,6 +242,11 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
     rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     rundir.check(config)
+    if algorithm.phases > 1 and cfg.deepspeed:
+        raise ConfigError(
+            f"{algorithm_name} restores the optimizer state between its phases, which is not wired "
+            "for DeepSpeed yet; run it without --deepspeed"
+        )
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)

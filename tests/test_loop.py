@@ -249,6 +249,8 @@ ALGORITHM_ARGS = {
     "sppo": ["--eta", "20", "--num_samples", "3"],
     "sppo_hard": ["--beta", "0.5", "--num_samples", "3"],
     "inpo": ["--eta", "0.5", "--num_samples", "4"],
+    "online_ipo": ["--beta", "0.5"],
+    "egpo": ["--beta", "0.5"],
 }
 
 

@@ -27,6 +27,8 @@ class Algorithm:
         loss: ``(cfg, MiniBatch, PolicyLogps) -> (loss [B], metrics: dict[str, Tensor])``; pure tensors.
         end_iteration: optional hook after each iteration's optimisation (e.g. APO's extrapolation).
         train_step: optional replacement of the default optimisation of one iteration (two-phase methods).
+        phases: how many times an iteration optimises its data (2 for extragradient and mirror prox), so that the
+            LR schedule spans every optimizer step.
         needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then).
         required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
             on every row before any compute).
@@ -43,6 +45,7 @@ class Algorithm:
     loss: Callable[..., Any]
     end_iteration: Callable[..., Any] | None = None
     train_step: Callable[..., Any] | None = None
+    phases: int = 1
     needs_ref: bool = False
     required_columns: Callable[[Any], tuple[str, ...]] | None = None
     reads_pairs: Callable[[Any], bool] | None = None
@@ -53,6 +56,8 @@ ALGORITHMS: dict[str, str] = {
     "sppo": "prefopt.algorithms.sppo:SPPO",
     "sppo_hard": "prefopt.algorithms.sppo:SPPO_HARD",
     "inpo": "prefopt.algorithms.inpo:INPO",
+    "online_ipo": "prefopt.algorithms.online_ipo:ONLINE_IPO",
+    "egpo": "prefopt.algorithms.egpo:EGPO",
 }
 
 

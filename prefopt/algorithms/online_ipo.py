@@ -1,0 +1,90 @@
+"""Online IPO (OMD): the one-phase baseline of EGPO, and the loss and data EGPO's two phases share.
+
+Paper: the loss as EGPO (Zhou, Fazel, Du; arXiv 2503.08942) states it for the β-regularised game
+J_β(π, π') = P(π ≻ π') − β KL(π‖π_ref) + β KL(π'‖π_ref), against an opponent π_s (section 2 of ALGORITHMS.md):
+    L(θ; π_s) = E_{y, y' ~ μ} ( [log π_θ(y)/π_ref(y) − log π_θ(y')/π_ref(y')] − (P(y ≻ π_s) − P(y' ≻ π_s))/β )²,
+with the unbiased estimate P(y ≻ y'') − P(y' ≻ y'') for y'' ~ π_s, and the opponent term detached (it is a
+target computed at collect time). One gradient step from θ_t against π_s = π_t is one step of online mirror
+descent on J_β ("Online IPO 1" in the EGPO repository; tabular: θ ← (1 − ηβ)θ + ηβθ_ref + ηPπ_t, which is INPO's
+update with β ≡ τ).
+
+Data per iteration. For each prompt: y, y' from a broadened sampler (the EGPO LLM code samples them from π_θ at
+temperature 2.0, top-k 10, to widen the support of μ); y'' ~ π_s at the run's sampling settings (temperature 1
+by default); the judge's P(y ≻ y''), P(y' ≻ y''); log π_ref(y), log π_ref(y') from one no-grad pass.
+
+Symbols ↔ official code. β is the paper's and the repo's ``beta``. ``normalize_logprobs`` (the repo's default in
+its LLM runs) uses length-normalised log-probs (1/|y|) log π(y) for both π_θ and π_ref; off, sums as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from prefopt.algorithms import Algorithm
+from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.errors import ConfigError
+
+
+@dataclass
+class OnlineIPOConfig:
+    """Online IPO / EGPO hyperparameters (EGPO repository defaults for its LLM runs)."""
+
+    beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
+    pair_temperature: float = field(default=2.0, metadata={"help": "Temperature of the y, y' sampler (broadened)."})
+    pair_top_k: int = field(default=10, metadata={"help": "Top-k of the y, y' sampler (0: off)."})
+    normalize_logprobs: bool = field(default=True, metadata={"help": "Length-normalised log-probs (repo default)."})
+
+    def validate(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"config key 'beta' must be > 0, got {self.beta}")
+        if self.pair_temperature <= 0:
+            raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
+
+
+def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
+    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the current policy (the opponent)."""
+    cfg = ctx.algo_cfg
+    pairs = ctx.sample(prompts, 2, stream=f"{stream}/pair", temperature=cfg.pair_temperature, top_k=cfg.pair_top_k)
+    opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent")
+    ys = [g for g in pairs.groups()]
+    y2 = [g[0].text for g in opponents.groups()]
+    texts = [p.prompt for p in prompts]
+    probs = ctx.judge.preference(texts * 2, [g[0].text for g in ys] + [g[1].text for g in ys], y2 * 2)
+    n = len(prompts)
+    prompt_ids = [s.prompt_ids for g in ys for s in g]
+    response_ids = [s.response_ids for g in ys for s in g]
+    ref_tokens = ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference")
+    ref = torch.stack([t.mean() if cfg.normalize_logprobs else t.sum() for t in ref_tokens]).view(n, 2)
+    pref_diff = (probs[:n] - probs[n:]).float()
+    return Batch(
+        prompt_ids,
+        response_ids,
+        seqs_per_row=2,
+        row_data={"ref_logps": ref, "pref_diff": pref_diff},
+        metrics={f"pref/{stream}_abs_target": float(pref_diff.abs().mean())},
+    )
+
+
+def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
+    """Per-row online-IPO loss ([Δ log π_θ − Δ log π_ref] − (P(y≻y'') − P(y'≻y''))/β)².
+
+    Shapes: policy log-probs and batch.row["ref_logps"]: [B, 2] for (y, y'); batch.row["pref_diff"]: [B].
+    Returns loss [B].
+    """
+    logps = policy.mean_logps if cfg.normalize_logprobs else policy.logps
+    h = (logps[:, 0] - logps[:, 1]) - (batch.row["ref_logps"][:, 0] - batch.row["ref_logps"][:, 1])
+    targets = batch.row["pref_diff"] / cfg.beta
+    losses = (h - targets) ** 2
+    return losses, {"loss/online_ipo": losses.detach(), "pref/h": h.detach(), "pref/target": targets}
+
+
+ONLINE_IPO = Algorithm(
+    name="online_ipo",
+    config_class=OnlineIPOConfig,
+    collect=collect_against_opponent,
+    loss=loss,
+    needs_ref=True,
+    game_beta=lambda cfg: cfg.beta,
+)
