@@ -43,11 +43,13 @@ class Anchors:
         if not self.backend.has_adapter:
             self.ref_snapshot = self.backend.snapshot()
 
-    def _policy(self, policy: str):
+    def _policy(self, policy):
+        if isinstance(policy, dict):  # a snapshot of trainable tensors (e.g. the previous iterate π_{t−1})
+            return self.backend.swapped(policy)
         if policy == "current":
             return contextlib.nullcontext()
         if policy != "reference":
-            raise ValueError(f"policy must be 'current' or 'reference', got {policy!r}")
+            raise ValueError(f"policy must be 'current', 'reference' or a snapshot, got {policy!r}")
         if self.backend.has_adapter:
             return self.backend.unwrapped.disable_adapter()
         if self.ref_snapshot is None:
@@ -56,9 +58,12 @@ class Anchors:
 
     @torch.no_grad()
     def token_logps(
-        self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], policy: str = "current"
+        self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], policy="current"
     ) -> list[torch.Tensor]:
         """Per-token log-probs of each response under the anchor policy.
+
+        Args:
+            policy: "current" (the weights now), "reference" (π_ref), or a snapshot from ``Backend.snapshot``.
 
         Returns:
             one float32 CPU tensor [len(response_ids[i])] per sequence.
@@ -72,7 +77,8 @@ class Anchors:
         chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         results: dict[int, torch.Tensor] = {}
         with self._policy(policy):
-            for idx in tqdm(chunks, desc=f"logps ({policy})", disable=not self.show_progress, leave=False):
+            desc = f"logps ({policy if isinstance(policy, str) else 'snapshot'})"
+            for idx in tqdm(chunks, desc=desc, disable=not self.show_progress, leave=False):
                 batch = build_sequence_batch(
                     [prompt_ids[i] for i in idx], [response_ids[i] for i in idx], self.pad_token_id
                 )
@@ -84,7 +90,7 @@ class Anchors:
         self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
 
-    def logps(self, prompt_ids, response_ids, policy: str = "current") -> torch.Tensor:
+    def logps(self, prompt_ids, response_ids, policy="current") -> torch.Tensor:
         """Sequence log-probs log π(y | x), [N] float32."""
         token_logps = self.token_logps(prompt_ids, response_ids, policy)
         return torch.stack([t.sum() for t in token_logps]) if token_logps else torch.zeros(0)

@@ -24,6 +24,8 @@ class Context:
         iteration: 0-based index of the current iteration; prompts: its prompts (what collect received).
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
         rollout_s: seconds spent sampling this iteration.
+        algo_state: what an algorithm keeps from one iteration to the next (e.g. APO's previous iterate, as a
+            snapshot of trainable tensors); saved with every checkpoint and restored on --resume.
         optimise: ``optimise(batch) -> metrics``, the loop's epochs × minibatches of the algorithm's loss, for a
             ``train_step`` hook that optimises in phases (EGPO's extragradient, Nash-MP's mirror prox).
     """
@@ -41,6 +43,7 @@ class Context:
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
     optimise: Callable[[Any], dict] | None = None
+    algo_state: dict = dataclasses.field(default_factory=dict)
 
     def start_iteration(self, iteration: int, prompts: list[PromptExample]) -> None:
         self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0

@@ -86,6 +86,8 @@ class Run:
         staging = self.rundir.staging_dir(target, clear=main)
         self.backend.wait()
         self.backend.save_state(str(staging))  # every process writes its part (RNG states, ZeRO shards)
+        if self.ctx.algo_state:  # snapshots are per process (a shard under ZeRO-3)
+            torch.save(self.ctx.algo_state, staging / f"algo_state_{self.rank}.pt")
         self.backend.wait()
         self.state["last_completed_iteration"] = iteration
         self.history.append(metrics)
@@ -299,7 +301,11 @@ def _prepare_anchors_and_resume(run: Run) -> None:
         run.initial_eval_responses = run.sample_eval_responses(stream="eval")
     saved = run.rundir.read_state() if run.cfg.resume else None
     if saved is not None and saved["last_completed_iteration"] >= 0:
-        run.backend.load_state(str(run.rundir.checkpoint_dir(saved["last_completed_iteration"])))
+        checkpoint = run.rundir.checkpoint_dir(saved["last_completed_iteration"])
+        run.backend.load_state(str(checkpoint))
+        algo_state = checkpoint / f"algo_state_{run.rank}.pt"
+        if algo_state.exists():
+            run.ctx.algo_state = torch.load(algo_state, weights_only=True)
         run.state = saved
         # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
         start_schedule(run.scheduler, saved["steps_per_iteration"] * run.cfg.num_iterations)

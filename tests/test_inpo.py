@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from prefopt.algorithms.inpo import INPOConfig, loss, select_pairs
+from prefopt.algorithms.inpo import INPOConfig, loss
 from prefopt.batch import MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
-from prefopt.judges.selection import knockout_pairs
+from prefopt.judges.selection import knockout_pairs, select_pairs
 from prefopt.judges.synthetic import MatrixGameJudge
 
 
@@ -81,9 +81,9 @@ def test_select_pairs_by_reward_needs_a_reward_judge(tmp_path):
 
     (tmp_path / "r.py").write_text("def r(p, ys):\n    return [float(len(y)) for y in ys]\n")
     judge = PythonRewardJudge(f"{tmp_path}/r.py:r")
-    assert select_pairs(INPOConfig(), judge, ["x", "y"], [["aa", "a", "aaa"], ["b", "b"]]) == [
+    assert select_pairs("auto", judge, ["x", "y"], [["aa", "a", "aaa"], ["b", "b"]]) == [
         (2, 1, True),
         (0, 0, False),  # all rewards tie: no strict pair
     ]
     with pytest.raises(ConfigError, match="reward judge"):
-        select_pairs(INPOConfig(pairs="best_worst"), transitive_judge([0, 1]), ["x"], [["A", "B"]])
+        select_pairs("best_worst", transitive_judge([0, 1]), ["x"], [["A", "B"]])

@@ -58,6 +58,8 @@ ALGORITHMS: dict[str, str] = {
     "inpo": "prefopt.algorithms.inpo:INPO",
     "online_ipo": "prefopt.algorithms.online_ipo:ONLINE_IPO",
     "egpo": "prefopt.algorithms.egpo:EGPO",
+    "dpo": "prefopt.algorithms.dpo:DPO",
+    "apo": "prefopt.algorithms.apo:APO",
 }
 
 

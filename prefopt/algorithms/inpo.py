@@ -33,8 +33,7 @@ import torch
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
-from prefopt.judges.base import RewardJudge
-from prefopt.judges.selection import best_worst_by_reward, knockout_pairs
+from prefopt.judges.selection import select_pairs
 
 
 @dataclass
@@ -62,23 +61,11 @@ class INPOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
 
 
-def select_pairs(cfg: INPOConfig, judge, prompts, groups):
-    """(winner, loser, keep) per prompt, by reward or by tournament."""
-    mode = cfg.pairs
-    if mode == "auto":
-        mode = "best_worst" if isinstance(judge, RewardJudge) else "tournament"
-    if mode == "best_worst":
-        if not isinstance(judge, RewardJudge):
-            raise ConfigError("config key 'pairs': best_worst needs a reward judge (reward_model or python_reward)")
-        return best_worst_by_reward(judge, prompts, groups)
-    return knockout_pairs(judge, prompts, groups)
-
-
 def collect(ctx, prompts) -> Batch:
     cfg: INPOConfig = ctx.algo_cfg
     groups = ctx.sample(prompts, cfg.num_samples).groups()
     texts = [[s.text for s in g] for g in groups]
-    choice = select_pairs(cfg, ctx.judge, [p.prompt for p in prompts], texts)
+    choice = select_pairs(cfg.pairs, ctx.judge, [p.prompt for p in prompts], texts)
     pairs = [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
     prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
     response_ids = [s.response_ids for pair in pairs for s in pair]

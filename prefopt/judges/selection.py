@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prefopt.errors import ConfigError
 from prefopt.judges.base import Prompt, RewardJudge
 
 
@@ -79,3 +80,14 @@ def knockout_pairs(judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[s
         losers = _advance(losers, both[n:], keep_winner=False)
     final = _play(judge, prompts, groups, [[(w[0], lo[0])] for w, lo in zip(winners, losers)])
     return [(w[0], lo[0], res[0][0] == w[0] and w[0] != lo[0]) for w, lo, res in zip(winners, losers, final)]
+
+
+def select_pairs(mode: str, judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]):
+    """(winner, loser, keep) per prompt: ``best_worst`` by reward, ``tournament`` by preference, ``auto`` picks."""
+    if mode == "auto":
+        mode = "best_worst" if isinstance(judge, RewardJudge) else "tournament"
+    if mode == "best_worst":
+        if not isinstance(judge, RewardJudge):
+            raise ConfigError("config key 'pairs': best_worst needs a reward judge (reward_model or python_reward)")
+        return best_worst_by_reward(judge, prompts, groups)
+    return knockout_pairs(judge, prompts, groups)

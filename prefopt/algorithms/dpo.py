@@ -1,0 +1,102 @@
+"""Iterative (online) DPO: the baseline APO accelerates and INPO compares against.
+
+Paper: DPO (Rafailov et al., arXiv 2305.18290, eq. 7) applied round by round on fresh pairs from the current
+policy, as in the iterative/online DPO pipelines (RLHFlow's Online-RLHF) INPO and APO compare with:
+    ℓ(θ) = − log σ( β · [ log π_θ(y_w)/π_ref'(y_w) − log π_θ(y_l)/π_ref'(y_l) ] ),
+where the reference π_ref' is the iterate π_t (``reference: iterate``, the proximal-point form APO analyses:
+He, Yuan, Gu, arXiv 2410.06293) or the initial policy (``reference: initial``).
+
+Data per iteration. K samples per prompt from π_t; one pair per prompt, best and worst by a reward judge or by a
+knock-out tournament with a pairwise judge (``prefopt.judges.selection``); prompts without a strict pair are
+dropped. log π_t comes from the rollout; log π_ref from one no-grad pass when ``reference: initial``.
+
+Tabular form (ALGORITHMS.md section 4): for a Bradley-Terry reward r, the exact proximal step with reference π_t
+is θ_{t+1} = θ_t + r/β (``prefopt.games.iterative_dpo_step``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from prefopt.algorithms import Algorithm
+from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.errors import ConfigError
+from prefopt.judges.selection import select_pairs
+
+
+@dataclass
+class DPOConfig:
+    """Iterative DPO hyperparameters."""
+
+    beta: float = field(default=0.1, metadata={"help": "β, DPO's inverse temperature (TRL default 0.1)."})
+    num_samples: int = field(default=8, metadata={"help": "K, samples per prompt (RLHFlow's best-of-8 pairs)."})
+    pairs: Literal["auto", "best_worst", "tournament"] = field(
+        default="auto", metadata={"help": "best_worst by reward, tournament with a pairwise judge; auto picks."}
+    )
+    reference: Literal["iterate", "initial"] = field(
+        default="iterate", metadata={"help": "DPO's reference: π_t (proximal point) or the initial policy."}
+    )
+
+    def validate(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"config key 'beta' must be > 0, got {self.beta}")
+        if self.num_samples < 2:
+            raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
+
+
+def sample_pairs(ctx, prompts, k: int, mode: str):
+    """K samples per prompt from π_t, reduced to (winner, loser) Sample pairs (prompts without one dropped)."""
+    groups = ctx.sample(prompts, k).groups()
+    choice = select_pairs(mode, ctx.judge, [p.prompt for p in prompts], [[s.text for s in g] for g in groups])
+    pairs = [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
+    return groups, pairs
+
+
+def collect(ctx, prompts) -> Batch:
+    cfg: DPOConfig = ctx.algo_cfg
+    _, pairs = sample_pairs(ctx, prompts, cfg.num_samples, cfg.pairs)
+    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
+    response_ids = [s.response_ids for pair in pairs for s in pair]
+    if cfg.reference == "iterate":
+        ref = torch.tensor([s.logp for pair in pairs for s in pair], dtype=torch.float32).view(-1, 2)
+    else:
+        ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
+    return Batch(
+        prompt_ids,
+        response_ids,
+        seqs_per_row=2,
+        row_data={"ref_logps": ref},
+        metrics={"pref/pairs_kept": len(pairs) / max(len(prompts), 1)},
+    )
+
+
+def dpo_loss(beta: float, policy_logps: torch.Tensor, ref_logps: torch.Tensor):
+    """−log σ(β·[(lp_w − ref_w) − (lp_l − ref_l)]) per pair; inputs [B, 2] as (winner, loser)."""
+    logratios = policy_logps - ref_logps  # [B, 2]
+    margin = beta * (logratios[:, 0] - logratios[:, 1])  # [B]
+    return -F.logsigmoid(margin), logratios, margin
+
+
+def loss(cfg: DPOConfig, batch: MiniBatch, policy: PolicyLogps):
+    """Per-pair DPO loss. Shapes: policy.logps, batch.row["ref_logps"]: [B, 2]. Returns loss [B]."""
+    losses, logratios, margin = dpo_loss(cfg.beta, policy.logps, batch.row["ref_logps"])
+    metrics = {
+        "loss/dpo": losses.detach(),
+        "reward/margin": margin.detach(),
+        "reward/accuracy": (margin > 0).float().detach(),
+        "kl/logratio_chosen": logratios[:, 0].detach(),
+    }
+    return losses, metrics
+
+
+DPO = Algorithm(
+    name="dpo",
+    config_class=DPOConfig,
+    collect=collect,
+    loss=loss,
+    needs_ref=True,  # only used with reference: initial; the snapshot is free with an adapter
+)
