@@ -253,6 +253,7 @@ ALGORITHM_ARGS = {
     "egpo": ["--beta", "0.5"],
     "dpo": ["--beta", "0.5", "--num_samples", "4"],
     "apo": ["--beta", "0.5", "--num_samples", "4", "--num_iterations", "2"],
+    "nash_mp": ["--beta", "0.5", "--eta", "1.0"],
 }
 
 

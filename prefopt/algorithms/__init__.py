@@ -60,6 +60,7 @@ ALGORITHMS: dict[str, str] = {
     "egpo": "prefopt.algorithms.egpo:EGPO",
     "dpo": "prefopt.algorithms.dpo:DPO",
     "apo": "prefopt.algorithms.apo:APO",
+    "nash_mp": "prefopt.algorithms.nash_mp:NASH_MP",
 }
 
 

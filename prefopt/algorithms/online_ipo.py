@@ -43,8 +43,16 @@ class OnlineIPOConfig:
             raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
 
 
+def sequence_logps(token_logps: list[torch.Tensor], cfg) -> torch.Tensor:
+    """[N] sequence log-probs from per-token ones: means with ``normalize_logprobs``, else sums."""
+    return torch.stack([t.mean() if cfg.normalize_logprobs else t.sum() for t in token_logps])
+
+
 def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
-    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the current policy (the opponent)."""
+    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the current policy (the opponent).
+
+    Row data: ``ref_logps`` and ``sample_logps`` (the sampling policy's) [R, 2] for (y, y'), ``pref_diff`` [R].
+    """
     cfg = ctx.algo_cfg
     pairs = ctx.sample(prompts, 2, stream=f"{stream}/pair", temperature=cfg.pair_temperature, top_k=cfg.pair_top_k)
     opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent")
@@ -55,14 +63,15 @@ def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
     n = len(prompts)
     prompt_ids = [s.prompt_ids for g in ys for s in g]
     response_ids = [s.response_ids for g in ys for s in g]
-    ref_tokens = ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference")
-    ref = torch.stack([t.mean() if cfg.normalize_logprobs else t.sum() for t in ref_tokens]).view(n, 2)
+    ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference"), cfg).view(n, 2)
+    # The rollout's log-probs are the sampling-time policy's own (temperature 1), whatever the sampler's settings.
+    sampled = sequence_logps([s.token_logps for g in ys for s in g], cfg).view(n, 2)
     pref_diff = (probs[:n] - probs[n:]).float()
     return Batch(
         prompt_ids,
         response_ids,
         seqs_per_row=2,
-        row_data={"ref_logps": ref, "pref_diff": pref_diff},
+        row_data={"ref_logps": ref, "sample_logps": sampled, "pref_diff": pref_diff},
         metrics={f"pref/{stream}_abs_target": float(pref_diff.abs().mean())},
     )
 
