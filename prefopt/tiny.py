@@ -139,3 +139,33 @@ def write_tiny_model(
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+BANDIT_PROMPT = [{"role": "user", "content": "Play."}]
+
+
+def write_bandit_model(out_dir: str | Path, num_actions: int, seed: int, prompt=None) -> torch.Tensor:
+    """A tiny model for matrix-game bandits: its next-token logits at ``prompt`` over the action tokens "A", "B",
+    ... are exactly c ~ N(0, 1) (seeded), so π_ref is a non-uniform softmax (a random-init model's is near uniform).
+
+    Each action token's output row w_a is shifted along the prompt's final hidden state h,
+    w_a ← w_a + (c_a − w_a·h)·h/|h|², which sets that one logit and leaves every other token's alone.
+
+    Returns:
+        c [num_actions], the action logits at the prompt.
+    """
+    from prefopt.data import encode_prompt
+    from prefopt.models import load_causal_lm, load_tokenizer
+
+    write_tiny_model(out_dir)
+    model, tokenizer = load_causal_lm(str(out_dir)), load_tokenizer(str(out_dir))
+    ids = torch.tensor([encode_prompt(tokenizer, prompt or BANDIT_PROMPT)])
+    logits = torch.randn(num_actions, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        h = model.model(ids).last_hidden_state[0, -1]
+        for i, c in enumerate(logits):
+            row = model.lm_head.weight[tokenizer.convert_tokens_to_ids(chr(ord("A") + i))]
+            row += (c - row @ h) * h / (h @ h)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return logits

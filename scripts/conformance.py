@@ -1,0 +1,184 @@
+"""Matrix-game conformance through the real trainers (ALGORITHMS.md section 12).
+
+A single-token bandit: one prompt (repeated, so that each iteration draws many samples), N allowed action tokens,
+a matrix-game judge, and a tiny model whose initial action distribution π_ref is made non-uniform (the action
+tokens' output rows are shifted along the prompt's final hidden state so their logits become c ~ N(0, 1)). Each
+algorithm runs through the CLI (rollout engine, judge, loss, optimizer, loop) and logs game/duality_gap and
+game/kl_to_ne every iteration; the preference queries are counted from the saved judge outputs.
+
+    python scripts/conformance.py --out docs            # writes docs/conformance.md and docs/conformance.png
+
+Needs matplotlib (`pip install -e ".[scripts]"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from prefopt.tiny import BANDIT_PROMPT as PROMPT
+from prefopt.tiny import write_bandit_model
+
+REPO = Path(__file__).resolve().parents[1]
+ALGORITHMS = {
+    "egpo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
+    "nash_mp": [
+        "--beta",
+        "0.1",
+        "--eta",
+        "2",
+        "--num_train_epochs",
+        "2",
+        "--pair_temperature",
+        "1",
+        "--pair_top_k",
+        "0",
+    ],
+    "online_ipo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
+    "inpo": ["--eta", "1.0", "--tau", "0.1", "--num_samples", "4"],  # τ = β = 0.1; OMD step τ/η = 0.1
+    "sppo": ["--eta", "1.0", "--num_samples", "4", "--train_on", "all"],  # β = 0: the unregularised game
+}
+
+
+def bandit_model(out: Path, game: str, seed: int) -> int:
+    """The tiny bandit model for this game (π_ref non-uniform, seeded); returns the number of actions."""
+    n = 3 if game == "rps" else 5
+    write_bandit_model(out, n, seed, PROMPT)
+    return n
+
+
+def run(algorithm, model, data, out, game_args, lr, iterations, prompts) -> list[dict]:
+    args = [
+        "train",
+        algorithm,
+        "--model_name_or_path",
+        model,
+        "--dataset_name",
+        data,
+        "--output_dir",
+        out,
+        "--overwrite",
+        "--judge",
+        "matrix_game",
+        *game_args,
+        "--num_iterations",
+        iterations,
+        "--prompts_per_iteration",
+        prompts,
+        "--per_device_train_batch_size",
+        prompts,
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        lr,
+        "--lr_scheduler_type",
+        "linear",
+        "--max_grad_norm",
+        "0",
+        "--disable_tqdm",
+        "--torch_num_threads",
+        "1",
+        "--logprob_batch_size",
+        "256",
+        "--generation_batch_size",
+        "512",
+        *ALGORITHMS[algorithm],
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "prefopt.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    if result.returncode:
+        raise SystemExit(f"{algorithm} failed: {result.stderr[-2000:]}")
+    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    queries = 0
+    for it, row in enumerate(rows):
+        judge = Path(out) / "iterations" / f"iter_{it:03d}" / "judge.jsonl"
+        queries += sum(1 for line in judge.read_text().splitlines() if '"kind": "preference"' in line)
+        row["queries"] = queries
+    return rows
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = sorted({g for g, _, _ in results})
+    fig, axes = plt.subplots(1, len(games), figsize=(4.2 * len(games), 3.6), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        for (g, algorithm, lr), rows in sorted(results.items()):
+            if g == game:
+                ax.semilogy(
+                    [r["queries"] for r in rows],
+                    [max(r["game/duality_gap"], 1e-8) for r in rows],
+                    label=f"{algorithm} (lr {lr})",
+                )
+        ax.set(title=game, xlabel="preference queries", ylabel="duality gap (last iterate)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| game | algorithm | lr | queries | final gap | min gap | final KL(π*‖π) | avg-iterate gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (game, algorithm, lr), rows in sorted(results.items()):
+        last = rows[-1]
+        lines.append(
+            f"| {game} | {algorithm} | {lr} | {last['queries']} | {last['game/duality_gap']:.1e} | "
+            f"{min(r['game/duality_gap'] for r in rows):.1e} | {last['game/kl_to_ne']:.1e} | "
+            f"{last['game/avg_duality_gap']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs")
+    parser.add_argument("--games", default="rps,random:1,random:2,random:3")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    parser.add_argument("--lrs", default="0.003")
+    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--prompts", type=int, default=512)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "bandit.jsonl"
+        data.write_text("".join(json.dumps({"prompt": PROMPT}) + "\n" for _ in range(args.prompts)))
+        for game in args.games.split(","):
+            kind, _, seed = game.partition(":")
+            model = Path(tmp) / f"model-{kind}{seed}"
+            n = bandit_model(model, kind, int(seed or 1))
+            game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
+            for algorithm in args.algorithms.split(","):
+                for lr in args.lrs.split(","):
+                    out = Path(tmp) / f"{game}-{algorithm}-{lr}"
+                    results[(game, algorithm, lr)] = run(
+                        algorithm, model, data, out, game_args, lr, args.iterations, args.prompts
+                    )
+                    print(
+                        game,
+                        algorithm,
+                        lr,
+                        f"{results[(game, algorithm, lr)][-1]['game/duality_gap']:.2e}",
+                        flush=True,
+                    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(results, out / "conformance.png")
+    (out / "conformance_table.md").write_text(table(results) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
