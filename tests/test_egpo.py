@@ -64,20 +64,20 @@ def test_optimizer_snapshot_round_trip(tiny_model_dir, tmp_path):
 
 
 def test_egpo_full_step_starts_from_theta_t(tiny_model_dir, tmp_path, monkeypatch):
-    from prefopt.algorithms import egpo
+    from prefopt.algorithms import online_ipo
 
     run = _setup(tiny_model_dir, tmp_path, "egpo")
     run.ctx.optimise = functools.partial(optimise, run)
     run.ctx.start_iteration(0, run.train_prompts[:4])
-    real, captured = egpo.collect_against_opponent, []
+    real, captured = online_ipo.collect_against_opponent, []
 
     def spy(ctx, prompts, stream="policy"):  # the real collect, its batch kept for the replay below
         captured.append(real(ctx, prompts, stream))
         return captured[-1]
 
-    monkeypatch.setattr(egpo, "collect_against_opponent", spy)
+    monkeypatch.setattr(online_ipo, "collect_against_opponent", spy)
     theta_t, optimizer_t = run.backend.snapshot(), run.backend.snapshot_optimizer()
-    egpo.train_step(run.ctx, real(run.ctx, run.ctx.prompts))
+    run.algorithm.train_step(run.ctx, real(run.ctx, run.ctx.prompts))
     theta_next = run.backend.snapshot()
     (full_batch,) = captured  # drawn with the half-step model
     assert all(int(v["step"]) == 1 for v in run.backend.optimizer.state_dict()["state"].values())

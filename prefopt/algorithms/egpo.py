@@ -27,26 +27,14 @@ such a run stops before any compute with a clear error.
 from __future__ import annotations
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, collect_against_opponent, loss
-
-
-def train_step(ctx, batch) -> dict:
-    """Half step against π_t from θ_t, then the full step against π_{t+½}, again from θ_t."""
-    theta_t, optimizer_t = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
-    half = ctx.optimise(batch)
-    full_batch = collect_against_opponent(ctx, ctx.prompts, stream="half_step")
-    ctx.backend.restore(theta_t)
-    ctx.backend.restore_optimizer(optimizer_t)
-    full = ctx.optimise(full_batch)
-    return {**{f"half/{k}": v for k, v in half.items()}, **full, **full_batch.metrics}
-
+from prefopt.algorithms.online_ipo import OnlineIPOConfig, collect_against_opponent, loss, two_phase_step
 
 EGPO = Algorithm(
     name="egpo",
     config_class=OnlineIPOConfig,
     collect=collect_against_opponent,
     loss=loss,
-    train_step=train_step,
+    train_step=two_phase_step,  # half step against π_t, full step against π_{t+½}, both from θ_t
     phases=2,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,

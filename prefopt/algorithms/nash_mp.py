@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import collect_against_opponent, sequence_logps
+from prefopt.algorithms.online_ipo import collect_against_opponent, sequence_logps, two_phase_step
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
 
@@ -61,15 +61,12 @@ def collect(ctx, prompts, stream: str = "policy") -> Batch:
 
 def train_step(ctx, batch) -> dict:
     """The half step from θ_k against π_k, then the full step from θ_k against π_{k+½}."""
-    theta_k, optimizer_k = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
-    half = ctx.optimise(batch)
-    full_batch = collect_against_opponent(ctx, ctx.prompts, stream="half_step")  # sampled by θ_{k+½}
-    ctx.backend.restore(theta_k)
-    ctx.backend.restore_optimizer(optimizer_k)
-    tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")  # π_k
-    full_batch.row_data["centre_logps"] = sequence_logps(tokens, ctx.algo_cfg).view(-1, 2)
-    full = ctx.optimise(full_batch)
-    return {**{f"half/{k}": v for k, v in half.items()}, **full, **full_batch.metrics}
+
+    def add_centre_logps(full_batch: Batch) -> None:  # θ_k is back: one pass gives lp_k of the new pairs
+        tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")
+        full_batch.row_data["centre_logps"] = sequence_logps(tokens, ctx.algo_cfg).view(-1, 2)
+
+    return two_phase_step(ctx, batch, add_centre_logps)
 
 
 def loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):

@@ -76,6 +76,24 @@ def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
     )
 
 
+def two_phase_step(ctx, batch: Batch, before_full_step=None) -> dict:
+    """Extragradient / mirror prox: the half step from θ_t, then the full step again from θ_t, on fresh data
+    sampled by the half-step policy; parameters and optimizer state are restored from snapshots in between.
+
+    Args:
+        before_full_step: called with the full step's batch once θ_t is back (e.g. to add π_t's log-probs).
+    """
+    theta_t, optimizer_t = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
+    half = ctx.optimise(batch)
+    full_batch = collect_against_opponent(ctx, ctx.prompts, stream="half_step")  # sampled by θ_{t+½}
+    ctx.backend.restore(theta_t)
+    ctx.backend.restore_optimizer(optimizer_t)
+    if before_full_step is not None:
+        before_full_step(full_batch)
+    full = ctx.optimise(full_batch)
+    return {**{f"half/{k}": v for k, v in half.items()}, **full, **full_batch.metrics}
+
+
 def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
     """Per-row online-IPO loss ([Δ log π_θ − Δ log π_ref] − (P(y≻y'') − P(y'≻y''))/β)².
 
