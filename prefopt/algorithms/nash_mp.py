@@ -18,15 +18,21 @@ solves the prox step. An iteration: collect (y, y' broadened, y'' ~ π_k, lp_k f
 no-grad pass) → snapshot θ_k and the optimizer state → optimise (θ_{k+½}) → fresh y, y', y'' with the half-step
 model → back to θ_k (lp_k of the new pairs from one pass) → optimise (θ_{k+1}).
 
-Departures. The paper's practical variant replaces each prox step by stochastic policy-gradient steps with an EMA
-prox centre (``pg``); it is not implemented yet, and the config accepts only ``regression``. Log-probs are
-sums by default (the exact correspondence above); ``normalize_logprobs`` switches to per-token means.
+``prox_step: pg`` is the paper's approximate version: each prox step is a policy-gradient step on
+E_{y~π_θ, y'~π_s}[P(y ≻ y')] − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_c), with the prox centre π_c = π_k or, with
+``ema > 0``, an exponential moving average of the iterates (the practical variant's stabiliser).
+
+Departures. Log-probs are sums by default (the exact correspondence above); ``normalize_logprobs`` switches to
+per-token means. In ``pg`` the advantages are computed at θ_k when the data is collected: exact for one gradient
+step per phase (the default), off-policy for more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.online_ipo import collect_against_opponent, sequence_logps, two_phase_step
@@ -40,7 +46,11 @@ class NashMPConfig:
 
     beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
     eta: float = field(default=1.0, metadata={"help": "η, the mirror-prox step; contraction 1/(1+ηβ) per step."})
-    prox_step: Literal["regression"] = field(default="regression", metadata={"help": "How each prox step is fit."})
+    prox_step: Literal["regression", "pg"] = field(
+        default="regression", metadata={"help": "Fit each prox step by regression (exact) or policy gradient."}
+    )
+    num_samples: int = field(default=4, metadata={"help": "pg: samples y per prompt (the group baseline)."})
+    ema: float = field(default=0.0, metadata={"help": "pg: EMA decay of the prox centre (0: the centre is θ_k)."})
     pair_temperature: float = field(default=2.0, metadata={"help": "Temperature of the y, y' sampler (broadened)."})
     pair_top_k: int = field(default=10, metadata={"help": "Top-k of the y, y' sampler (0: off)."})
     normalize_logprobs: bool = field(default=False, metadata={"help": "Per-token means instead of sums."})
@@ -48,12 +58,16 @@ class NashMPConfig:
     def validate(self) -> None:
         if self.beta <= 0 or self.eta <= 0:
             raise ConfigError("config keys 'beta' and 'eta' must be > 0")
+        if not 0 <= self.ema < 1 or self.num_samples < 2:
+            raise ConfigError("config keys: 'ema' must be in [0, 1) and 'num_samples' >= 2")
         if self.pair_temperature <= 0:
             raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
 
 
 def collect(ctx, prompts, stream: str = "policy") -> Batch:
     """Half-step data: the prox centre π_k is the sampling policy, so lp_k is the rollout's own."""
+    if ctx.algo_cfg.prox_step == "pg":
+        return _collect_pg(ctx, prompts)
     batch = collect_against_opponent(ctx, prompts, stream)
     batch.row_data["centre_logps"] = batch.row_data["sample_logps"]
     return batch
@@ -61,6 +75,8 @@ def collect(ctx, prompts, stream: str = "policy") -> Batch:
 
 def train_step(ctx, batch) -> dict:
     """The half step from θ_k against π_k, then the full step from θ_k against π_{k+½}."""
+    if ctx.algo_cfg.prox_step == "pg":
+        return _train_step_pg(ctx, batch)
 
     def add_centre_logps(full_batch: Batch) -> None:  # θ_k is back: one pass gives lp_k of the new pairs
         tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")
@@ -69,12 +85,91 @@ def train_step(ctx, batch) -> dict:
     return two_phase_step(ctx, batch, add_centre_logps)
 
 
+# -- pg: the paper's approximate prox steps --------------------------------------------------------------------
+# Each prox step maximises J(θ) = E_{y~π_θ, y'~π_s} P(y ≻ y') − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_c) with policy
+# gradient: ∇J = E_y[∇log π_θ(y) · A(y)], A(y) = P(y ≻ y') − β·log(π_θ/π_ref)(y) − (1/η)·log(π_θ/π_c)(y) − b
+# (E ∇log π = 0 turns each KL's gradient into this form; b is the mean of the prompt's K samples). The K samples
+# y ~ π_k serve both steps; only the opponents y' change (π_k, then π_{k+½}). π_c is θ_k, or an EMA of the iterates.
+
+
+def _advantages(ctx, prompts, samples: list, opponents: list, lp, lp_ref, lp_centre) -> torch.Tensor:
+    """A [P, K] from P(y ≻ y') against one opponent per prompt, with the group mean as baseline."""
+    cfg = ctx.algo_cfg
+    k = cfg.num_samples
+    wins = (
+        ctx.judge.preference(
+            [p.prompt for p in prompts for _ in range(k)],
+            [s.text for s in samples],
+            [o for o in opponents for _ in range(k)],
+        )
+        .float()
+        .view(-1, k)
+    )
+    adv = wins - cfg.beta * (lp - lp_ref) - (lp - lp_centre) / cfg.eta
+    return adv - adv.mean(dim=1, keepdim=True)
+
+
+def _collect_pg(ctx, prompts) -> Batch:
+    cfg = ctx.algo_cfg
+    samples = [s for g in ctx.sample(prompts, cfg.num_samples).groups() for s in g]
+    opponents = [g[0].text for g in ctx.sample(prompts, 1, stream="opponent").groups()]
+    prompt_ids, response_ids = [s.prompt_ids for s in samples], [s.response_ids for s in samples]
+    lp = sequence_logps([s.token_logps for s in samples], cfg).view(len(prompts), -1)
+    lp_ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, "reference"), cfg).view_as(lp)
+    centre = ctx.algo_state.get("centre") if cfg.ema > 0 else None
+    lp_centre = (
+        lp
+        if centre is None
+        else sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, centre), cfg).view_as(lp)
+    )
+    row = {"sample_logps": lp, "ref_logps": lp_ref, "centre_logps": lp_centre}
+    row["advantage"] = _advantages(ctx, prompts, samples, opponents, lp, lp_ref, lp_centre)
+    return Batch(prompt_ids, response_ids, seqs_per_row=cfg.num_samples, row_data=row)
+
+
+def _train_step_pg(ctx, batch) -> dict:
+    theta_k, optimizer_k = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
+    half = ctx.optimise(batch)
+    opponents = [g[0].text for g in ctx.sample(ctx.prompts, 1, stream="half_step/opponent").groups()]  # π_{k+½}
+    ctx.backend.restore(theta_k)
+    ctx.backend.restore_optimizer(optimizer_k)
+    samples = [s for stream, _, rollout in ctx.rollouts if stream == "policy" for s in rollout.samples]  # y ~ π_k
+    r = batch.row_data
+    full_row = {
+        **r,
+        "advantage": _advantages(
+            ctx, ctx.prompts, samples, opponents, r["sample_logps"], r["ref_logps"], r["centre_logps"]
+        ),
+    }
+    full = ctx.optimise(Batch(batch.prompt_ids, batch.response_ids, batch.seqs_per_row, row_data=full_row))
+    return {**{f"half/{k}": v for k, v in half.items()}, **full}
+
+
+def end_iteration(ctx) -> None:
+    """pg with ema > 0: the prox centre becomes ema·centre + (1 − ema)·θ_{k+1} (it starts at θ_0)."""
+    cfg = ctx.algo_cfg
+    if cfg.prox_step != "pg" or cfg.ema == 0:
+        return
+    now = ctx.backend.snapshot()
+    centre = ctx.algo_state.get("centre", now)
+    ctx.algo_state["centre"] = {k: cfg.ema * centre[k] + (1 - cfg.ema) * v for k, v in now.items()}
+
+
+def pg_loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
+    """REINFORCE surrogate −A·log π_θ(y), mean over the prompt's K samples. Shapes: [B, K] → loss [B]."""
+    logps = policy.mean_logps if cfg.normalize_logprobs else policy.logps
+    losses = -(batch.row["advantage"] * logps).mean(-1)
+    return losses, {"loss/nash_mp_pg": losses.detach(), "pref/abs_advantage": batch.row["advantage"].abs().mean(-1)}
+
+
 def loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
     """Per-row regression onto the mirror-prox step: (h(θ) − target)².
 
     Shapes: policy log-probs, batch.row["centre_logps"] (π_k), batch.row["ref_logps"]: [B, 2] for (y, y');
     batch.row["pref_diff"] = P(y ≻ y'') − P(y' ≻ y''): [B]. Returns loss [B].
     """
+    if cfg.prox_step == "pg":
+        return pg_loss(cfg, batch, policy)
     step = cfg.eta * cfg.beta
     logps = policy.mean_logps if cfg.normalize_logprobs else policy.logps
 
@@ -93,6 +188,7 @@ NASH_MP = Algorithm(
     collect=collect,
     loss=loss,
     train_step=train_step,
+    end_iteration=end_iteration,
     phases=2,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
