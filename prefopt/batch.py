@@ -117,3 +117,10 @@ class PolicyLogps:
     def mean_logps(self) -> torch.Tensor:
         """[B, S] length-normalised log-probs (1/|y|) log π(y | x); 0 for an empty response."""
         return self.logps / self.lengths.clamp(min=1)
+
+
+def pair_sequences(pairs) -> tuple[list, list, torch.Tensor]:
+    """(prompt_ids, response_ids, the sampling policy's log-probs [R, 2]) of (winner, loser) rollout Sample pairs."""
+    flat = [s for pair in pairs for s in pair]
+    logps = torch.tensor([s.logp for s in flat], dtype=torch.float32).view(-1, 2)
+    return [s.prompt_ids for s in flat], [s.response_ids for s in flat], logps

@@ -11,7 +11,8 @@ from typing import Any
 from prefopt.anchors import Anchors
 from prefopt.data import PromptExample
 from prefopt.judges.base import PreferenceJudge
-from prefopt.rollout.engine import RolloutBatch, RolloutEngine, SamplingParams, derive_seed
+from prefopt.judges.selection import select_pairs
+from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, derive_seed
 
 
 @dataclass
@@ -63,3 +64,11 @@ class Context:
         self.rollout_s += time.perf_counter() - start
         self.rollouts.append((stream, prompts, batch))
         return batch
+
+    def sample_pairs(self, prompts: list[PromptExample], k: int, mode: str) -> list[tuple[Sample, Sample]]:
+        """K samples per prompt from the current policy, reduced to one (winner, loser) pair per prompt by the
+        judge (``prefopt.judges.selection.select_pairs``); prompts without a strict pair are dropped."""
+        groups = self.sample(prompts, k).groups()
+        texts = [[s.text for s in g] for g in groups]
+        choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts)
+        return [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]

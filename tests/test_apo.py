@@ -1,18 +1,15 @@
 """Iterative DPO and APO: hand-computed DPO loss; α = 0 reproduces the base methods exactly; the extrapolations."""
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, prefopt_ok
 from safetensors.torch import load_file
 
 from prefopt.algorithms.dpo import dpo_loss
 
-REPO = Path(__file__).resolve().parents[1]
 COMMON = [
     "--dataset_name",
     REPO / "configs/data/quickstart_prompts.jsonl",
@@ -41,17 +38,7 @@ def test_dpo_loss_hand_computed():
 
 
 def train(tiny_model_dir, out, name, *extra):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    args = ["train", name, "--model_name_or_path", tiny_model_dir, "--output_dir", out, *COMMON, *extra]
-    result = subprocess.run(
-        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    prefopt_ok("train", name, "--model_name_or_path", tiny_model_dir, "--output_dir", out, *COMMON, *extra)
     return load_file(str(Path(out) / "final/model.safetensors"))
 
 

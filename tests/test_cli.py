@@ -1,16 +1,12 @@
 """Bad input through the CLI: one line naming what and where, exit status 2, nothing written."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, prefopt
 
 from prefopt.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPTS = str(REPO / "configs/data/quickstart_prompts.jsonl")
 
 
@@ -132,15 +128,7 @@ def test_judge_returning_nan_stops_with_the_row_and_leaves_no_run(tiny_model_dir
         "--disable_tqdm",
         "true",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    result = prefopt(*args)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert (

@@ -3,16 +3,12 @@ loss and optimizer on a single-token bandit with a non-uniform π_ref drive the 
 The full study (every algorithm, 4 games, a plot) is scripts/conformance.py; docs/conformance.md has its table."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import prefopt_ok
 
 from prefopt.tiny import BANDIT_PROMPT, write_bandit_model
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLER = ["--pair_temperature", "1", "--pair_top_k", "0"]
 
 
@@ -57,16 +53,7 @@ def gaps(tmp_path, algorithm, prompts, iterations, *extra):
         "1",
         *extra,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    prefopt_ok(*args)
     return [json.loads(x)["game/duality_gap"] for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -4,22 +4,12 @@ import math
 
 import pytest
 import torch
+from helpers import minibatch, policy
 
 from prefopt.algorithms.inpo import INPOConfig, loss
-from prefopt.batch import MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
 from prefopt.judges.selection import knockout_pairs, select_pairs
 from prefopt.judges.synthetic import MatrixGameJudge
-
-
-def minibatch(**row):
-    b, s = next(iter(row.values())).shape
-    return MiniBatch(model_inputs={}, rows=b, seqs_per_row=s, row=row, token={}, mask=torch.ones(b, s, 1).bool())
-
-
-def policy(logps):
-    logps = torch.as_tensor(logps, dtype=torch.float32)
-    return PolicyLogps(logps.unsqueeze(-1), torch.ones_like(logps).bool().unsqueeze(-1))
 
 
 def test_inpo_loss_hand_computed():

@@ -6,16 +6,13 @@ state is a per-process singleton: a DeepSpeed run must not leak into the next te
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, prefopt
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
 BASE = [
     "--dataset_name",
     str(REPO / "configs/data/quickstart_prompts.jsonl"),
@@ -36,18 +33,6 @@ BASE = [
     "--torch_num_threads",
     "1",
 ]
-
-
-def prefopt(*args, cwd=REPO):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
 
 
 def train(model, out, *extra):

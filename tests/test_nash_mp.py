@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import PROMPTS, prefopt_ok
 
 from prefopt import games
 from prefopt.algorithms.nash_mp import NashMPConfig, loss
@@ -85,19 +86,14 @@ def test_pg_advantage_and_loss_hand_computed():
 
 def test_pg_with_ema_centre_runs_through_the_cli(tmp_path, tiny_model_dir):
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     args = [
         "train",
         "nash_mp",
         "--model_name_or_path",
         tiny_model_dir,
         "--dataset_name",
-        repo / "configs/data/quickstart_prompts.jsonl",
+        PROMPTS,
         "--output_dir",
         tmp_path / "run",
         "--prox_step",
@@ -116,15 +112,7 @@ def test_pg_with_ema_centre_runs_through_the_cli(tmp_path, tiny_model_dir):
         "--learning_rate",
         "1e-2",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "prefopt.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=repo,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    prefopt_ok(*args)
     rows = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "loss/nash_mp_pg" in rows[1] and "half/loss/nash_mp_pg" in rows[1]
     assert (tmp_path / "run/checkpoints/iter_001/algo_state_0.pt").exists()  # the EMA centre is checkpointed

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import minibatch, policy
 
 from prefopt.algorithms.sppo import (
     SPPOConfig,
@@ -10,18 +11,6 @@ from prefopt.algorithms.sppo import (
     loss,
     loss_hard,
 )
-from prefopt.batch import MiniBatch, PolicyLogps
-
-
-def minibatch(**row):
-    b, s = next(iter(row.values())).shape
-    return MiniBatch(model_inputs={}, rows=b, seqs_per_row=s, row=row, token={}, mask=torch.ones(b, s, 1).bool())
-
-
-def policy(logps):
-    """PolicyLogps whose sequence log-probs are ``logps`` [B, S] (one token each)."""
-    logps = torch.as_tensor(logps, dtype=torch.float32)
-    return PolicyLogps(logps.unsqueeze(-1), torch.ones_like(logps).bool().unsqueeze(-1))
 
 
 def test_win_rate_estimate_includes_self_comparison():

@@ -32,10 +32,10 @@ from typing import Literal
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.dpo import dpo_loss, sample_pairs
+from prefopt.algorithms.dpo import dpo_loss
 from prefopt.algorithms.sppo import SPPOConfig, estimate_win_rates
 from prefopt.algorithms.sppo import loss as sppo_loss
-from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
 from prefopt.errors import ConfigError
 
 
@@ -73,11 +73,9 @@ def _extrapolated(ctx, prompt_ids, response_ids, current: torch.Tensor) -> torch
 
 
 def _collect_dpo(ctx, prompts) -> Batch:
-    _, pairs = sample_pairs(ctx, prompts, ctx.algo_cfg.num_samples, ctx.algo_cfg.pairs)
-    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
-    response_ids = [s.response_ids for pair in pairs for s in pair]
-    current = torch.tensor([s.logp for pair in pairs for s in pair], dtype=torch.float32)
-    ref = _extrapolated(ctx, prompt_ids, response_ids, current).view(-1, 2)
+    pairs = ctx.sample_pairs(prompts, ctx.algo_cfg.num_samples, ctx.algo_cfg.pairs)
+    prompt_ids, response_ids, current = pair_sequences(pairs)
+    ref = _extrapolated(ctx, prompt_ids, response_ids, current.flatten()).view(-1, 2)
     return Batch(
         prompt_ids,
         response_ids,

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from prefopt.algorithms import Algorithm
-from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
 from prefopt.errors import ConfigError
-from prefopt.judges.selection import select_pairs
 
 
 @dataclass
@@ -48,21 +47,12 @@ class DPOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
 
 
-def sample_pairs(ctx, prompts, k: int, mode: str):
-    """K samples per prompt from π_t, reduced to (winner, loser) Sample pairs (prompts without one dropped)."""
-    groups = ctx.sample(prompts, k).groups()
-    choice = select_pairs(mode, ctx.judge, [p.prompt for p in prompts], [[s.text for s in g] for g in groups])
-    pairs = [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
-    return groups, pairs
-
-
 def collect(ctx, prompts) -> Batch:
     cfg: DPOConfig = ctx.algo_cfg
-    _, pairs = sample_pairs(ctx, prompts, cfg.num_samples, cfg.pairs)
-    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
-    response_ids = [s.response_ids for pair in pairs for s in pair]
+    pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
+    prompt_ids, response_ids, sampled = pair_sequences(pairs)
     if cfg.reference == "iterate":
-        ref = torch.tensor([s.logp for pair in pairs for s in pair], dtype=torch.float32).view(-1, 2)
+        ref = sampled
     else:
         ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
     return Batch(

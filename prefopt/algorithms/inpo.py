@@ -31,9 +31,8 @@ from typing import Literal
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
 from prefopt.errors import ConfigError
-from prefopt.judges.selection import select_pairs
 
 
 @dataclass
@@ -63,13 +62,8 @@ class INPOConfig:
 
 def collect(ctx, prompts) -> Batch:
     cfg: INPOConfig = ctx.algo_cfg
-    groups = ctx.sample(prompts, cfg.num_samples).groups()
-    texts = [[s.text for s in g] for g in groups]
-    choice = select_pairs(cfg.pairs, ctx.judge, [p.prompt for p in prompts], texts)
-    pairs = [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
-    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
-    response_ids = [s.response_ids for pair in pairs for s in pair]
-    anchor = torch.tensor([s.logp for pair in pairs for s in pair], dtype=torch.float32).view(-1, 2)
+    pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
+    prompt_ids, response_ids, anchor = pair_sequences(pairs)
     ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
     return Batch(
         prompt_ids,
