@@ -100,6 +100,7 @@ class TrainConfig:
     logging_steps: int = _f(0, "Also log every k optimizer steps to metrics.jsonl (0: per iteration only).")
     disable_tqdm: bool = _f(False, "Hide progress bars.")
     save_total_limit: int = _f(2, "Checkpoints kept (the latest ones).")
+    save_every: int = _f(1, "Checkpoint every k iterations and after the last (metrics and data: every one).")
 
     def validate(self) -> None:
         for name in ("model_name_or_path", "dataset_name", "output_dir"):

@@ -76,12 +76,20 @@ class Run:
         return [s.text for s in batch.samples]
 
     def commit_iteration(self, iteration: int, metrics: dict) -> None:
-        """Iteration data, then the checkpoint, then state.json: the iteration counts once all three exist."""
+        """Iteration data and metrics every iteration; every save_every iterations (and after the last) also the
+        checkpoint, then state.json: a resume continues after the last iteration that has all of them."""
         main = self.backend.is_main
-        if main and self.rundir.read_state() is None:
+        if main and not (self.rundir.path / "config.yaml").exists():
             self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
+        self.history.append(metrics)
         if main:
             self.rundir.save_iteration_data(iteration, rollout_rows(self.ctx), self.judge_records)
+            self.rundir.write_jsonl("metrics.jsonl", self.history)
+            if self.step_history:
+                self.rundir.write_jsonl("steps.jsonl", self.step_history)
+        last = iteration == self.cfg.num_iterations - 1
+        if not (last or (iteration + 1) % self.cfg.save_every == 0):
+            return
         target = self.rundir.checkpoint_dir(iteration)
         staging = self.rundir.staging_dir(target, clear=main)
         self.backend.wait()
@@ -90,12 +98,8 @@ class Run:
             torch.save(self.ctx.algo_state, staging / f"algo_state_{self.rank}.pt")
         self.backend.wait()
         self.state["last_completed_iteration"] = iteration
-        self.history.append(metrics)
         if main:
             commit_dir(staging, target)
-            self.rundir.write_jsonl("metrics.jsonl", self.history)
-            if self.step_history:
-                self.rundir.write_jsonl("steps.jsonl", self.step_history)
             self.rundir.write_state(self.state)
             self.rundir.prune_checkpoints(self.cfg.save_total_limit)
 
@@ -309,7 +313,8 @@ def _prepare_anchors_and_resume(run: Run) -> None:
         run.state = saved
         # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
         start_schedule(run.scheduler, saved["steps_per_iteration"] * run.cfg.num_iterations)
-        run.history = run.rundir.read_jsonl("metrics.jsonl")
+        last = saved["last_completed_iteration"]
+        run.history = [r for r in run.rundir.read_jsonl("metrics.jsonl") if r["iteration"] <= last]
         last_step = saved["global_step"]
         run.step_history = [r for r in run.rundir.read_jsonl("steps.jsonl") if r["step"] <= last_step]
         if run.backend.is_main:

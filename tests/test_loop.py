@@ -275,3 +275,24 @@ def test_each_algorithm_runs_one_cli_iteration(tiny_model_dir, tmp_path, name):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert math.isfinite(metrics["loss/total"]) and (out / "final/model.safetensors").exists()
+
+
+def test_save_every_checkpoints_sparsely_and_resume_redoes_the_uncheckpointed_iterations(tiny_model_dir, tmp_path):
+    import shutil
+
+    args = ["--num_iterations", "3", "--save_every", "2", "--lr_scheduler_type", "linear"]
+    train(tiny_model_dir, tmp_path / "full", *args)
+    out = tmp_path / "crashed"
+    train(tiny_model_dir, out, *args)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["iter_001", "iter_002"]  # every 2nd + last
+    # A crash after iteration 2's data and metrics were written but before its checkpoint:
+    shutil.rmtree(out / "checkpoints/iter_002")
+    shutil.rmtree(out / "final")
+    state = json.loads((out / "state.json").read_text())
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    state.update(last_completed_iteration=1, global_step=metrics[1]["step"])
+    (out / "state.json").write_text(json.dumps(state))
+    assert "resuming after iteration 1" in train(tiny_model_dir, out, *args, "--resume").stdout
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    full, resumed = final_weights(tmp_path / "full"), final_weights(out)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
