@@ -1,17 +1,20 @@
-"""The run directory: everything a resume needs, every file written atomically (write elsewhere, then rename).
+"""The run directory: everything a resume needs, written atomically (write elsewhere, then rename).
 
 Layout::
 
     OUTPUT_DIR/
       config.yaml                 resolved config (algorithm + every key)
-      metrics.jsonl               one line per iteration (and per logged step)
+      metrics.jsonl               one line per iteration (steps.jsonl: one per logged optimizer step)
       state.json                  last completed iteration, global step, schedule length
       iterations/iter_000/        rollouts/ (a saved `datasets` dataset), judge.jsonl
       checkpoints/iter_000/       model (safetensors), optimizer, scheduler and RNG states (accelerate format)
       final/                      the trained policy, `save_pretrained` format, with its tokenizer
 
 An iteration counts as completed once its checkpoint exists and state.json names it; a crash at any moment
-leaves either the previous completed state or the new one, never a half-written file.
+leaves either the previous completed state or the new one, never a half-written file. The two JSON-lines logs
+are the exception that keeps per-iteration I/O constant: they grow by one appended write each iteration, a last
+line cut off by a crash is dropped on reading, and a resume rewrites them (atomically) without the records of
+iterations after its checkpoint.
 """
 
 from __future__ import annotations
@@ -109,8 +112,25 @@ class RunDir:
         atomic_write_text(self.path / "state.json", json.dumps(state, indent=2))
 
     def read_jsonl(self, name: str) -> list[dict]:
+        """The records of a JSON-lines file; a last line cut off by a crash during an append is dropped."""
         f = self.path / name
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+        lines = [line for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+        records = []
+        for n, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if n != len(lines) - 1:
+                    raise
+        return records
+
+    def append_jsonl(self, name: str, records: list[dict]) -> None:
+        """Append records in one write (per-iteration logs grow by appends, not by rewriting the whole file)."""
+        if records:
+            with open(self.path / name, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+                f.flush()
+                os.fsync(f.fileno())
 
     def write_jsonl(self, name: str, records: list[dict]) -> None:
         atomic_write_text(self.path / name, "".join(json.dumps(r) + "\n" for r in records))

@@ -54,6 +54,7 @@ class Run:
     game_monitor: GameMonitor | None = None
     history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
     step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
+    steps_written: int = 0  # step records already appended to steps.jsonl
 
     @property
     def start_iteration(self) -> int:
@@ -84,9 +85,9 @@ class Run:
         self.history.append(metrics)
         if main:
             self.rundir.save_iteration_data(iteration, rollout_rows(self.ctx), self.judge_records)
-            self.rundir.write_jsonl("metrics.jsonl", self.history)
-            if self.step_history:
-                self.rundir.write_jsonl("steps.jsonl", self.step_history)
+            self.rundir.append_jsonl("metrics.jsonl", [metrics])
+            self.rundir.append_jsonl("steps.jsonl", self.step_history[self.steps_written :])
+        self.steps_written = len(self.step_history)
         last = iteration == self.cfg.num_iterations - 1
         if not (last or (iteration + 1) % self.cfg.save_every == 0):
             return
@@ -317,6 +318,10 @@ def _prepare_anchors_and_resume(run: Run) -> None:
         run.history = [r for r in run.rundir.read_jsonl("metrics.jsonl") if r["iteration"] <= last]
         last_step = saved["global_step"]
         run.step_history = [r for r in run.rundir.read_jsonl("steps.jsonl") if r["step"] <= last_step]
+        run.steps_written = len(run.step_history)
+        if run.backend.is_main:  # drop the records of iterations after the checkpoint: they are redone
+            run.rundir.write_jsonl("metrics.jsonl", run.history)
+            run.rundir.write_jsonl("steps.jsonl", run.step_history)
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
 

@@ -56,7 +56,7 @@ def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
     cfg = ctx.algo_cfg
     pairs = ctx.sample(prompts, 2, stream=f"{stream}/pair", temperature=cfg.pair_temperature, top_k=cfg.pair_top_k)
     opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent")
-    ys = [g for g in pairs.groups()]
+    ys = pairs.groups()
     y2 = [g[0].text for g in opponents.groups()]
     texts = [p.prompt for p in prompts]
     probs = ctx.judge.preference(texts * 2, [g[0].text for g in ys] + [g[1].text for g in ys], y2 * 2)
