@@ -5,6 +5,11 @@ Where each anchor comes from, without a second full model on the accelerator:
   from it, else one no-grad pass of the current weights (``policy="current"``) before any optimizer step.
 - π_ref: with a LoRA adapter, the same model with the adapter disabled; with full fine-tuning, the initial
   trainable weights kept as a CPU snapshot and swapped in for the pass (``Backend.swapped``).
+
+Decoding from a mixture with π_ref (Nash-MD's opponent) needs π_ref's next-token distribution at every step, next
+to the policy's: with an adapter that is the same model with the adapter disabled for the π_ref call; with full
+fine-tuning, swapping weights per token would cost a full copy per token, so a frozen copy of the initial model
+is loaded once onto the device, the one case where a second model is the cheaper design (as TRL's ``ref_model``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from prefopt.errors import ConfigError
 from prefopt.ops import build_sequence_batch, response_token_logps
 
 
@@ -27,10 +33,21 @@ class Anchors:
         pad_token_id: tokenizer pad id.
         batch_size: sequences per forward pass.
         allowed_token_ids: the action set when the policy is restricted to one (matrix games).
+        load_reference_model: loads π_ref as a model (full fine-tuning's mixture sampling; called at most once).
     """
 
-    def __init__(self, backend, pad_token_id: int, batch_size: int, allowed_token_ids=None, show_progress=True):
+    def __init__(
+        self,
+        backend,
+        pad_token_id: int,
+        batch_size: int,
+        allowed_token_ids=None,
+        show_progress=True,
+        load_reference_model=None,
+    ):
         self.backend = backend
+        self.load_reference_model = load_reference_model
+        self.reference_model = None
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
@@ -42,6 +59,28 @@ class Anchors:
         """Remember the current weights as π_ref (free with an adapter: disabling it gives π_ref)."""
         if not self.backend.has_adapter:
             self.ref_snapshot = self.backend.snapshot()
+
+    @contextlib.contextmanager
+    def reference_forward(self, model):
+        """π_ref's forward for decoding next to ``model`` (the policy being sampled), as a context manager."""
+        if self.backend.has_adapter:
+
+            def forward(**inputs):
+                with model.disable_adapter():
+                    return model(**inputs)
+
+            yield forward
+            return
+        if self.reference_model is None:
+            if self.backend.zero_stage == 3:
+                raise ConfigError(
+                    "sampling from a mixture with π_ref under ZeRO-3 needs a LoRA adapter (π_ref is then the "
+                    "disabled adapter); with full fine-tuning use ZeRO-2 or no DeepSpeed"
+                )
+            if self.load_reference_model is None:
+                raise RuntimeError("this Anchors was built without load_reference_model")
+            self.reference_model = self.load_reference_model().to(self.backend.device).eval().requires_grad_(False)
+        yield self.reference_model
 
     def _policy(self, policy):
         if isinstance(policy, dict):  # a snapshot of trainable tensors (e.g. the previous iterate π_{t−1})

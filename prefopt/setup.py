@@ -287,8 +287,23 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
         allowed_token_ids=allowed,
     )
     show = not cfg.disable_tqdm
-    anchors = Anchors(backend, tokenizer.pad_token_id, cfg.logprob_batch_size, allowed, show_progress=show)
-    rollout = HFRolloutEngine(backend.generation_model, tokenizer, cfg.generation_batch_size, show_progress=show)
+    anchors = Anchors(
+        backend,
+        tokenizer.pad_token_id,
+        cfg.logprob_batch_size,
+        allowed,
+        show_progress=show,
+        load_reference_model=lambda: load_causal_lm(
+            cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code
+        ),
+    )
+    rollout = HFRolloutEngine(
+        backend.generation_model,
+        tokenizer,
+        cfg.generation_batch_size,
+        show_progress=show,
+        reference=anchors.reference_forward,
+    )
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
     run = Run(cfg, config, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records

@@ -6,7 +6,8 @@ tokens' output rows are shifted along the prompt's final hidden state so their l
 algorithm runs through the CLI (rollout engine, judge, loss, optimizer, loop) and logs game/duality_gap and
 game/kl_to_ne every iteration; the preference queries are counted from the saved judge outputs.
 
-    python scripts/conformance.py --out docs            # writes docs/conformance.md and docs/conformance.png
+    python scripts/conformance.py --out docs            # writes the table, the plot and the runs' histories
+    python scripts/conformance.py --algorithms nash_md  # reruns one algorithm; the others' saved runs are kept
 
 Needs matplotlib (`pip install -e ".[scripts]"`).
 """
@@ -37,6 +38,7 @@ ALGORITHMS = {
         *"--pair_temperature 1 --pair_top_k 0".split(),
     ],
     "online_ipo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
+    "nash_md": [*"--beta 0.1 --mixture 0.125 --normalize_logprobs false --pair_temperature 1 --pair_top_k 0".split()],
     "inpo": ["--eta", "1.0", "--tau", "0.1", "--num_samples", "4"],  # τ = β = 0.1; OMD step τ/η = 0.1
     "sppo": ["--eta", "1.0", "--num_samples", "4", "--train_on", "all"],  # β = 0: the unregularised game
 }
@@ -93,12 +95,29 @@ def run(algorithm, model, data, out, game_args, lr, iterations, prompts) -> list
     if result.returncode:
         raise SystemExit(f"{algorithm} failed: {result.stderr[-2000:]}")
     rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    queries = 0
+    queries, kept = 0, []
     for it, row in enumerate(rows):
         judge = Path(out) / "iterations" / f"iter_{it:03d}" / "judge.jsonl"
         queries += sum(1 for line in judge.read_text().splitlines() if '"kind": "preference"' in line)
-        row["queries"] = queries
-    return rows
+        kept.append({"iteration": it, "queries": queries, **{k: row[k] for k in GAME_KEYS}})
+    return kept
+
+
+GAME_KEYS = ("game/duality_gap", "game/kl_to_ne", "game/avg_duality_gap")
+
+
+def load_saved(path: Path) -> dict:
+    """Earlier runs' histories, keyed (game, algorithm, lr), from conformance_runs.json."""
+    if not path.exists():
+        return {}
+    return {tuple(r["key"]): r["rows"] for r in json.loads(path.read_text())}
+
+
+def save(results: dict, path: Path) -> None:
+    records = [{"key": list(key), "rows": rows} for key, rows in sorted(results.items())]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=0) + "\n")
+    tmp.replace(path)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -147,8 +166,12 @@ def main() -> None:
     parser.add_argument("--lrs", default="0.003")
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--fresh", action="store_true", help="drop the saved runs of algorithms not rerun")
     args = parser.parse_args()
-    results = {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved_path = out / "conformance_runs.json"
+    results = {} if args.fresh else load_saved(saved_path)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bandit.jsonl"
         data.write_text("".join(json.dumps({"prompt": PROMPT}) + "\n" for _ in range(args.prompts)))
@@ -159,10 +182,11 @@ def main() -> None:
             game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
             for algorithm in args.algorithms.split(","):
                 for lr in args.lrs.split(","):
-                    out = Path(tmp) / f"{game}-{algorithm}-{lr}"
+                    run_dir = Path(tmp) / f"{game}-{algorithm}-{lr}"
                     results[(game, algorithm, lr)] = run(
-                        algorithm, model, data, out, game_args, lr, args.iterations, args.prompts
+                        algorithm, model, data, run_dir, game_args, lr, args.iterations, args.prompts
                     )
+                    save(results, saved_path)
                     print(
                         game,
                         algorithm,
@@ -170,8 +194,6 @@ def main() -> None:
                         f"{results[(game, algorithm, lr)][-1]['game/duality_gap']:.2e}",
                         flush=True,
                     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "conformance.png")
     (out / "conformance_table.md").write_text(table(results) + "\n")
     print(table(results))

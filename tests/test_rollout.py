@@ -1,6 +1,7 @@
 """The HF rollout engine: determinism, seeding independent of batching, log-prob agreement, EOS and actions."""
 
 import contextlib
+import dataclasses
 import math
 
 import pytest
@@ -126,3 +127,57 @@ def test_filter_logits_top_p_and_top_k():
     assert kept.tolist() == [[True, True, True, False]]
     scaled = filter_logits(logits, SamplingParams(temperature=2.0))
     assert torch.allclose(scaled, logits / 2)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A second tiny policy (other weights, same tokenizer) standing in for π_ref."""
+    from prefopt.models import load_causal_lm
+    from prefopt.tiny import write_tiny_model
+
+    return load_causal_lm(str(write_tiny_model(tmp_path_factory.mktemp("ref") / "m", seed=3))).eval()
+
+
+def mixture_engine(policy, reference, tokenizer, batch_size=64):
+    return HFRolloutEngine(
+        lambda: contextlib.nullcontext(policy),
+        tokenizer,
+        batch_size,
+        show_progress=False,
+        reference=lambda model: contextlib.nullcontext(reference),
+    )
+
+
+def test_reference_mixture_logps_are_the_token_level_geometric_mixture(policy, reference, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)  # prompts of different lengths: left padding and cached positions
+    mu = 0.3
+    params = SamplingParams(max_new_tokens=8, ref_mixture=mu)
+    batch = mixture_engine(policy, reference, tokenizer, batch_size=5).generate(prompts, 3, params, seeds=[1, 2, 3])
+    seqs = build_sequence_batch(
+        [s.prompt_ids for s in batch.samples], [s.response_ids for s in batch.samples], tokenizer.pad_token_id
+    )
+    with torch.no_grad():
+        # log π^μ(y_t) = (1 − μ) log π(y_t) + μ log π_ref(y_t) − log Σ_v π(v)^{1−μ} π_ref(v)^μ, from full passes.
+        inputs = {k: seqs[k] for k in ("input_ids", "attention_mask", "position_ids")}
+        out_p, out_r = policy(**inputs), reference(**inputs)
+    start = seqs["input_ids"].shape[1] - seqs["response_ids"].shape[1] - 1  # logits predicting response token 0
+    for row, s in enumerate(batch.samples):
+        span = slice(start, start + len(s.response_ids))
+        mixed = (1 - mu) * torch.log_softmax(out_p.logits[row, span], -1) + mu * torch.log_softmax(
+            out_r.logits[row, span], -1
+        )
+        expected = torch.log_softmax(mixed, -1).gather(-1, torch.tensor(s.response_ids)[:, None]).squeeze(-1)
+        assert torch.allclose(expected, s.token_logps, atol=1e-4)
+
+
+def test_reference_mixture_endpoints(policy, reference, tokenizer):
+    prompts = prompt_ids(tokenizer, TEXTS)
+    seeds = [4, 5, 6]
+    plain = engine(policy, tokenizer).generate(prompts, 2, PARAMS, seeds)
+    ref_only = engine(reference, tokenizer).generate(prompts, 2, PARAMS, seeds)
+    mixer = mixture_engine(policy, reference, tokenizer)
+    # μ = 0 is the policy itself; μ = 1 samples exactly what π_ref would with the same streams.
+    assert key(mixer.generate(prompts, 2, PARAMS, seeds)) == key(plain)
+    assert key(mixer.generate(prompts, 2, dataclasses.replace(PARAMS, ref_mixture=1.0), seeds)) == key(ref_only)
+    with pytest.raises(ValueError, match="reference"):
+        engine(policy, tokenizer).generate(prompts, 1, dataclasses.replace(PARAMS, ref_mixture=0.5), seeds)

@@ -61,6 +61,7 @@ ALGORITHMS: dict[str, str] = {
     "dpo": "prefopt.algorithms.dpo:DPO",
     "apo": "prefopt.algorithms.apo:APO",
     "nash_mp": "prefopt.algorithms.nash_mp:NASH_MP",
+    "nash_md": "prefopt.algorithms.nash_md:NASH_MD",
 }
 
 

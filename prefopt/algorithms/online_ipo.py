@@ -48,14 +48,15 @@ def sequence_logps(token_logps: list[torch.Tensor], cfg) -> torch.Tensor:
     return torch.stack([t.mean() if cfg.normalize_logprobs else t.sum() for t in token_logps])
 
 
-def collect_against_opponent(ctx, prompts, stream: str = "policy") -> Batch:
-    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the current policy (the opponent).
+def collect_against_opponent(ctx, prompts, stream: str = "policy", mixture: float = 0.0) -> Batch:
+    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the opponent: the current policy, or
+    with ``mixture`` = μ > 0 its token-level geometric mixture with π_ref (Nash-MD).
 
     Row data: ``ref_logps`` and ``sample_logps`` (the sampling policy's) [R, 2] for (y, y'), ``pref_diff`` [R].
     """
     cfg = ctx.algo_cfg
     pairs = ctx.sample(prompts, 2, stream=f"{stream}/pair", temperature=cfg.pair_temperature, top_k=cfg.pair_top_k)
-    opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent")
+    opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent", ref_mixture=mixture)
     ys = pairs.groups()
     y2 = [g[0].text for g in opponents.groups()]
     texts = [p.prompt for p in prompts]

@@ -5,6 +5,8 @@ and sampling parameters, and returns for each sample its token ids, text, finish
 policy's per-token log-probs. Those log-probs are log π(y_t | x, y_<t) of the policy itself (temperature 1, no
 top-k/top-p truncation; restricted to the allowed tokens when a set is given), i.e. log π_t: algorithms use them
 as the π_t anchor without another forward pass. Temperature, top-k and top-p shape only which tokens are drawn.
+With a reference mixture (``SamplingParams.ref_mixture``) they are the mixture's log-probs, the distribution the
+tokens were drawn from.
 
 Reproducibility: sample j of prompt i is drawn with its own random stream seeded by (seeds[i], j), so the
 result does not depend on batch size, on the order of prompts or on how prompts are split across processes.
@@ -28,17 +30,24 @@ def derive_seed(*parts: int | str) -> int:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How responses are drawn. ``temperature == 0`` is greedy decoding."""
+    """How responses are drawn. ``temperature == 0`` is greedy decoding.
+
+    ``ref_mixture`` = μ > 0 draws from the token-level geometric mixture of the policy and π_ref,
+    π^μ(y_t | x, y_<t) ∝ π(y_t | ·)^{1−μ} π_ref(y_t | ·)^μ (Nash-MD's opponent; the engine needs a reference then).
+    """
 
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     allowed_token_ids: tuple[int, ...] | None = None
+    ref_mixture: float = 0.0
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if not 0 <= self.ref_mixture <= 1:
+            raise ValueError("ref_mixture must be in [0, 1]")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
 

@@ -4,6 +4,10 @@ How per-row seeding fits into ``generate``: generate runs greedy decoding, and a
 row's token itself (Gumbel-max with that row's own ``torch.Generator``, over the temperature/top-k/top-p
 distribution) and masks every other token to −inf, so the greedy pick is the sampled token. The same processor
 records log π(token) from the raw logits it receives, so no [steps, B, V] logits tensor is kept.
+
+Sampling from the geometric mixture with π_ref (``SamplingParams.ref_mixture``): a second processor, ahead of the
+sampler, runs π_ref on the same rows with its own KV cache (one prefill, then one token per step) and replaces the
+scores by (1 − μ)·log π + μ·log π_ref, so the sampler draws from (and records) the mixture.
 """
 
 from __future__ import annotations
@@ -72,6 +76,36 @@ class _SeededSampler:
         return out
 
 
+class _ReferenceMixer:
+    """A generate logits processor: mixes the policy's scores with π_ref's next-token log-probs.
+
+    Args:
+        forward: π_ref's forward, called as ``forward(input_ids=, attention_mask=, position_ids=, past_key_values=,
+            use_cache=True)`` and returning an output with ``logits`` and ``past_key_values``.
+        attention_mask: [B, P] of the left-padded prompts (generated tokens are always attended).
+    """
+
+    def __init__(self, forward, attention_mask: torch.Tensor, mixture: float, allowed: torch.Tensor | None):
+        self.forward, self.mask, self.mixture, self.allowed = forward, attention_mask, mixture, allowed
+        self.past = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.past is None:  # prefill on the prompts
+            ids = input_ids
+            positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        else:  # the token the sampler just chose
+            ids = input_ids[:, -1:]
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=-1)
+            positions = self.mask.sum(-1, keepdim=True) - 1
+        out = self.forward(
+            input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.past, use_cache=True
+        )
+        self.past = out.past_key_values
+        ref = restricted_log_softmax(out.logits[:, -1], self.allowed)
+        mixed = (1 - self.mixture) * restricted_log_softmax(scores, self.allowed) + self.mixture * ref
+        return torch.log_softmax(mixed, dim=-1)
+
+
 class HFRolloutEngine(RolloutEngine):
     """Sampling with ``model.generate``.
 
@@ -80,6 +114,9 @@ class HFRolloutEngine(RolloutEngine):
             backend's unwrapped model, with ZeRO-3 weights gathered once for the whole rollout).
         tokenizer: the policy tokenizer (pad and EOS ids, decoding).
         batch_size: rows per generate call.
+        reference: for ``ref_mixture`` > 0 only: a callable taking the model being sampled and returning a context
+            manager that yields π_ref's forward (``Anchors.reference_forward``: the same model with its adapter
+            disabled, or a frozen copy under full fine-tuning).
     """
 
     def __init__(
@@ -88,11 +125,13 @@ class HFRolloutEngine(RolloutEngine):
         tokenizer,
         batch_size: int = 64,
         show_progress: bool = True,
+        reference: Callable[[torch.nn.Module], contextlib.AbstractContextManager] | None = None,
     ):
         self.model_context = model_context
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.reference = reference
 
     @torch.no_grad()
     def generate(self, prompt_ids, n, params: SamplingParams, seeds) -> RolloutBatch:
@@ -101,17 +140,21 @@ class HFRolloutEngine(RolloutEngine):
         order = sorted(range(len(requests)), key=lambda r: len(prompt_ids[requests[r][0]]))
         samples: list[Sample | None] = [None] * len(requests)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        with self.model_context() as model:
+        if params.ref_mixture > 0 and self.reference is None:
+            raise ValueError("sampling with ref_mixture > 0 needs an engine built with a reference")
+        with contextlib.ExitStack() as stack:
+            model = stack.enter_context(self.model_context())
+            ref_forward = stack.enter_context(self.reference(model)) if params.ref_mixture > 0 else None
             was_training = model.training
             model.eval()
             for rows in tqdm(batches, desc="rollout", disable=not self.show_progress or not batches, leave=False):
                 reqs = [requests[r] for r in rows]
-                for r, sample in zip(rows, self._generate_rows(model, prompt_ids, reqs, params)):
+                for r, sample in zip(rows, self._generate_rows(model, prompt_ids, reqs, params, ref_forward)):
                     samples[r] = sample
             model.train(was_training)
         return RolloutBatch(samples=samples, num_prompts=len(prompt_ids))
 
-    def _generate_rows(self, model, prompt_ids, reqs, params: SamplingParams) -> list[Sample]:
+    def _generate_rows(self, model, prompt_ids, reqs, params: SamplingParams, ref_forward=None) -> list[Sample]:
         from transformers import GenerationConfig
 
         tok = self.tokenizer
@@ -120,6 +163,9 @@ class HFRolloutEngine(RolloutEngine):
         input_ids = pad_sequences(prompts, tok.pad_token_id, side="left").to(device)
         attention_mask = pad_sequences([[1] * len(p) for p in prompts], 0, side="left").to(device)
         sampler = _SeededSampler(params, [seed for _, _, seed in reqs], device)
+        processors = [sampler]
+        if ref_forward is not None:
+            processors.insert(0, _ReferenceMixer(ref_forward, attention_mask, params.ref_mixture, sampler.allowed))
         eos_ids = eos_token_ids(model, tok)
         config = GenerationConfig(
             do_sample=False,
@@ -131,7 +177,7 @@ class HFRolloutEngine(RolloutEngine):
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
-            logits_processor=[sampler],
+            logits_processor=processors,
         )
         generated = out[:, input_ids.shape[1] :].cpu()
         step_logps = torch.stack(sampler.step_logps, dim=1)  # [B, steps]
