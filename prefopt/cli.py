@@ -38,6 +38,11 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
             f"[prefopt] win rate of the final policy against the initial policy: {metrics['eval/win_rate']:.3f} "
             f"(95% CI {metrics['eval/ci_low']:.3f}-{metrics['eval/ci_high']:.3f}, n={metrics['eval/n']})"
         )
+    if "eval/reward" in metrics:
+        print(
+            f"[prefopt] mean reward on the held-out prompts: {metrics['eval/reward']:.4g} "
+            f"(initial policy: {metrics['eval/initial_reward']:.4g})"
+        )
     print(f"[prefopt] run directory: {train_cfg.output_dir}")
     return 0
 

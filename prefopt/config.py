@@ -47,6 +47,10 @@ class TrainConfig:
     max_prompt_length: int = _f(512, "Longest prompt in tokens, chat template included.")
     truncation_mode: Literal["keep_end", "error"] = _f("keep_end", "Longer prompts: keep the last tokens, or stop.")
     text_prompts_as_chat: bool = _f(False, "Wrap string prompts as a user message so the chat template applies.")
+    answer_column: str | None = _f(None, "Column with each prompt's reference answer, for judges that check it.")
+    response_choices: list[str] | None = _f(
+        None, "Restrict responses to these single-token strings (digit or multiple-choice tasks)."
+    )
     # Run
     output_dir: str | None = _f(None, "Run directory (required); never overwritten without --overwrite.")
     overwrite: bool = _f(False, "Delete an existing run directory first.")

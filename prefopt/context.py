@@ -65,10 +65,15 @@ class Context:
         self.rollouts.append((stream, prompts, batch))
         return batch
 
+    def references(self, prompts: list[PromptExample]) -> list | None:
+        """Each prompt's reference answer (the ``answer_column`` of its row) for the judge, or None when unset."""
+        column = self.cfg.answer_column
+        return None if column is None else [p.extra[column] for p in prompts]
+
     def sample_pairs(self, prompts: list[PromptExample], k: int, mode: str) -> list[tuple[Sample, Sample]]:
         """K samples per prompt from the current policy, reduced to one (winner, loser) pair per prompt by the
         judge (``prefopt.judges.selection.select_pairs``); prompts without a strict pair are dropped."""
         groups = self.sample(prompts, k).groups()
         texts = [[s.text for s in g] for g in groups]
-        choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts)
+        choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts, self.references(prompts))
         return [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from prefopt.batch import Batch, PolicyLogps
 from prefopt.data import iteration_prompts
 from prefopt.eval import win_rate
+from prefopt.judges.base import RewardJudge
 from prefopt.ops import response_token_logps
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
@@ -64,7 +65,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
             game, run.state["game_policy_sum"] = run.game_monitor.metrics(run.state.get("game_policy_sum"), it)
             metrics.update(game)
         if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
-            metrics.update(evaluate(run).as_metrics("eval/"))
+            metrics.update(evaluate(run))
         metrics["time/iteration_s"] = time.perf_counter() - t0
         run.commit_iteration(it, metrics)
         run.log(metrics)
@@ -148,11 +149,22 @@ def rollout_metrics(ctx) -> dict:
     }
 
 
-def evaluate(run: Run):
-    """Win rate of the current policy against the initial one on the held-out prompts, under the run's judge."""
+def evaluate(run: Run) -> dict[str, float]:
+    """Win rate of the current policy against the initial one on the held-out prompts, under the run's judge; with
+    a reward judge also the mean reward of both (``eval/reward``, ``eval/initial_reward``: accuracy for a 0/1
+    verifiable reward)."""
     current = run.sample_eval_responses(stream="eval")
-    prompts = [p.prompt for p in run.eval_prompts for _ in range(run.cfg.eval_samples_per_prompt)]
+    k = run.cfg.eval_samples_per_prompt
+    prompts = [p.prompt for p in run.eval_prompts for _ in range(k)]
+    refs = run.ctx.references(run.eval_prompts)
+    refs = None if refs is None else [r for r in refs for _ in range(k)]
     recorder, run.judge.recorder = run.judge.recorder, None  # evaluation comparisons are not training data
-    probs = run.judge.preference(prompts, current, run.initial_eval_responses)
-    run.judge.recorder = recorder
-    return win_rate(probs.tolist())
+    try:
+        metrics = win_rate(run.judge.preference(prompts, current, run.initial_eval_responses, refs).tolist())
+        metrics = metrics.as_metrics("eval/")
+        if isinstance(run.judge, RewardJudge):
+            metrics["eval/reward"] = float(run.judge.reward(prompts, current, refs).mean())
+            metrics["eval/initial_reward"] = float(run.judge.reward(prompts, run.initial_eval_responses, refs).mean())
+    finally:
+        run.judge.recorder = recorder
+    return metrics

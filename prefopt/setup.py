@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prefopt.algorithms import Algorithm, get_algorithm
+from prefopt.algorithms import Algorithm, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.backend import Backend
 from prefopt.config import config_to_dict
@@ -178,16 +178,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def allowed_token_ids(judge, tokenizer) -> tuple[int, ...] | None:
-    """Token ids of a game judge's actions; each action must be exactly one token of the policy's tokenizer."""
-    actions = judge.allowed_responses()
+def allowed_token_ids(judge, tokenizer, choices: list[str] | None = None) -> tuple[int, ...] | None:
+    """Token ids of a game judge's actions, or of ``response_choices``; each must be one token of the policy's
+    tokenizer."""
+    actions, what = judge.allowed_responses(), "game action"
+    if actions is None and choices:
+        actions, what = choices, "response_choices entry"
     if actions is None:
         return None
     ids = []
     for action in actions:
         encoded = tokenizer(action, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
-            raise ConfigError(f"game action {action!r} is {len(encoded)} tokens for this tokenizer; each must be one")
+            raise ConfigError(f"{what} {action!r} is {len(encoded)} tokens for this tokenizer; each must be one")
         ids.append(encoded[0])
     return tuple(ids)
 
@@ -238,6 +241,7 @@ def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[Promp
             for p in pairs
         ]
     columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
+    columns = (*columns, cfg.answer_column) if cfg.answer_column else columns
     return load_prompts(
         cfg.dataset_name, tokenizer, prompt_column=cfg.prompt_column, require_columns=columns, **source
     )
@@ -267,7 +271,9 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
     backend = Backend(cfg)
     judge = _build_judge(cfg, backend.device)
-    allowed = allowed_token_ids(judge, tokenizer)
+    if judge.needs_references and not cfg.answer_column:
+        raise ConfigError(f"judge '{cfg.judge}' checks responses against reference answers: set answer_column")
+    allowed = allowed_token_ids(judge, tokenizer, cfg.response_choices)
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -314,7 +320,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
 
 def _prepare_anchors_and_resume(run: Run) -> None:
     """Things that need the initial weights come first (π_ref, the baseline eval responses), then the resume."""
-    if run.algorithm.needs_ref:
+    if uses_reference(run.algorithm, run.ctx.algo_cfg):
         run.ctx.anchors.keep_reference()
     run.game_monitor = _game_monitor(run)
     if run.eval_prompts:

@@ -29,7 +29,8 @@ class Algorithm:
         train_step: optional replacement of the default optimisation of one iteration (two-phase methods).
         phases: how many times an iteration optimises its data (2 for extragradient and mirror prox), so that the
             LR schedule spans every optimizer step.
-        needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then).
+        needs_ref: whether collect asks for π_ref log-probs (the loop keeps π_ref available only then); a bool, or
+            ``(cfg) -> bool`` when a hyperparameter decides (REBEL's KL penalty).
         required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
             on every row before any compute).
         game_beta: ``(cfg) -> float``, the KL coefficient of the regularised game the method solves, for the
@@ -46,10 +47,15 @@ class Algorithm:
     end_iteration: Callable[..., Any] | None = None
     train_step: Callable[..., Any] | None = None
     phases: int = 1
-    needs_ref: bool = False
+    needs_ref: bool | Callable[[Any], bool] = False
     required_columns: Callable[[Any], tuple[str, ...]] | None = None
     reads_pairs: Callable[[Any], bool] | None = None
     game_beta: Callable[[Any], float] | None = None
+
+
+def uses_reference(algorithm: Algorithm, cfg) -> bool:
+    """Whether this run of the algorithm reads π_ref (``needs_ref``, resolved against its config)."""
+    return algorithm.needs_ref(cfg) if callable(algorithm.needs_ref) else bool(algorithm.needs_ref)
 
 
 ALGORITHMS: dict[str, str] = {
@@ -62,6 +68,7 @@ ALGORITHMS: dict[str, str] = {
     "apo": "prefopt.algorithms.apo:APO",
     "nash_mp": "prefopt.algorithms.nash_mp:NASH_MP",
     "nash_md": "prefopt.algorithms.nash_md:NASH_MD",
+    "rebel": "prefopt.algorithms.rebel:REBEL",
 }
 
 

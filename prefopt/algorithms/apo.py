@@ -88,7 +88,8 @@ def _collect_dpo(ctx, prompts) -> Batch:
 def _collect_sppo(ctx, prompts) -> Batch:
     cfg: APOConfig = ctx.algo_cfg
     groups = ctx.sample(prompts, cfg.num_samples).groups()
-    matrices = ctx.judge.preference_matrices([p.prompt for p in prompts], [[s.text for s in g] for g in groups])
+    texts = [[s.text for s in g] for g in groups]
+    matrices = ctx.judge.preference_matrices([p.prompt for p in prompts], texts, ctx.references(prompts))
     win_rates = torch.stack(estimate_win_rates(matrices)).float()  # [P, K]
     flat = [s for g in groups for s in g]
     current = torch.tensor([s.logp for s in flat], dtype=torch.float32).view(len(groups), -1)

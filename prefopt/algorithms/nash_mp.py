@@ -96,11 +96,13 @@ def _advantages(ctx, prompts, samples: list, opponents: list, lp, lp_ref, lp_cen
     """A [P, K] from P(y ≻ y') against one opponent per prompt, with the group mean as baseline."""
     cfg = ctx.algo_cfg
     k = cfg.num_samples
+    refs = ctx.references(prompts)
     wins = (
         ctx.judge.preference(
             [p.prompt for p in prompts for _ in range(k)],
             [s.text for s in samples],
             [o for o in opponents for _ in range(k)],
+            None if refs is None else [r for r in refs for _ in range(k)],
         )
         .float()
         .view(-1, k)

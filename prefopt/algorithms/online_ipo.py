@@ -60,7 +60,10 @@ def collect_against_opponent(ctx, prompts, stream: str = "policy", mixture: floa
     ys = pairs.groups()
     y2 = [g[0].text for g in opponents.groups()]
     texts = [p.prompt for p in prompts]
-    probs = ctx.judge.preference(texts * 2, [g[0].text for g in ys] + [g[1].text for g in ys], y2 * 2)
+    refs = ctx.references(prompts)
+    probs = ctx.judge.preference(
+        texts * 2, [g[0].text for g in ys] + [g[1].text for g in ys], y2 * 2, None if refs is None else refs * 2
+    )
     n = len(prompts)
     prompt_ids = [s.prompt_ids for g in ys for s in g]
     response_ids = [s.response_ids for g in ys for s in g]

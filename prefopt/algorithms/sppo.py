@@ -90,7 +90,8 @@ def _sample_and_score(ctx, prompts, k: int):
     """K samples per prompt from π_t and their win-rate estimates P̂ [P, K]."""
     rollout = ctx.sample(prompts, k)
     groups = rollout.groups()
-    matrices = ctx.judge.preference_matrices([p.prompt for p in prompts], [[s.text for s in g] for g in groups])
+    texts = [[s.text for s in g] for g in groups]
+    matrices = ctx.judge.preference_matrices([p.prompt for p in prompts], texts, ctx.references(prompts))
     return groups, torch.stack(estimate_win_rates(matrices))
 
 

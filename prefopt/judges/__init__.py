@@ -13,6 +13,7 @@ from prefopt.judges.generative import GenerativeJudge
 from prefopt.judges.pairwise import PairwiseModelJudge
 from prefopt.judges.python import PythonPreferenceJudge, PythonRewardJudge, load_function
 from prefopt.judges.reward_model import RewardModelJudge
+from prefopt.judges.rules import RULES, RuleRewardJudge
 from prefopt.judges.synthetic import MatrixGameJudge, NonTransitiveJudge
 
 JUDGE_KINDS = (
@@ -23,6 +24,8 @@ JUDGE_KINDS = (
     "generative",
     "python_reward",
     "python_preference",
+    "exact_match",
+    "math",
 )
 
 _MODEL_JUDGES = {"reward_model": RewardModelJudge, "pairwise_model": PairwiseModelJudge, "generative": GenerativeJudge}
@@ -74,6 +77,8 @@ def build_judge(
         if game is None:
             raise JudgeError("judge kind 'matrix_game' needs game (rps or random) or game_matrix")
         return MatrixGameJudge.from_name(game, game_size, game_seed, actions=game_actions)
+    if kind in RULES:
+        return RuleRewardJudge(kind)
     if kind in ("python_reward", "python_preference"):
         _require(kind, "judge_function", function)
         return PythonRewardJudge(function) if kind == "python_reward" else PythonPreferenceJudge(function)
@@ -103,6 +108,7 @@ __all__ = [
     "PythonRewardJudge",
     "RewardJudge",
     "RewardModelJudge",
+    "RuleRewardJudge",
     "build_judge",
     "check_values",
     "load_function",

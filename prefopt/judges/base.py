@@ -6,7 +6,9 @@ P(y ≻ y') = σ(r(x, y) − r(x, y')). Algorithms ask for what they need (`pref
 `reward`) and check capabilities with ``isinstance(judge, RewardJudge)``, never by judge name.
 
 Prompts are what the dataset holds (TRL's formats): a string, or a list of chat messages
-``[{"role": ..., "content": ...}]``. Responses are the decoded completion text.
+``[{"role": ..., "content": ...}]``. Responses are the decoded completion text. ``references`` are optional, one
+per row: what the dataset's ``answer_column`` holds (a ground-truth final answer, a reference response). Judges
+that check against them (``needs_references``) refuse a call without them; the others ignore them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class PreferenceJudge(ABC):
     """P(y ≻ y' | x) for batches of (prompt, response_a, response_b)."""
 
     name: str = "judge"
+    needs_references: bool = False  # whether each row's reference answer is required (verifiable rewards)
     # When a list, every checked call appends its rows here (the loop saves them as the iteration's judge outputs).
     recorder: list[dict] | None = None
     # Seconds spent in judge calls (outermost calls only), read by the loop for its time/judge_s metric.
@@ -60,13 +63,25 @@ class PreferenceJudge(ABC):
             self._timing = False
 
     @abstractmethod
-    def _preference(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]):
+    def _preference(
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
+    ):
         """Subclasses: P(a ≻ b) for each row, any float tensor or list of shape [B]."""
 
+    def _check_references(self, references, rows: int) -> None:
+        if references is None:
+            if self.needs_references:
+                raise JudgeError(
+                    f"judge '{self.name}' checks responses against a reference answer: set answer_column to the "
+                    "dataset column that holds it"
+                )
+        elif len(references) != rows:
+            raise ValueError("references must have one entry per row")
+
     def preference(
-        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
-        """P(responses_a[i] ≻ responses_b[i] | prompts[i]).
+        """P(responses_a[i] ≻ responses_b[i] | prompts[i]) (given references[i], when the judge uses it).
 
         Returns:
             float64 tensor [B], each value in [0, 1].
@@ -75,8 +90,10 @@ class PreferenceJudge(ABC):
             raise ValueError("prompts, responses_a and responses_b must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
+        self._check_references(references, len(prompts))
         with self._timed():
-            probs = check_values(self._preference(prompts, responses_a, responses_b), self.name, "preference", True)
+            raw = self._preference(prompts, responses_a, responses_b, references)
+            probs = check_values(raw, self.name, "preference", True)
         self._record("preference", prompts, {"response_a": responses_a, "response_b": responses_b}, probs)
         return probs
 
@@ -87,7 +104,9 @@ class PreferenceJudge(ABC):
             row = {"kind": kind, "prompt": prompts[i], **{k: v[i] for k, v in columns.items()}, "value": value}
             self.recorder.append(row)
 
-    def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    def preference_matrices(
+        self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None
+    ) -> list[torch.Tensor]:
         """All-pairs preference matrices, one per prompt, in one batched judge call.
 
         Entry [i, j] of the k-th matrix is P(groups[k][i] ≻ groups[k][j] | prompts[k]). Only the pairs i < j are
@@ -96,15 +115,16 @@ class PreferenceJudge(ABC):
         Returns:
             list of float64 tensors [K_k, K_k].
         """
-        flat_p, flat_a, flat_b, index = [], [], [], []
+        flat_p, flat_a, flat_b, flat_r, index = [], [], [], [], []
         for k, (prompt, group) in enumerate(zip(prompts, groups)):
             for i in range(len(group)):
                 for j in range(i + 1, len(group)):
                     flat_p.append(prompt)
                     flat_a.append(group[i])
                     flat_b.append(group[j])
+                    flat_r.append(None if references is None else references[k])
                     index.append((k, i, j))
-        probs = self.preference(flat_p, flat_a, flat_b)
+        probs = self.preference(flat_p, flat_a, flat_b, None if references is None else flat_r)
         mats = [torch.full((len(g), len(g)), 0.5, dtype=torch.float64) for g in groups]
         for (k, i, j), p in zip(index, probs.tolist()):
             mats[k][i, j] = p
@@ -124,34 +144,40 @@ class RewardJudge(PreferenceJudge):
     """r(x, y) for batches of (prompt, response); preferences through σ(r − r')."""
 
     @abstractmethod
-    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str]):
+    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str], references=None):
         """Subclasses: the scalar reward of each row, any float tensor or list of shape [B]."""
 
-    def reward(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
-        """r(prompts[i], responses[i]) as a float64 tensor [B]."""
+    def reward(self, prompts: Sequence[Prompt], responses: Sequence[str], references=None) -> torch.Tensor:
+        """r(prompts[i], responses[i]) (against references[i], when the judge uses it) as a float64 tensor [B]."""
         if len(prompts) != len(responses):
             raise ValueError("prompts and responses must have the same length")
         if len(prompts) == 0:
             return torch.zeros(0, dtype=torch.float64)
+        self._check_references(references, len(prompts))
         with self._timed():
-            rewards = check_values(self._reward(prompts, responses), self.name, "reward", False)
-        self._record("reward", prompts, {"response": responses}, rewards)
+            rewards = check_values(self._reward(prompts, responses, references), self.name, "reward", False)
+        columns = {"response": responses} if references is None else {"response": responses, "reference": references}
+        self._record("reward", prompts, columns, rewards)
         return rewards
 
-    def _preference(self, prompts, responses_a, responses_b):
+    def _preference(self, prompts, responses_a, responses_b, references=None):
         # Through reward(): the rewards are recorded, and preference() records the resulting probabilities too.
-        rewards = self.reward(list(prompts) + list(prompts), list(responses_a) + list(responses_b))
+        refs = None if references is None else list(references) * 2
+        rewards = self.reward(list(prompts) + list(prompts), list(responses_a) + list(responses_b), refs)
         n = len(prompts)
         return torch.sigmoid(rewards[:n] - rewards[n:])
 
-    def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        """σ(r_i − r_j) per prompt, from one reward per response (K calls, not K²)."""
+    def grouped_rewards(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None):
+        """The rewards of each prompt's group of responses, in one call: a list of float64 tensors [K_k]."""
         flat_p = [p for p, g in zip(prompts, groups) for _ in g]
         flat_y = [y for g in groups for y in g]
-        rewards = self.reward(flat_p, flat_y)
-        mats, start = [], 0
-        for g in groups:
-            r = rewards[start : start + len(g)]
-            start += len(g)
-            mats.append(torch.sigmoid(r[:, None] - r[None, :]))
-        return mats
+        flat_r = None if references is None else [r for r, g in zip(references, groups) for _ in g]
+        rewards = self.reward(flat_p, flat_y, flat_r)
+        sizes = [len(g) for g in groups]
+        return list(torch.split(rewards, sizes)) if flat_p else [torch.zeros(0, dtype=torch.float64) for _ in groups]
+
+    def preference_matrices(
+        self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None
+    ) -> list[torch.Tensor]:
+        """σ(r_i − r_j) per prompt, from one reward per response (K calls, not K²)."""
+        return [torch.sigmoid(r[:, None] - r[None, :]) for r in self.grouped_rewards(prompts, groups, references)]

@@ -139,7 +139,7 @@ class GenerativeJudge(PreferenceJudge):
         return run_batched(sequences, self.batch_size, forward)
 
     def _preference(
-        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
         forward = [self.encode(x, a, b) for x, a, b in zip(prompts, responses_a, responses_b, strict=True)]
         swapped = [self.encode(x, b, a) for x, a, b in zip(prompts, responses_a, responses_b, strict=True)]

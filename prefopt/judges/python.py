@@ -3,7 +3,9 @@
 A spec is ``"package.module:function"`` (imported like any module) or ``"path/to/file.py:function"`` (loaded
 from that file). The split is at the last colon, so Windows drive letters survive. Signatures:
 
-- reward: ``f(prompts: list, responses: list[str]) -> list[float]`` (r(x, y) per row);
+- reward: ``f(prompts: list, responses: list[str]) -> list[float]`` (r(x, y) per row), or
+  ``f(prompts, responses, references)`` to check against each row's reference answer (the dataset's
+  ``answer_column``; a function with a third parameter without default requires it);
 - preference: ``f(prompts: list, responses_a: list[str], responses_b: list[str]) -> list[float]`` (P(a ≻ b)).
 
 Every problem with the spec or the function's output is a one-line :class:`JudgeError`; non-finite or
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -88,16 +91,33 @@ def _as_values(output, spec: str, expected: int) -> torch.Tensor:
     return values
 
 
+def _reference_parameter(function) -> inspect.Parameter | None:
+    """The function's third positional parameter (the references), if it has one."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: called with two arguments
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return positional[2] if len(positional) > 2 else None
+
+
 class PythonRewardJudge(RewardJudge):
-    """r(x, y) from ``f(prompts, responses) -> list[float]`` named by ``spec``."""
+    """r(x, y) from ``f(prompts, responses[, references]) -> list[float]`` named by ``spec``."""
 
     def __init__(self, spec: str):
         self.spec = spec
         self.function = load_function(spec)
         self.name = f"python_reward:{spec}"
+        third = _reference_parameter(self.function)
+        self.takes_references = third is not None
+        required = third is not None and third.kind != third.VAR_POSITIONAL and third.default is third.empty
+        self.needs_references = required
 
-    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
-        return _as_values(self.function(list(prompts), list(responses)), self.spec, len(prompts))
+    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str], references=None) -> torch.Tensor:
+        args = [list(prompts), list(responses)]
+        if self.takes_references and references is not None:
+            args.append(list(references))
+        return _as_values(self.function(*args), self.spec, len(prompts))
 
 
 class PythonPreferenceJudge(PreferenceJudge):
@@ -112,7 +132,7 @@ class PythonPreferenceJudge(PreferenceJudge):
         self.name = f"python_preference:{spec}"
 
     def _preference(
-        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
         output = self.function(list(prompts), list(responses_a), list(responses_b))
         return _as_values(output, self.spec, len(prompts))

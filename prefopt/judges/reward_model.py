@@ -211,7 +211,7 @@ class RewardModelJudge(RewardJudge):
         self.max_length = max_length
         self.name = f"reward_model:{model_name_or_path}" if model_name_or_path else "reward_model"
 
-    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+    def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str], references=None) -> torch.Tensor:
         sequences = [
             truncate_left(encode_prompt_response(self.tokenizer, p, r), self.max_length)
             for p, r in zip(prompts, responses, strict=True)

@@ -17,28 +17,30 @@ from prefopt.errors import ConfigError
 from prefopt.judges.base import Prompt, RewardJudge
 
 
-def best_worst_by_reward(judge: RewardJudge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]):
+def best_worst_by_reward(
+    judge: RewardJudge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None
+):
     """Per prompt, (index of the highest reward, index of the lowest, whether r_w > r_l).
 
     Ties pick the lowest index, like ``argmax``.
     """
-    flat_p = [p for p, g in zip(prompts, groups) for _ in g]
-    rewards = judge.reward(flat_p, [y for g in groups for y in g])
-    out, start = [], 0
-    for g in groups:
-        r = rewards[start : start + len(g)]
-        start += len(g)
+    out = []
+    for r in judge.grouped_rewards(prompts, groups, references):
         w, lo = int(r.argmax()), int(r.argmin())
         out.append((w, lo, bool(r[w] > r[lo])))
     return out
 
 
-def _play(judge, prompts, groups, matches):
+def _play(judge, prompts, groups, matches, references=None):
     """Run one round: matches[k] is a list of (i, j); returns per prompt a list of (winner, loser)."""
     flat = [(k, i, j) for k, ms in enumerate(matches) for i, j in ms]
+    refs = None if references is None else [references[k] for k, _, _ in flat]
     probs = (
         judge.preference(
-            [prompts[k] for k, _, _ in flat], [groups[k][i] for k, i, _ in flat], [groups[k][j] for k, _, j in flat]
+            [prompts[k] for k, _, _ in flat],
+            [groups[k][i] for k, i, _ in flat],
+            [groups[k][j] for k, _, j in flat],
+            refs,
         )
         if flat
         else []
@@ -64,30 +66,32 @@ def _advance(entrants: list[list[int]], results, keep_winner: bool) -> list[list
     return out
 
 
-def knockout_pairs(judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]):
+def knockout_pairs(judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None):
     """Per prompt, (champion y_w, last of the losers' bracket y_l, whether y_w beats y_l in the final).
 
     Groups need at least 2 responses.
     """
-    first = _play(judge, prompts, groups, [[(n, n + 1) for n in range(0, len(g) - 1, 2)] for g in groups])
+    first = _play(judge, prompts, groups, [[(n, n + 1) for n in range(0, len(g) - 1, 2)] for g in groups], references)
     winners = [[w for w, _ in res] + ([len(g) - 1] if len(g) % 2 else []) for res, g in zip(first, groups)]
     losers = [[lo for _, lo in res] for res in first]
     while any(len(e) > 1 for e in winners + losers):
         # Both brackets advance in one judge call per round.
-        both = _play(judge, list(prompts) * 2, list(groups) * 2, _bracket_rounds(winners) + _bracket_rounds(losers))
+        rounds = _bracket_rounds(winners) + _bracket_rounds(losers)
+        refs = None if references is None else list(references) * 2
+        both = _play(judge, list(prompts) * 2, list(groups) * 2, rounds, refs)
         n = len(groups)
         winners = _advance(winners, both[:n], keep_winner=True)
         losers = _advance(losers, both[n:], keep_winner=False)
-    final = _play(judge, prompts, groups, [[(w[0], lo[0])] for w, lo in zip(winners, losers)])
+    final = _play(judge, prompts, groups, [[(w[0], lo[0])] for w, lo in zip(winners, losers)], references)
     return [(w[0], lo[0], res[0][0] == w[0] and w[0] != lo[0]) for w, lo, res in zip(winners, losers, final)]
 
 
-def select_pairs(mode: str, judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]]):
+def select_pairs(mode: str, judge, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None):
     """(winner, loser, keep) per prompt: ``best_worst`` by reward, ``tournament`` by preference, ``auto`` picks."""
     if mode == "auto":
         mode = "best_worst" if isinstance(judge, RewardJudge) else "tournament"
     if mode == "best_worst":
         if not isinstance(judge, RewardJudge):
             raise ConfigError("config key 'pairs': best_worst needs a reward judge (reward_model or python_reward)")
-        return best_worst_by_reward(judge, prompts, groups)
-    return knockout_pairs(judge, prompts, groups)
+        return best_worst_by_reward(judge, prompts, groups, references)
+    return knockout_pairs(judge, prompts, groups, references)

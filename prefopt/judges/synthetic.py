@@ -85,7 +85,7 @@ class MatrixGameJudge(PreferenceJudge):
         return self.matrix
 
     def _preference(
-        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
         rows = torch.tensor([self.action_index(a) for a in responses_a], dtype=torch.long)
         cols = torch.tensor([self.action_index(b) for b in responses_b], dtype=torch.long)
@@ -138,7 +138,7 @@ class NonTransitiveJudge(PreferenceJudge):
         return ord(stripped[0]) % 3 if stripped else 0
 
     def _preference(
-        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]
+        self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
         q_a = torch.tensor([self.quality(y) for y in responses_a], dtype=torch.float64)
         q_b = torch.tensor([self.quality(y) for y in responses_b], dtype=torch.float64)
