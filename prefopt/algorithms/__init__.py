@@ -69,6 +69,9 @@ ALGORITHMS: dict[str, str] = {
     "nash_mp": "prefopt.algorithms.nash_mp:NASH_MP",
     "nash_md": "prefopt.algorithms.nash_md:NASH_MD",
     "rebel": "prefopt.algorithms.rebel:REBEL",
+    "grpo": "prefopt.algorithms.grpo:GRPO",
+    "raft": "prefopt.algorithms.raft:RAFT",
+    "raftpp": "prefopt.algorithms.raft:RAFT_PP",
 }
 
 

@@ -1,0 +1,58 @@
+"""What RAFT, RAFT++ and GRPO share: groups of responses scored by an outcome reward, one row per response.
+
+``sample_groups`` draws n_i responses for prompt i (one n for every prompt, or GVM's allocation), scores them with
+the judge's reward (``answer_column`` references included) and returns per-response rows whose per-token data hold
+the sampling policy's log-probs (π_old, from the rollout: no extra pass). ``clipped_surrogate`` is PPO's clipped
+objective, with separate lower and upper clip ranges (DAPO's clip-higher, used by RAFT++ and GVM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from prefopt.errors import ConfigError
+from prefopt.judges.base import RewardJudge
+
+
+def sample_groups(ctx, prompts, counts: int | Sequence[int]):
+    """Sample and score. Returns (groups of rollout Samples, rewards: per prompt a float32 tensor [n_i])."""
+    if not isinstance(ctx.judge, RewardJudge):
+        raise ConfigError(
+            f"{ctx.cfg.judge!r} is a preference judge; outcome-reward methods need a reward judge "
+            "(exact_match, math, reward_model or python_reward)"
+        )
+    groups = ctx.sample(prompts, counts).groups()
+    texts = [[s.text for s in g] for g in groups]
+    rewards = ctx.judge.grouped_rewards([p.prompt for p in prompts], texts, ctx.references(prompts))
+    return groups, [r.float() for r in rewards]
+
+
+def reward_metrics(rewards: list[torch.Tensor]) -> dict[str, float]:
+    """Mean reward, and the fraction of prompts whose group has at least one positive reward (pass@n for 0/1)."""
+    flat = torch.cat(rewards) if rewards else torch.zeros(0)
+    solved = [bool((r > 0).any()) for r in rewards if len(r)]
+    return {
+        "reward/mean": float(flat.mean()) if len(flat) else 0.0,
+        "reward/solved_fraction": sum(solved) / max(len(solved), 1),
+    }
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantage: torch.Tensor, eps_low: float, eps_high: float) -> torch.Tensor:
+    """min(s·A, clip(s, 1 − ε_low, 1 + ε_high)·A) per token (PPO, Schulman et al. 2017, eq. 7; DAPO's clip-higher).
+
+    Shapes: ratio [..., L], advantage broadcastable to it.
+    """
+    return torch.minimum(ratio * advantage, ratio.clamp(1 - eps_low, 1 + eps_high) * advantage)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each response's tokens: [B, S, L] → [B, S] (0 for an empty response)."""
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def clip_fraction(ratio: torch.Tensor, cfg, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the fraction of response tokens whose ratio lies outside the clip range: [B, S, L] → [B]."""
+    clipped = ((ratio < 1 - cfg.clip_low) | (ratio > 1 + cfg.clip_high)).float()
+    return token_mean(clipped.detach(), mask).mean(-1)
