@@ -1,0 +1,113 @@
+"""GRAO: Group Relative Alignment Optimization (Wang et al., "Learning to Align, Aligning to Learn: A Unified
+Approach for Self-Optimized Alignment", arXiv 2508.07750, eq. 3). No official code.
+
+Objective (maximised), per prompt q with a reference answer y from the dataset and G samples o_1..o_G ~ π_θ_old,
+each scored by a reward that may see the reference, R(o, y):
+    J = (1/G) Σ_i [ Â_{o_i}·ℓ(o_i)  +  β·Â_y·ℓ(y)  +  λ·Â_{o_i}·(ℓ(o_i) − ℓ(y)) ],
+with ℓ(s) = (1/|s|) Σ_t log π_θ(s_t | q, s_<t) the length-normalised log-likelihood and group-normalised
+advantages Â = (R − μ)/σ. The three terms are exploration (reinforce the better samples), imitation (move towards
+the reference in proportion to how it ranks) and the alignment regulariser (the margin of each sample over the
+reference). Loss = −J. There is no ratio, clipping or KL term.
+
+Data per iteration. G = ``num_samples`` samples per prompt, the reference response (column ``reference_column``,
+tokenised as the policy would emit it), the judge's reward of all G + 1 (given the ``answer_column`` references,
+for judges that check against them). One row per prompt holds the G samples and the reference (S = G + 1).
+
+The project's decision where the paper is ambiguous: Â_y is "computed in one group (o_i, y)"; μ and σ are taken
+over {o_1..o_G, y} for every advantage (population σ). A group whose G + 1 rewards are all equal has Â = 0 and is
+dropped. Symbols are the paper's: β (imitation weight, 0.5), λ (alignment weight, 0.6), G (8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from prefopt.algorithms import Algorithm
+from prefopt.algorithms.grpo import group_advantages
+from prefopt.algorithms.outcome import reward_metrics, sample_groups
+from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.data import encode_response
+from prefopt.errors import ConfigError, DataError
+
+
+@dataclass
+class GRAOConfig:
+    """GRAO hyperparameters (paper defaults)."""
+
+    num_samples: int = field(default=8, metadata={"help": "G, samples per prompt."})
+    beta: float = field(default=0.5, metadata={"help": "β, weight of the imitation term Â_y·ℓ(y)."})
+    lam: float = field(default=0.6, metadata={"help": "λ, weight of the alignment term Â_o·(ℓ(o) − ℓ(y))."})
+    reference_column: str = field(default="completion", metadata={"help": "Dataset column of the reference answer."})
+    std_epsilon: float = field(default=1e-6, metadata={"help": "Added to the group std before dividing."})
+
+    def validate(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigError(f"config key 'num_samples' must be >= 1, got {self.num_samples}")
+
+
+def reference_ids(ctx, prompt) -> list[int]:
+    """The reference answer of ``prompt`` as the policy emits it; without the final EOS when responses are restricted
+    to single tokens (``response_choices``), as the policy's own responses are."""
+    text = prompt.extra[ctx.algo_cfg.reference_column]
+    if not isinstance(text, str):
+        raise DataError(f"row {prompt.index}: column '{ctx.algo_cfg.reference_column}' must be a string")
+    ids = encode_response(ctx.tokenizer, prompt.prompt, text)
+    allowed = ctx.sampling.allowed_token_ids
+    if allowed is not None:
+        ids = ids[:-1]
+        if not ids or len(ids) > ctx.sampling.max_new_tokens or any(i not in allowed for i in ids):
+            raise DataError(f"row {prompt.index}: reference {text!r} is not one of the allowed responses")
+    return ids
+
+
+def collect(ctx, prompts) -> Batch:
+    """Rows of G samples and the reference (S = G + 1) with advantages [R, G + 1]."""
+    cfg: GRAOConfig = ctx.algo_cfg
+    groups, rewards = sample_groups(ctx, prompts, cfg.num_samples)
+    refs = [p.extra[cfg.reference_column] for p in prompts]
+    ref_rewards = ctx.judge.reward([p.prompt for p in prompts], refs, ctx.references(prompts)).float()
+    prompt_ids, response_ids, advantages = [], [], []
+    for p, g, r, r_y in zip(prompts, groups, rewards, ref_rewards):
+        scores = torch.cat([r, r_y.view(1)])
+        if bool((scores == scores[0]).all()):
+            continue
+        prompt_ids += [p.prompt_ids] * (len(g) + 1)
+        response_ids += [s.response_ids for s in g] + [reference_ids(ctx, p)]
+        advantages.append(group_advantages(scores, True, cfg.std_epsilon))
+    metrics = {
+        **reward_metrics(rewards),
+        "reward/reference_mean": float(ref_rewards.mean()) if len(ref_rewards) else 0.0,
+        "grao/groups_kept": len(advantages) / max(len(prompts), 1),
+    }
+    adv = torch.stack(advantages) if advantages else torch.zeros(0, cfg.num_samples + 1)
+    return Batch(prompt_ids, response_ids, cfg.num_samples + 1, row_data={"advantage": adv}, metrics=metrics)
+
+
+def loss(cfg: GRAOConfig, batch: MiniBatch, policy: PolicyLogps):
+    """−J_GRAO per prompt. Shapes: policy log-probs [B, G + 1] (samples, then the reference); advantage
+    [B, G + 1]. Returns loss [B]."""
+    ell = policy.mean_logps
+    ell_o, ell_y = ell[:, :-1], ell[:, -1:]
+    adv_o, adv_y = batch.row["advantage"][:, :-1], batch.row["advantage"][:, -1:]
+    exploration = (adv_o * ell_o).mean(-1)
+    imitation = cfg.beta * (adv_y * ell_y).squeeze(-1)
+    alignment = cfg.lam * (adv_o * (ell_o - ell_y)).mean(-1)
+    losses = -(exploration + imitation + alignment)
+    metrics = {
+        "loss/grao": losses.detach(),
+        "grao/exploration": exploration.detach(),
+        "grao/imitation": imitation.detach(),
+        "grao/alignment": alignment.detach(),
+    }
+    return losses, metrics
+
+
+GRAO = Algorithm(
+    name="grao",
+    config_class=GRAOConfig,
+    collect=collect,
+    loss=loss,
+    required_columns=lambda cfg: (cfg.reference_column,),
+)
