@@ -70,8 +70,12 @@ ALGORITHMS: dict[str, str] = {
     "nash_md": "prefopt.algorithms.nash_md:NASH_MD",
     "rebel": "prefopt.algorithms.rebel:REBEL",
     "grpo": "prefopt.algorithms.grpo:GRPO",
+    "grao": "prefopt.algorithms.grao:GRAO",
     "raft": "prefopt.algorithms.raft:RAFT",
     "raftpp": "prefopt.algorithms.raft:RAFT_PP",
+    "gvm_raft": "prefopt.algorithms.gvm:GVM_RAFT",
+    "gvm_raftpp": "prefopt.algorithms.gvm:GVM_RAFT_PP",
+    "gvm_grpo": "prefopt.algorithms.gvm:GVM_GRPO",
 }
 
 

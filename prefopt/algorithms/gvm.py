@@ -1,0 +1,149 @@
+"""GVM: gradient-variance-minimising sample allocation for RAFT, RAFT++ and GRPO (``gvm_raft``, ``gvm_raftpp``,
+``gvm_grpo``).
+
+Paper: Yao, Hao, Zhang, Dong, Xiong, Jiang, Zhang, "Optimizing Chain-of-Thought Reasoners via Gradient Variance
+Minimization in Rejection Sampling and RL" (arXiv 2505.02391); code RLHFlow/GVM. ALGORITHMS.md section 8.
+
+Each iteration is one GVM window:
+1. probe: N′ = ``probe_samples`` responses per prompt from π_t; the acceptance rate p̂_i = (#reward > 0)/N′ and the
+   gradient norm Ĝ_i = mean over the accepted probes of ‖∇_φ log π(y|x)‖ (summed log-prob; φ the parameters whose
+   names contain ``grad_params``, default the input embeddings as in the official code; frozen ones included);
+2. allocate the budget N = ``num_samples`` × #prompts (the same total as uniform sampling) with
+   n_i ∝ Ĝ_i / sqrt(p̂_i + α/p̂_i^{β−1}) (``prefopt.gvm.allocate``; n_i = 0 where p̂_i = 0 or Ĝ_i = 0);
+3. sample n_i fresh responses per prompt and build the base method's rows from them (RAFT's accepted responses,
+   GRPO's variable-size groups);
+4. the loop's optimizer steps on those rows are the window's M-steps (the official code re-estimates every 10
+   steps: set the batch size and epochs so that an iteration takes that many steps).
+Allocation statistics are logged under ``gvm/``, including the variance bound Σ G²/(n·p) of the allocation
+relative to uniform allocation of the same budget.
+
+Departures. Under several processes each allocates its own prompts with its own share of the budget (the official
+code allocates the whole batch at once). The probe samples are used for estimation only, as in the official
+pipeline. Full-parameter ZeRO-3 is not supported (the gradient norm needs whole parameters); ZeRO-2 is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, make_dataclass
+
+import torch
+
+from prefopt.algorithms import Algorithm, grpo, raft
+from prefopt.algorithms.outcome import sample_groups
+from prefopt.errors import ConfigError
+from prefopt.gvm import allocate, estimator_variance_bound
+from prefopt.ops import build_sequence_batch, response_token_logps
+
+
+@dataclass
+class GVMOptions:
+    """GVM's own hyperparameters (official defaults), added to the base method's."""
+
+    probe_samples: int = field(default=8, metadata={"help": "N′, responses per prompt to estimate p_i and G_i."})
+    gvm_alpha: float = field(default=1e-3, metadata={"help": "α, the regulariser against near-impossible prompts."})
+    gvm_beta: float = field(default=2.0, metadata={"help": "β, the regulariser's exponent."})
+    grad_params: str = field(
+        default="embed_tokens", metadata={"help": "Parameters (name substring) whose gradient norm estimates G_i."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Cap on n_i (None: no cap)."})
+
+    def validate_gvm(self) -> None:
+        if self.probe_samples < 1:
+            raise ConfigError(f"config key 'probe_samples' must be >= 1, got {self.probe_samples}")
+        if self.gvm_alpha < 0:
+            raise ConfigError(f"config key 'gvm_alpha' must be >= 0, got {self.gvm_alpha}")
+
+
+def _config_class(base: type) -> type:
+    """The base config's fields followed by GVM's, validated by both."""
+
+    def validate(self) -> None:
+        base.validate(self)
+        GVMOptions.validate_gvm(self)
+
+    extra = [(f.name, f.type, f) for f in fields(GVMOptions)]
+    return make_dataclass(f"GVM{base.__name__}", extra, bases=(base,), namespace={"validate": validate})
+
+
+def gradient_norms(ctx, samples) -> list[float]:
+    """‖∇_φ log π(y|x)‖ of each sample (one forward and backward each), φ = parameters matching ``grad_params``."""
+    backend, pattern = ctx.backend, ctx.algo_cfg.grad_params
+    if backend.zero_stage == 3:
+        raise ConfigError("GVM's gradient norms need whole parameters: use ZeRO-2 or no DeepSpeed")
+    model = backend.unwrapped
+    params = [p for name, p in model.named_parameters() if pattern in name]
+    if not params:
+        raise ConfigError(f"config key 'grad_params': no parameter name contains {pattern!r}")
+    flags = [p.requires_grad for p in params]
+    was_training = model.training
+    model.eval()
+    norms = []
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        for s in samples:
+            batch = build_sequence_batch([s.prompt_ids], [s.response_ids], ctx.tokenizer.pad_token_id)
+            batch = {k: v.to(backend.device) for k, v in batch.items()}
+            logp = response_token_logps(model, batch, ctx.anchors.allowed).sum()
+            grads = torch.autograd.grad(logp, params, allow_unused=True)
+            norms.append(float(sum(g.float().pow(2).sum() for g in grads if g is not None) ** 0.5))
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return norms
+
+
+def probe_and_allocate(ctx, prompts) -> tuple[list[int], dict[str, float]]:
+    """GVM's estimation stage: (n_i per prompt, allocation metrics)."""
+    cfg = ctx.algo_cfg
+    groups, rewards = sample_groups(ctx, prompts, cfg.probe_samples)
+    p = torch.tensor([float((r > 0).float().mean()) for r in rewards], dtype=torch.float64)
+    accepted = [[s for s, r in zip(g, rs.tolist()) if r > 0] for g, rs in zip(groups, rewards)]
+    flat = [s for group in accepted for s in group]
+    norms = iter(gradient_norms(ctx, flat))
+    G = torch.tensor([sum(next(norms) for _ in a) / len(a) if a else 0.0 for a in accepted], dtype=torch.float64)
+    budget = cfg.num_samples * len(prompts)
+    n = allocate(p, G, budget, cfg.gvm_alpha, cfg.gvm_beta, max_samples=cfg.max_samples)
+    uniform = torch.full_like(n, cfg.num_samples)
+    metrics = {
+        "gvm/probe_accept_rate": float(p.mean()),
+        "gvm/grad_norm_mean": float(G[G > 0].mean()) if bool((G > 0).any()) else 0.0,
+        "gvm/zero_prompts": float((n == 0).float().mean()),
+        "gvm/n_max": float(n.max()) if len(n) else 0.0,
+        "gvm/n_std": float(n.double().std()) if len(n) > 1 else 0.0,
+    }
+    # Rounding can leave a solvable prompt of tiny weight without samples, which makes its bound infinite.
+    metrics["gvm/unsampled_solvable"] = float(((n == 0) & (p > 0) & (G > 0)).sum())
+    bound, uniform_bound = estimator_variance_bound(p, G, n), estimator_variance_bound(p, G, uniform)
+    if uniform_bound > 0 and math.isfinite(bound):
+        metrics["gvm/variance_bound_ratio"] = bound / uniform_bound
+    return n.tolist(), metrics
+
+
+def _with_allocation(base_collect):
+    def collect(ctx, prompts):
+        counts, metrics = probe_and_allocate(ctx, prompts)
+        batch = base_collect(ctx, prompts, counts=counts)
+        batch.metrics.update(metrics)
+        return batch
+
+    return collect
+
+
+def _gvm(base: Algorithm, name: str, config_class: type) -> Algorithm:
+    return Algorithm(
+        name=name,
+        config_class=config_class,
+        collect=_with_allocation(base.collect),
+        loss=base.loss,
+        needs_ref=base.needs_ref,
+    )
+
+
+GVMRAFTConfig = _config_class(raft.RAFTConfig)
+GVMGRPOConfig = _config_class(grpo.GRPOConfig)
+GVM_RAFT = _gvm(raft.RAFT, "gvm_raft", GVMRAFTConfig)
+GVM_RAFT_PP = _gvm(raft.RAFT_PP, "gvm_raftpp", GVMRAFTConfig)
+GVM_GRPO = _gvm(grpo.GRPO, "gvm_grpo", GVMGRPOConfig)
