@@ -424,13 +424,16 @@ def test_build_judge_every_kind(tiny_model_dir, tiny_reward_dir, user_file):
         "generative": build_judge("generative", model_name_or_path=tiny_model_dir, max_length=64),
         "python_reward": build_judge("python_reward", function=f"{user_file}:length_reward"),
         "python_preference": build_judge("python_preference", function=f"{user_file}:prefer_longer"),
+        "exact_match": build_judge("exact_match"),
+        "math": build_judge("math"),
     }
     assert set(built) == set(JUDGE_KINDS)
     assert isinstance(built["reward_model"], RewardModelJudge) and built["reward_model"].batch_size == 4
     assert isinstance(built["generative"], GenerativeJudge) and built["generative"].max_length == 64
     for kind, judge in built.items():
         ys = ["A", "B"] if kind == "matrix_game" else ["Hello there.", "Bye."]
-        p = judge.preference(["Hi"], ys[:1], ys[1:])
+        references = ["Hello there."] if judge.needs_references else None
+        p = judge.preference(["Hi"], ys[:1], ys[1:], references)
         assert 0.0 <= p.item() <= 1.0, kind
 
     matrix = build_judge("matrix_game", game_matrix=[[0.5, 0.3], [0.7, 0.5]], game_actions=["x", "y"])
@@ -455,3 +458,39 @@ def test_build_judge_errors(kind, options, match):
     with pytest.raises(JudgeError, match=match) as info:
         build_judge(kind, **options)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- reference answers
+
+
+def test_rule_judges_check_against_references():
+    exact, math_judge = build_judge("exact_match"), build_judge("math")
+    rewards = exact.reward(["1+1"] * 3, [" 2 ", "3", "2."], ["2", "2", "2"])
+    assert rewards.tolist() == [1.0, 0.0, 0.0]
+    assert math_judge.reward(["q"] * 2, [r"so \boxed{\frac{1}{2}}", "The answer is 3."], ["0.5", "4"]).tolist() == [
+        1.0,
+        0.0,
+    ]
+    # Through the Bradley-Terry view and per-prompt groups, the references follow their rows.
+    assert exact.preference(["a", "b"], ["2", "x"], ["x", "5"], ["2", "5"]).tolist() == pytest.approx(
+        [torch.sigmoid(torch.tensor(1.0)).item(), torch.sigmoid(torch.tensor(-1.0)).item()]
+    )
+    groups = exact.grouped_rewards(["a", "b"], [["1", "2"], ["3"]], ["2", "3"])
+    assert [g.tolist() for g in groups] == [[0.0, 1.0], [1.0]]
+    with pytest.raises(JudgeError, match="answer_column"):
+        exact.reward(["a"], ["1"])
+
+
+def test_python_reward_receives_references_when_it_takes_them(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text(
+        "def checked(prompts, responses, references):\n"
+        "    return [float(r == a) for r, a in zip(responses, references)]\n"
+        "def optional(prompts, responses, references=None):\n"
+        "    return [0.5 if references is None else 1.0 for _ in responses]\n"
+    )
+    checked = build_judge("python_reward", function=f"{path}:checked")
+    assert checked.needs_references and checked.reward(["q"], ["7"], ["7"]).tolist() == [1.0]
+    optional = build_judge("python_reward", function=f"{path}:optional")
+    assert not optional.needs_references
+    assert optional.reward(["q"], ["7"]).tolist() == [0.5] and optional.reward(["q"], ["7"], ["x"]).tolist() == [1.0]

@@ -1,0 +1,1 @@
+"""Rule rewards: verifiable checkers for tasks with a known answer."""
