@@ -10,7 +10,7 @@
    optimizer step per iteration, so iterations = updates) and the same sample budget per iteration; accuracy is the
    exact expected accuracy mean_i π(c_i | x_i) over all 400 prompts, read from the checkpoints.
 
-    python scripts/outcome_rl.py --out docs          # about 10 minutes on 2 CPU cores
+    python scripts/outcome_rl.py --out docs          # about 20 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -183,11 +183,11 @@ def table(variance: dict, curves: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs")
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--prompts", type=int, default=128)
     parser.add_argument("--num_samples", type=int, default=8)
     parser.add_argument("--probe", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-2)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--variance_prompts", type=int, default=64)
     parser.add_argument("--replicates", type=int, default=200)
     args = parser.parse_args()

@@ -239,7 +239,24 @@ ALGORITHM_ARGS = {
     "dpo": ["--beta", "0.5", "--num_samples", "4"],
     "apo": ["--beta", "0.5", "--num_samples", "4", "--num_iterations", "2"],
     "nash_mp": ["--beta", "0.5", "--eta", "1.0"],
+    "nash_md": ["--beta", "0.5", "--mixture", "0.25"],
+    "rebel": ["--eta", "1.0"],  # the preference variant under the default nontransitive judge
 }
+# Outcome-reward methods run on the digit-sum task with its exact checker.
+DIGIT_TASK = [
+    "--dataset_name",
+    REPO / "configs/data/arithmetic.jsonl",
+    "--judge",
+    "exact_match",
+    "--answer_column",
+    "answer",
+    "--response_choices",
+    "0,1,2,3,4,5,6,7,8,9",
+    "--num_samples",
+    "4",
+]
+ALGORITHM_ARGS.update({name: DIGIT_TASK for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")})
+ALGORITHM_ARGS["grao"] = [*DIGIT_TASK, "--reference_column", "answer"]
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHM_ARGS))
@@ -248,9 +265,10 @@ def test_each_algorithm_runs_one_cli_iteration(tiny_model_dir, tmp_path, name):
 
     assert set(ALGORITHM_ARGS) == set(ALGORITHMS)  # a new algorithm gets its CLI iteration here
     out = tmp_path / name
+    args = ALGORITHM_ARGS[name]
+    dataset = [] if "--dataset_name" in args else ["--dataset_name", REPO / "configs/data/quickstart_prompts.jsonl"]
     common = [
-        "--dataset_name",
-        REPO / "configs/data/quickstart_prompts.jsonl",
+        *dataset,
         "--max_new_tokens",
         "6",
         "--prompts_per_iteration",
@@ -270,7 +288,7 @@ def test_each_algorithm_runs_one_cli_iteration(tiny_model_dir, tmp_path, name):
         "--num_iterations",
         "1",
         *common,
-        *ALGORITHM_ARGS[name],
+        *args,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]

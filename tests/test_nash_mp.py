@@ -69,7 +69,8 @@ def test_pg_advantage_and_loss_hand_computed():
     from prefopt.judges.synthetic import MatrixGameJudge
 
     rps = games.rock_paper_scissors()
-    ctx = SimpleNamespace(algo_cfg=NashMPConfig(beta=0.5, eta=2.0, num_samples=3), judge=MatrixGameJudge(rps))
+    cfg = NashMPConfig(beta=0.5, eta=2.0, num_samples=3)
+    ctx = SimpleNamespace(algo_cfg=cfg, judge=MatrixGameJudge(rps), references=lambda prompts: None)
     samples = [SimpleNamespace(text=a) for a in "ABC"]
     lp = torch.tensor([[-1.0, -1.0, -1.0]])
     lp_ref = torch.tensor([[-2.0, -1.0, -1.0]])
