@@ -43,3 +43,26 @@ def prefopt_ok(*args) -> subprocess.CompletedProcess:
     result = prefopt(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+DIGIT_TASK = REPO / "configs/data/arithmetic.jsonl"
+# The CLI flags of the digit-sum task: responses are single digits, checked exactly against the answer column.
+DIGIT_ARGS = ["--response_choices", "0,1,2,3,4,5,6,7,8,9", "--judge", "exact_match", "--answer_column", "answer"]
+
+
+def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
+    """``setup_run`` of algorithm ``name`` on the digit-sum task, in this process (no iteration run yet)."""
+    from prefopt.config import TrainConfig
+    from prefopt.setup import setup_run
+
+    cfg = TrainConfig(
+        model_name_or_path=str(model_dir),
+        dataset_name=str(DIGIT_TASK),
+        output_dir=str(output_dir),
+        judge="exact_match",
+        answer_column="answer",
+        response_choices=[str(d) for d in range(10)],
+        disable_tqdm=True,
+        **overrides,
+    )
+    return setup_run(name, cfg, algo_cfg)

@@ -4,12 +4,10 @@ import json
 
 import pytest
 import torch
-from helpers import REPO, minibatch, prefopt_ok
+from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, minibatch, prefopt_ok
 
 from prefopt.algorithms.grao import GRAOConfig, loss
 from prefopt.batch import PolicyLogps
-
-TASK = REPO / "configs/data/arithmetic.jsonl"
 
 
 def test_loss_hand_computed():
@@ -26,19 +24,10 @@ def test_loss_hand_computed():
 
 def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir):
     from prefopt.algorithms.grao import collect
-    from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
-    cfg = TrainConfig(
-        model_name_or_path=tiny_model_dir,
-        dataset_name=str(TASK),
-        output_dir=str(tmp_path / "run"),
-        judge="exact_match",
-        answer_column="answer",
-        response_choices=[str(d) for d in range(10)],
-        disable_tqdm=True,
+    run = digit_task_run(
+        "grao", GRAOConfig(num_samples=3, reference_column="answer"), tiny_model_dir, tmp_path / "run"
     )
-    run = setup_run("grao", cfg, GRAOConfig(num_samples=3, reference_column="answer"))
     prompts = run.train_prompts[:16]
     run.ctx.start_iteration(0, prompts)
     batch = collect(run.ctx, prompts)
@@ -55,8 +44,16 @@ def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir):
 
 def test_cli_iteration(tmp_path, tiny_model_dir):
     out = tmp_path / "grao"
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_name", TASK, "--output_dir", out, "--disable_tqdm"]
-    args += ["--judge", "exact_match", "--answer_column", "answer", "--response_choices", "0,1,2,3,4,5,6,7,8,9"]
+    args = [
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--dataset_name",
+        DIGIT_TASK,
+        "--output_dir",
+        out,
+        "--disable_tqdm",
+    ]
+    args += DIGIT_ARGS
     prefopt_ok("train", "grao", *args, "--reference_column", "answer", "--num_iterations", "1", "--num_samples", "4")
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["reward/reference_mean"] == 1.0 and "grao/imitation" in row

@@ -3,28 +3,14 @@
 import json
 
 import pytest
-from helpers import REPO, prefopt_ok
-
-TASK = REPO / "configs/data/arithmetic.jsonl"
-DIGITS = ["--response_choices", "0,1,2,3,4,5,6,7,8,9", "--judge", "exact_match", "--answer_column", "answer"]
+from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
 
 @pytest.fixture
 def run(tmp_path, tiny_model_dir):
     from prefopt.algorithms.gvm import GVMRAFTConfig
-    from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
-    cfg = TrainConfig(
-        model_name_or_path=tiny_model_dir,
-        dataset_name=str(TASK),
-        output_dir=str(tmp_path / "run"),
-        judge="exact_match",
-        answer_column="answer",
-        response_choices=[str(d) for d in range(10)],
-        disable_tqdm=True,
-    )
-    run = setup_run("gvm_raft", cfg, GVMRAFTConfig(num_samples=4, probe_samples=8))
+    run = digit_task_run("gvm_raft", GVMRAFTConfig(num_samples=4, probe_samples=8), tiny_model_dir, tmp_path / "run")
     run.ctx.start_iteration(0, run.train_prompts[:40])
     return run
 
@@ -63,7 +49,7 @@ def test_probe_then_allocate_keeps_the_budget(run):
 @pytest.mark.parametrize("name", ["gvm_raft", "gvm_grpo"])
 def test_cli_iteration(tmp_path, tiny_model_dir, name):
     out = tmp_path / name
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_name", TASK, *DIGITS, "--output_dir", out]
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_name", DIGIT_TASK, *DIGIT_ARGS, "--output_dir", out]
     args += ["--num_iterations", "1", "--prompts_per_iteration", "32", "--disable_tqdm", "--torch_num_threads", "1"]
     prefopt_ok("train", name, *args, "--num_samples", "4", "--probe_samples", "4")
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

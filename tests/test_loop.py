@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, prefopt
+from helpers import DIGIT_ARGS, DIGIT_TASK, REPO, prefopt
 from safetensors.torch import load_file
 
 BASE = [
@@ -243,20 +243,11 @@ ALGORITHM_ARGS = {
     "rebel": ["--eta", "1.0"],  # the preference variant under the default nontransitive judge
 }
 # Outcome-reward methods run on the digit-sum task with its exact checker.
-DIGIT_TASK = [
-    "--dataset_name",
-    REPO / "configs/data/arithmetic.jsonl",
-    "--judge",
-    "exact_match",
-    "--answer_column",
-    "answer",
-    "--response_choices",
-    "0,1,2,3,4,5,6,7,8,9",
-    "--num_samples",
-    "4",
-]
-ALGORITHM_ARGS.update({name: DIGIT_TASK for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")})
-ALGORITHM_ARGS["grao"] = [*DIGIT_TASK, "--reference_column", "answer"]
+DIGIT_TASK_ARGS = ["--dataset_name", DIGIT_TASK, *DIGIT_ARGS, "--num_samples", "4"]
+ALGORITHM_ARGS.update(
+    {name: DIGIT_TASK_ARGS for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")}
+)
+ALGORITHM_ARGS["grao"] = [*DIGIT_TASK_ARGS, "--reference_column", "answer"]
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHM_ARGS))

@@ -5,15 +5,12 @@ import math
 
 import pytest
 import torch
-from helpers import REPO, prefopt_ok
+from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
 from prefopt.algorithms.grpo import GRPOConfig, group_advantages
 from prefopt.algorithms.grpo import loss as grpo_loss
 from prefopt.algorithms.raft import RAFTConfig, raft_loss, raftpp_loss
 from prefopt.batch import MiniBatch, PolicyLogps
-
-TASK = REPO / "configs/data/arithmetic.jsonl"
-DIGITS = ["--response_choices", "0,1,2,3,4,5,6,7,8,9", "--judge", "exact_match", "--answer_column", "answer"]
 
 
 def one_response(token_logps, advantage, **token):
@@ -61,19 +58,7 @@ def test_group_advantages():
 
 
 def _setup(tmp_path, tiny_model_dir, name, algo_cfg):
-    from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
-
-    cfg = TrainConfig(
-        model_name_or_path=tiny_model_dir,
-        dataset_name=str(TASK),
-        output_dir=str(tmp_path / name),
-        judge="exact_match",
-        answer_column="answer",
-        response_choices=[str(d) for d in range(10)],
-        disable_tqdm=True,
-    )
-    run = setup_run(name, cfg, algo_cfg)
+    run = digit_task_run(name, algo_cfg, tiny_model_dir, tmp_path / name)
     prompts = run.train_prompts[:48]
     run.ctx.start_iteration(0, prompts)
     return run, prompts
@@ -108,7 +93,7 @@ def test_grpo_rows_are_the_groups_with_mixed_rewards(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("name", ["raft", "raftpp", "grpo"])
 def test_cli_iteration_on_the_digit_task(tmp_path, tiny_model_dir, name):
     out = tmp_path / name
-    args = ["--model_name_or_path", tiny_model_dir, "--dataset_name", TASK, *DIGITS, "--output_dir", out]
+    args = ["--model_name_or_path", tiny_model_dir, "--dataset_name", DIGIT_TASK, *DIGIT_ARGS, "--output_dir", out]
     args += ["--num_iterations", "2", "--prompts_per_iteration", "32", "--eval_num_prompts", "8", "--disable_tqdm"]
     prefopt_ok("train", name, *args, "--num_samples", "4", "--torch_num_threads", "1")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -4,13 +4,10 @@ import json
 
 import pytest
 import torch
-from helpers import REPO, minibatch, policy, prefopt, prefopt_ok
+from helpers import DIGIT_ARGS, DIGIT_TASK, REPO, digit_task_run, minibatch, policy, prefopt, prefopt_ok
 
 from prefopt.algorithms.rebel import REBELConfig, loss
 from prefopt.batch import PolicyLogps
-
-TASK = REPO / "configs/data/arithmetic.jsonl"
-DIGITS = ["--response_choices", "0,1,2,3,4,5,6,7,8,9", "--judge", "exact_match", "--answer_column", "answer"]
 
 
 def test_loss_hand_computed():
@@ -45,21 +42,8 @@ def test_exact_minimiser_is_hedge_on_the_reward():
     assert torch.allclose(torch.softmax(theta.detach(), -1), expected, atol=1e-8)
 
 
-def _run(tmp_path, tiny_model_dir, algo_cfg, **overrides):
-    from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
-
-    cfg = TrainConfig(
-        model_name_or_path=tiny_model_dir,
-        dataset_name=str(TASK),
-        output_dir=str(tmp_path / "run"),
-        judge="exact_match",
-        answer_column="answer",
-        response_choices=[str(d) for d in range(10)],
-        disable_tqdm=True,
-        **overrides,
-    )
-    return setup_run("rebel", cfg, algo_cfg)
+def _run(tmp_path, tiny_model_dir, algo_cfg):
+    return digit_task_run("rebel", algo_cfg, tiny_model_dir, tmp_path / "run")
 
 
 def test_missing_eos_reward_and_kl_penalty(tmp_path, tiny_model_dir):
@@ -102,7 +86,7 @@ def test_cli_on_the_digit_task_and_the_preference_variant(tmp_path, tiny_model_d
     out = tmp_path / "digits"
     args = [
         "--dataset_name",
-        TASK,
+        DIGIT_TASK,
         "--num_iterations",
         "2",
         "--prompts_per_iteration",
@@ -110,7 +94,7 @@ def test_cli_on_the_digit_task_and_the_preference_variant(tmp_path, tiny_model_d
         "--eval_num_prompts",
         "8",
     ]
-    prefopt_ok("train", "rebel", *common, *DIGITS, *args, "--output_dir", out, "--num_samples", "4")
+    prefopt_ok("train", "rebel", *common, *DIGIT_ARGS, *args, "--output_dir", out, "--num_samples", "4")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert 0 <= rows[-1]["reward/mean"] <= 1 and "eval/reward" in rows[-1]
     text = ["--dataset_name", REPO / "configs/data/quickstart_prompts.jsonl", "--max_new_tokens", "4"]
@@ -129,7 +113,7 @@ def test_rule_judge_without_answer_column_is_one_line(tmp_path, tiny_model_dir):
         "--model_name_or_path",
         tiny_model_dir,
         "--dataset_name",
-        TASK,
+        DIGIT_TASK,
         "--judge",
         "exact_match",
         "--output_dir",
