@@ -57,3 +57,15 @@ def test_cli_iteration(tmp_path, tiny_model_dir):
     prefopt_ok("train", "grao", *args, "--reference_column", "answer", "--num_iterations", "1", "--num_samples", "4")
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["reward/reference_mean"] == 1.0 and "grao/imitation" in row
+
+
+def test_reference_from_a_conversational_completion():
+    from types import SimpleNamespace
+
+    from prefopt.algorithms.grao import reference_text
+    from prefopt.errors import DataError
+
+    chosen = [{"role": "assistant", "content": "Sure."}]
+    assert reference_text(SimpleNamespace(index=0, extra={"chosen": chosen}), "chosen") == "Sure."
+    with pytest.raises(DataError, match="row 3: column 'chosen'"):
+        reference_text(SimpleNamespace(index=3, extra={"chosen": 5}), "chosen")

@@ -47,12 +47,22 @@ class GRAOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 1, got {self.num_samples}")
 
 
+def reference_text(prompt, column: str) -> str:
+    """The reference answer: a string, or the last assistant message of a conversational completion (TRL's
+    ``chosen`` of HH-RLHF, a list of messages)."""
+    value = prompt.extra[column]
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        answers = [m.get("content") for m in value if m.get("role") == "assistant"]
+        value = answers[-1] if answers else None
+    if not isinstance(value, str):
+        raise DataError(f"row {prompt.index}: column '{column}' must be a string or messages with an assistant turn")
+    return value
+
+
 def reference_ids(ctx, prompt) -> list[int]:
     """The reference answer of ``prompt`` as the policy emits it; without the final EOS when responses are restricted
     to single tokens (``response_choices``), as the policy's own responses are."""
-    text = prompt.extra[ctx.algo_cfg.reference_column]
-    if not isinstance(text, str):
-        raise DataError(f"row {prompt.index}: column '{ctx.algo_cfg.reference_column}' must be a string")
+    text = reference_text(prompt, ctx.algo_cfg.reference_column)
     ids = encode_response(ctx.tokenizer, prompt.prompt, text)
     allowed = ctx.sampling.allowed_token_ids
     if allowed is not None:
@@ -66,7 +76,7 @@ def collect(ctx, prompts) -> Batch:
     """Rows of G samples and the reference (S = G + 1) with advantages [R, G + 1]."""
     cfg: GRAOConfig = ctx.algo_cfg
     groups, rewards = sample_groups(ctx, prompts, cfg.num_samples)
-    refs = [p.extra[cfg.reference_column] for p in prompts]
+    refs = [reference_text(p, cfg.reference_column) for p in prompts]
     ref_rewards = ctx.judge.reward([p.prompt for p in prompts], refs, ctx.references(prompts)).float()
     prompt_ids, response_ids, advantages = [], [], []
     for p, g, r, r_y in zip(prompts, groups, rewards, ref_rewards):
