@@ -247,6 +247,36 @@ def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[Promp
     )
 
 
+def _sampling_services(cfg, backend, tokenizer, allowed):
+    """Default sampling parameters, the anchors (π_ref, π_t log-probs) and the rollout engine."""
+    sampling = SamplingParams(
+        max_new_tokens=1 if allowed else cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        allowed_token_ids=allowed,
+    )
+    show = not cfg.disable_tqdm
+    anchors = Anchors(
+        backend,
+        tokenizer.pad_token_id,
+        cfg.logprob_batch_size,
+        allowed,
+        show_progress=show,
+        load_reference_model=lambda: load_causal_lm(
+            cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code
+        ),
+    )
+    rollout = HFRolloutEngine(
+        backend.generation_model,
+        tokenizer,
+        cfg.generation_batch_size,
+        show_progress=show,
+        reference=anchors.reference_forward,
+    )
+    return sampling, anchors, rollout
+
+
 def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     """Validate inputs, then build model, backend, anchors, rollout engine and run directory."""
     algorithm = get_algorithm(algorithm_name)
@@ -285,31 +315,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     backend.prepare(model, optimizer)
     scheduler = make_scheduler(optimizer, cfg)
     backend.register_for_checkpointing(scheduler)
-    sampling = SamplingParams(
-        max_new_tokens=1 if allowed else cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        allowed_token_ids=allowed,
-    )
-    show = not cfg.disable_tqdm
-    anchors = Anchors(
-        backend,
-        tokenizer.pad_token_id,
-        cfg.logprob_batch_size,
-        allowed,
-        show_progress=show,
-        load_reference_model=lambda: load_causal_lm(
-            cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code
-        ),
-    )
-    rollout = HFRolloutEngine(
-        backend.generation_model,
-        tokenizer,
-        cfg.generation_batch_size,
-        show_progress=show,
-        reference=anchors.reference_forward,
-    )
+    sampling, anchors, rollout = _sampling_services(cfg, backend, tokenizer, allowed)
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
     run = Run(cfg, config, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records
