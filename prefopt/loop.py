@@ -160,11 +160,17 @@ def evaluate(run: Run) -> dict[str, float]:
     refs = None if refs is None else [r for r in refs for _ in range(k)]
     recorder, run.judge.recorder = run.judge.recorder, None  # evaluation comparisons are not training data
     try:
-        metrics = win_rate(run.judge.preference(prompts, current, run.initial_eval_responses, refs).tolist())
-        metrics = metrics.as_metrics("eval/")
+        if isinstance(run.judge, RewardJudge):  # one reward per response; the baseline's are computed once
+            rewards = run.judge.reward(prompts, current, refs)
+            if run.initial_eval_rewards is None:
+                run.initial_eval_rewards = run.judge.reward(prompts, run.initial_eval_responses, refs)
+            probs = torch.sigmoid(rewards - run.initial_eval_rewards)
+        else:
+            probs = run.judge.preference(prompts, current, run.initial_eval_responses, refs)
+        metrics = win_rate(probs.tolist()).as_metrics("eval/")
         if isinstance(run.judge, RewardJudge):
-            metrics["eval/reward"] = float(run.judge.reward(prompts, current, refs).mean())
-            metrics["eval/initial_reward"] = float(run.judge.reward(prompts, run.initial_eval_responses, refs).mean())
+            metrics["eval/reward"] = float(rewards.mean())
+            metrics["eval/initial_reward"] = float(run.initial_eval_rewards.mean())
     finally:
         run.judge.recorder = recorder
     return metrics

@@ -47,6 +47,7 @@ class Run:
     train_prompts: list[PromptExample]
     eval_prompts: list[PromptExample]
     initial_eval_responses: list[str] = field(default_factory=list)
+    initial_eval_rewards: torch.Tensor | None = None  # a reward judge's rewards of those (computed once)
     judge_records: list[dict] = field(default_factory=list)
     state: dict = field(
         default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
