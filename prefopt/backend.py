@@ -119,6 +119,10 @@ class Backend:
         return hasattr(self.unwrapped, "disable_adapter")
 
     # -- setup ------------------------------------------------------------------------------------------------
+    def attach(self, model: torch.nn.Module) -> None:
+        """Hold the model before ``prepare`` wraps it (LoRA-GA reads the objective before DeepSpeed starts)."""
+        self.model = model
+
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Wrap model and optimizer (DDP or a DeepSpeed engine). The LR scheduler stays with the caller."""
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)

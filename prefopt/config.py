@@ -77,6 +77,29 @@ class TrainConfig:
     game_seed: int = _f(0, "matrix_game judge: seed of the random matrix.")
     game_matrix: list[list[float]] | None = _f(None, "matrix_game judge: an explicit preference matrix.")
     game_actions: list[str] | None = _f(None, "matrix_game judge: action strings (single tokens).")
+    # Adapters (LoRA through peft; TRL's names)
+    adapter: Literal["none", "lora", "lora_ga"] = _f(
+        "none", "none: full fine-tuning; lora; lora_ga: LoRA initialised from the gradient's SVD (LoRA-GA)."
+    )
+    lora_r: int = _f(16, "LoRA rank r.")
+    lora_alpha: float = _f(32.0, "LoRA alpha: the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA branch's input.")
+    lora_target_modules: list[str] | None = _f(
+        None, "Module names to adapt, or all-linear (every linear layer but the output head); None: peft's default."
+    )
+    use_rslora: bool = _f(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r).")
+    lora_ga_objective: Literal["algorithm", "sft"] = _f(
+        "algorithm", "LoRA-GA's gradient: the algorithm's first-iteration loss, or the NLL of lora_ga_response_column."
+    )
+    lora_ga_response_column: str | None = _f(None, "lora_ga_objective=sft: the column with the target responses.")
+    lora_ga_batches: int = _f(8, "LoRA-GA: micro-batches per process for the gradient estimate.")
+    lora_ga_variant: Literal["paper", "peft"] = _f(
+        "paper", "paper: A and B both scaled by d_out^(1/4)/sqrt(gamma); peft: singular values folded into B."
+    )
+    lora_ga_direction: Literal["ArB2r", "ArBr", "A2rBr"] = _f(
+        "ArB2r", "Which singular vectors go to A and B (ArB2r: A = top r right, B = left r+1..2r)."
+    )
+    lora_ga_gamma: float = _f(16.0, "LoRA-GA stable scaling gamma.")
     # Optimisation
     num_train_epochs: int = _f(1, "Passes over each iteration's data.")
     per_device_train_batch_size: int = _f(8, "Rows per micro-batch on each device.")
@@ -121,6 +144,8 @@ class TrainConfig:
             "logprob_batch_size",
             "max_prompt_length",
             "eval_samples_per_prompt",
+            "lora_r",
+            "lora_ga_batches",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -134,11 +159,16 @@ class TrainConfig:
             ("max_grad_norm", self.max_grad_norm >= 0, ">= 0"),
             ("eval_num_prompts", self.eval_num_prompts >= 0, ">= 0"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("lora_alpha", self.lora_alpha > 0, "> 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+            ("lora_ga_gamma", self.lora_ga_gamma > 0, "> 0"),
             ("prompts_per_iteration", self.prompts_per_iteration is None or self.prompts_per_iteration >= 1, ">= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
+        if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
+            raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         if self.deepspeed and not Path(self.deepspeed).is_file():

@@ -16,11 +16,11 @@ from collections import defaultdict
 import torch
 from tqdm.auto import tqdm
 
-from prefopt.batch import Batch, PolicyLogps
+from prefopt.batch import Batch
 from prefopt.data import iteration_prompts
 from prefopt.eval import win_rate
 from prefopt.judges.base import RewardJudge
-from prefopt.ops import response_token_logps
+from prefopt.objective import loss_on_rows
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
 from prefopt.setup import Run, setup_run
@@ -33,13 +33,8 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     ctx.optimise = functools.partial(optimise, run)
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
-        run.judge_records.clear()
-        idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
-        prompts = [run.train_prompts[i] for i in idx]
-        ctx.start_iteration(it, prompts)
-
         t0 = time.perf_counter()
-        batch = algorithm.collect(ctx, prompts)
+        batch, collect_s = collect(run, it)
         t1 = time.perf_counter()
         if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
             steps = steps_per_iteration(batch.num_rows, cfg, run.world_size) * algorithm.phases
@@ -53,7 +48,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         metrics = {"iteration": it, "step": run.state["global_step"], **stats, **batch.metrics, **rollout_metrics(ctx)}
         metrics.update(
             {
-                "time/collect_s": t1 - t0,
+                "time/collect_s": collect_s,
                 "time/rollout_s": ctx.rollout_s,
                 "time/judge_s": ctx.judge.elapsed_s,
                 "time/anchor_s": ctx.anchors.elapsed_s,
@@ -71,6 +66,22 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
         run.log(metrics)
     run.finish()
     return metrics
+
+
+def collect(run: Run, it: int) -> tuple[Batch, float]:
+    """The iteration's batch and the seconds its collect took (setup may have collected iteration 0 already:
+    LoRA-GA's gradient estimate reads the first iteration's objective, and that batch is trained on, not redone)."""
+    if run.prefetched is not None:
+        batch_and_seconds, run.prefetched = run.prefetched, None
+        return batch_and_seconds
+    run.judge_records.clear()
+    cfg = run.cfg
+    idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
+    prompts = [run.train_prompts[i] for i in idx]
+    run.ctx.start_iteration(it, prompts)
+    start = time.perf_counter()
+    batch = run.algorithm.collect(run.ctx, prompts)
+    return batch, time.perf_counter() - start
 
 
 def steps_per_iteration(num_rows: int, cfg, world_size: int) -> int:
@@ -105,7 +116,7 @@ def optimise(run: Run, batch: Batch) -> dict:
             ]
             for k, rows in enumerate(micro):
                 with backend.accumulation(is_last=k == len(micro) - 1):
-                    losses, step_metrics = loss_on_rows(run, batch, rows)
+                    losses, step_metrics = loss_on_rows(run.ctx, run.algorithm.loss, batch, rows)
                     backend.backward(losses.sum() * run.world_size / len(step_rows))
                 for key, value in step_metrics.items():
                     sums[key] += float(value.detach().float().sum())
@@ -120,20 +131,6 @@ def optimise(run: Run, batch: Batch) -> dict:
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["lr"] = run.scheduler.get_last_lr()[0]
     return out
-
-
-def policy_logps(run: Run, minibatch) -> PolicyLogps:
-    """The trained policy's token log-probs on a micro-batch (one forward, with gradient)."""
-    token_logps = response_token_logps(run.backend.model, minibatch.model_inputs, run.ctx.anchors.allowed)
-    b, s = minibatch.rows, minibatch.seqs_per_row
-    return PolicyLogps(token_logps.view(b, s, -1), minibatch.mask)
-
-
-def loss_on_rows(run: Run, batch: Batch, rows: list[int]):
-    """Per-row losses and metrics of the algorithm on the given rows (forward pass included)."""
-    minibatch = batch.select(rows).to_minibatch(run.tokenizer.pad_token_id, run.backend.device)
-    losses, step_metrics = run.algorithm.loss(run.ctx.algo_cfg, minibatch, policy_logps(run, minibatch))
-    return losses, {"loss/total": losses.detach(), **step_metrics}
 
 
 def rollout_metrics(ctx) -> dict:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from prefopt import lora_ga
+from prefopt.adapters import attach_adapter, save_adapter
 from prefopt.algorithms import Algorithm, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.backend import Backend
@@ -56,6 +58,7 @@ class Run:
     history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
     step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
     steps_written: int = 0  # step records already appended to steps.jsonl
+    prefetched: tuple | None = None  # (batch, collect seconds) of iteration 0 when setup collected it (LoRA-GA)
 
     @property
     def start_iteration(self) -> int:
@@ -127,12 +130,16 @@ class Run:
             self.step_history.append(record)
 
     def finish(self) -> None:
-        """Save the final policy (save_pretrained, safetensors) with its tokenizer into OUTPUT_DIR/final."""
+        """Save the final policy (save_pretrained, safetensors; the adapter alone under LoRA) with its tokenizer into
+        OUTPUT_DIR/final."""
         state_dict = self.backend.state_dict_for_saving()
         if self.backend.is_main:
             target = self.rundir.path / "final"
             tmp = atomic_dir(target)
-            self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            if self.backend.has_adapter:  # the adapter for the original base model (LoRA-GA's offset folded in)
+                save_adapter(self.backend.unwrapped, tmp, state_dict)
+            else:
+                self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             commit_dir(tmp, target)
         if self.cfg.report_to != ["none"]:
@@ -243,6 +250,8 @@ def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[Promp
         ]
     columns = algorithm.required_columns(algo_cfg) if algorithm.required_columns else ()
     columns = (*columns, cfg.answer_column) if cfg.answer_column else columns
+    if cfg.adapter == "lora_ga" and cfg.lora_ga_objective == "sft":
+        columns = (*columns, cfg.lora_ga_response_column)
     return load_prompts(
         cfg.dataset_name, tokenizer, prompt_column=cfg.prompt_column, require_columns=columns, **source
     )
@@ -308,18 +317,24 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+        if cfg.adapter != "none":
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
+    model = attach_adapter(model, cfg)
+    backend.attach(model)
+    sampling, anchors, rollout = _sampling_services(cfg, backend, tokenizer, allowed)
+    ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
+    run = Run(cfg, config, algorithm, ctx, backend, None, tokenizer, judge, rundir, train_prompts, eval_prompts)
+    judge.recorder = run.judge_records
+    if cfg.adapter == "lora_ga" and _resume_state(run) is None:
+        run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
     rundir.clear_for_overwrite()
     trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
     if cfg.report_to != ["none"]:
         backend.accelerator.init_trackers(cfg.run_name or "prefopt", config=trackers_config)
     optimizer = make_optimizer(model, cfg)
     backend.prepare(model, optimizer)
-    scheduler = make_scheduler(optimizer, cfg)
-    backend.register_for_checkpointing(scheduler)
-    sampling, anchors, rollout = _sampling_services(cfg, backend, tokenizer, allowed)
-    ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
-    run = Run(cfg, config, algorithm, ctx, backend, scheduler, tokenizer, judge, rundir, train_prompts, eval_prompts)
-    judge.recorder = run.judge_records
+    run.scheduler = make_scheduler(optimizer, cfg)
+    backend.register_for_checkpointing(run.scheduler)
     _prepare_anchors_and_resume(run)
     _print_header(run, model)
     return run
@@ -332,8 +347,8 @@ def _prepare_anchors_and_resume(run: Run) -> None:
     run.game_monitor = _game_monitor(run)
     if run.eval_prompts:
         run.initial_eval_responses = run.sample_eval_responses(stream="eval")
-    saved = run.rundir.read_state() if run.cfg.resume else None
-    if saved is not None and saved["last_completed_iteration"] >= 0:
+    saved = _resume_state(run)
+    if saved is not None:
         checkpoint = run.rundir.checkpoint_dir(saved["last_completed_iteration"])
         run.backend.load_state(str(checkpoint))
         algo_state = checkpoint / f"algo_state_{run.rank}.pt"
@@ -352,6 +367,12 @@ def _prepare_anchors_and_resume(run: Run) -> None:
             run.rundir.write_jsonl("steps.jsonl", run.step_history)
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _resume_state(run: Run) -> dict | None:
+    """The saved state of a --resume run that has a completed iteration, else None."""
+    saved = run.rundir.read_state() if run.cfg.resume else None
+    return saved if saved is not None and saved["last_completed_iteration"] >= 0 else None
 
 
 def _game_monitor(run: Run) -> GameMonitor | None:

@@ -62,7 +62,7 @@ def test_cli_iteration(tmp_path, tiny_model_dir):
 def test_reference_from_a_conversational_completion():
     from types import SimpleNamespace
 
-    from prefopt.algorithms.grao import reference_text
+    from prefopt.data import reference_text
     from prefopt.errors import DataError
 
     chosen = [{"role": "assistant", "content": "Sure."}]

@@ -81,7 +81,7 @@ def _config(tiny_model_dir, tmp_path, **overrides):
 
 def test_collect_builds_best_worst_rows_with_rollout_anchors(tiny_model_dir, tmp_path):
     from prefopt.algorithms.sppo import SPPO
-    from prefopt.loop import policy_logps
+    from prefopt.objective import policy_logps
     from prefopt.setup import setup_run
 
     cfg = _config(tiny_model_dir, tmp_path)
@@ -100,7 +100,7 @@ def test_collect_builds_best_worst_rows_with_rollout_anchors(tiny_model_dir, tmp
     # π_t log-probs come from the rollout and equal a fresh forward pass: the first step's log-ratio is ~0.
     mb = batch.to_minibatch(run.tokenizer.pad_token_id)
     with torch.no_grad():
-        logps = policy_logps(run, mb).logps
+        logps = policy_logps(run.ctx, mb).logps
     assert torch.allclose(logps, batch.row_data["anchor_logps"], atol=1e-4)
 
 

@@ -28,7 +28,7 @@ from prefopt.algorithms import Algorithm
 from prefopt.algorithms.grpo import group_advantages
 from prefopt.algorithms.outcome import reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
-from prefopt.data import encode_response
+from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError, DataError
 
 
@@ -45,18 +45,6 @@ class GRAOConfig:
     def validate(self) -> None:
         if self.num_samples < 1:
             raise ConfigError(f"config key 'num_samples' must be >= 1, got {self.num_samples}")
-
-
-def reference_text(prompt, column: str) -> str:
-    """The reference answer: a string, or the last assistant message of a conversational completion (TRL's
-    ``chosen`` of HH-RLHF, a list of messages)."""
-    value = prompt.extra[column]
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        answers = [m.get("content") for m in value if m.get("role") == "assistant"]
-        value = answers[-1] if answers else None
-    if not isinstance(value, str):
-        raise DataError(f"row {prompt.index}: column '{column}' must be a string or messages with an assistant turn")
-    return value
 
 
 def reference_ids(ctx, prompt) -> list[int]:

@@ -22,6 +22,7 @@ from prefopt.data.prompts import (
     PromptExample,
     load_preferences,
     load_prompts,
+    reference_text,
 )
 from prefopt.data.sources import FILE_BUILDERS, load_dataset_source
 from prefopt.data.splits import holdout_split, iteration_prompts
@@ -39,5 +40,6 @@ __all__ = [
     "load_dataset_source",
     "load_preferences",
     "load_prompts",
+    "reference_text",
     "prompt_problem",
 ]

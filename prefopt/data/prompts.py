@@ -60,6 +60,18 @@ class PromptExample:
     extra: dict = field(default_factory=dict)
 
 
+def reference_text(prompt: PromptExample, column: str) -> str:
+    """A row's reference response: a string, or the last assistant message of a conversational completion (TRL's
+    ``chosen`` of HH-RLHF, a list of messages)."""
+    value = prompt.extra[column]
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        answers = [m.get("content") for m in value if m.get("role") == "assistant"]
+        value = answers[-1] if answers else None
+    if not isinstance(value, str):
+        raise DataError(f"row {prompt.index}: column '{column}' must be a string or messages with an assistant turn")
+    return value
+
+
 def load_prompts(
     source: str,
     tokenizer,
