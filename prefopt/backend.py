@@ -92,6 +92,7 @@ class Backend:
         self.cfg = cfg
         self.model = None
         self.optimizer = None
+        self._gathered = False
 
     # -- properties -------------------------------------------------------------------------------------------
     @property
@@ -203,16 +204,26 @@ class Backend:
             self.restore(current)
 
     @contextlib.contextmanager
-    def generation_model(self):
-        """The unwrapped model for ``generate``; under ZeRO-3 its weights are gathered once for the whole block."""
-        model = self.unwrapped
-        if self.zero_stage == 3:
-            import deepspeed
+    def gathered(self):
+        """Under ZeRO-3, every weight whole on every process for the block (once, however deeply nested); a no-op
+        otherwise. Generation uses it once per rollout, not per token."""
+        if self.zero_stage != 3 or self._gathered:
+            yield
+            return
+        import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-                yield model
-        else:
-            yield model
+        self._gathered = True
+        try:
+            with deepspeed.zero.GatheredParameters(list(self.unwrapped.parameters()), modifier_rank=None):
+                yield
+        finally:
+            self._gathered = False
+
+    @contextlib.contextmanager
+    def generation_model(self):
+        """The unwrapped model for ``generate``, its weights gathered for the whole block under ZeRO-3."""
+        with self.gathered():
+            yield self.unwrapped
 
     # -- state ------------------------------------------------------------------------------------------------
     def save_state(self, path: str) -> None:

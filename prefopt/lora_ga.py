@@ -102,7 +102,7 @@ def _check_layers(layers: dict, r: int) -> None:
         base = layer.get_base_layer()
         if not isinstance(base, torch.nn.Linear):
             raise ConfigError(f"adapter lora_ga supports linear layers only; '{name}' is {type(base).__name__}")
-        if 2 * r > min(base.weight.shape):
+        if 2 * r > min(base.out_features, base.in_features):
             raise ConfigError(
                 f"config key 'lora_r': LoRA-GA takes 2r = {2 * r} singular vectors, more than layer '{name}' "
                 f"({base.out_features}×{base.in_features}) has"
@@ -150,35 +150,43 @@ def initialise(ctx, algorithm, train_prompts) -> tuple | None:
     model = backend.model
     layers = lora_layers(model)
     _check_layers(layers, cfg.lora_r)
-    world, rank = backend.accelerator.num_processes, backend.accelerator.process_index
     start = time.perf_counter()
     model.to(backend.device).train()
-    wanted = cfg.lora_ga_batches * cfg.per_device_train_batch_size * world
-    num_rows, row_losses, prefetched = _objective(ctx, algorithm, train_prompts, wanted)
-    total = min(num_rows, wanted)
-    local = list(range(total))[rank::world]
-    with weight_gradients(model, layers) as (sums, inputs):
-        for i in range(0, len(local), cfg.per_device_train_batch_size):
-            inputs.clear()
-            loss = row_losses(local[i : i + cfg.per_device_train_batch_size]).sum() / total
-            torch.autograd.backward(loss, inputs=inputs)
+    with backend.gathered():  # ZeRO-3 loads the model sharded: the estimate needs whole weights, as generation does
+        rows, prefetched, grads = _estimate_gradients(ctx, algorithm, train_prompts, layers)
+    world = backend.accelerator.num_processes
     factors = {}
     for name, layer in layers.items():
         base = layer.get_base_layer()
-        G = sums.pop(name, None)
-        G = torch.zeros(base.weight.shape, device=base.weight.device) if G is None else G
+        G = grads.pop(name, None)  # None: the objective did not reach this layer
+        G = torch.zeros(base.out_features, base.in_features, device=backend.device) if G is None else G
         _all_reduce(G, world)
         A, B = svd_factors(G, cfg.lora_r, cfg.lora_ga_variant, cfg.lora_ga_direction, cfg.lora_ga_gamma, cfg.seed)
         factors[name] = (_broadcast(A.contiguous(), world), _broadcast(B.contiguous(), world))
-        del G
     set_lora_ga(model, factors)
     if backend.is_main:
         print(
-            f"[prefopt] LoRA-GA: {cfg.lora_ga_objective} gradient on {total} rows, {len(layers)} layers, "
+            f"[prefopt] LoRA-GA: {cfg.lora_ga_objective} gradient on {rows} rows, {len(layers)} layers, "
             f"{time.perf_counter() - start:.1f}s",
             flush=True,
         )
     return prefetched
+
+
+def _estimate_gradients(ctx, algorithm, train_prompts, layers):
+    """(rows used in all, the first iteration's batch or None, this process's share of G per layer)."""
+    cfg, backend = ctx.cfg, ctx.backend
+    world, rank = backend.accelerator.num_processes, backend.accelerator.process_index
+    wanted = cfg.lora_ga_batches * cfg.per_device_train_batch_size * world
+    num_rows, row_losses, prefetched = _objective(ctx, algorithm, train_prompts, wanted)
+    total = min(num_rows, wanted)
+    local = list(range(total))[rank::world]
+    with weight_gradients(backend.model, layers) as (sums, inputs):
+        for i in range(0, len(local), cfg.per_device_train_batch_size):
+            inputs.clear()
+            loss = row_losses(local[i : i + cfg.per_device_train_batch_size]).sum() / total
+            torch.autograd.backward(loss, inputs=inputs)
+    return total, prefetched, sums
 
 
 def _all_reduce(t: torch.Tensor, world: int) -> None:

@@ -1,11 +1,14 @@
 """Helpers shared by the tests: loss inputs built by hand, and the CLI run in a subprocess as a user runs it."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from prefopt.batch import MiniBatch, PolicyLogps
 
@@ -66,3 +69,69 @@ def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
         **overrides,
     )
     return setup_run(name, cfg, algo_cfg)
+
+
+# SPPO on the quickstart prompts, small enough for a CLI run in a test.
+BASE = [
+    "--dataset_name",
+    str(REPO / "configs/data/quickstart_prompts.jsonl"),
+    "--max_new_tokens",
+    "6",
+    "--num_samples",
+    "3",
+    "--prompts_per_iteration",
+    "16",
+    "--per_device_train_batch_size",
+    "8",
+    "--learning_rate",
+    "1e-2",
+    "--eta",
+    "20",
+    "--disable_tqdm",
+    "true",
+    "--torch_num_threads",
+    "1",
+]
+
+
+def train(model, out, *extra):
+    result = prefopt("train", "sppo", "--model_name_or_path", model, "--output_dir", out, *BASE, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_weights(out):
+    return load_file(str(Path(out) / "final" / "model.safetensors"))
+
+
+def roll_back_to(out: Path, iteration: int) -> None:
+    """Make a finished run look like one that crashed right after committing ``iteration``."""
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][: iteration + 1]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    state = json.loads((out / "state.json").read_text())
+    state.update(last_completed_iteration=iteration, global_step=metrics[-1]["step"])
+    (out / "state.json").write_text(json.dumps(state))
+    for later in [*(out / "checkpoints").glob("iter_*"), *(out / "iterations").glob("iter_*")]:
+        if int(later.name.split("_")[1]) > iteration:
+            shutil.rmtree(later)
+    shutil.rmtree(out / "final")
+
+
+# One CLI iteration of each algorithm: its own flags (the outcome-reward methods on the digit-sum task).
+ALGORITHM_ARGS = {
+    "sppo": ["--eta", "20", "--num_samples", "3"],
+    "sppo_hard": ["--beta", "0.5", "--num_samples", "3"],
+    "inpo": ["--eta", "0.5", "--num_samples", "4"],
+    "online_ipo": ["--beta", "0.5"],
+    "egpo": ["--beta", "0.5"],
+    "dpo": ["--beta", "0.5", "--num_samples", "4"],
+    "apo": ["--beta", "0.5", "--num_samples", "4", "--num_iterations", "2"],
+    "nash_mp": ["--beta", "0.5", "--eta", "1.0"],
+    "nash_md": ["--beta", "0.5", "--mixture", "0.25"],
+    "rebel": ["--eta", "1.0"],  # the preference variant under the default nontransitive judge
+}
+DIGIT_TASK_ARGS = ["--dataset_name", DIGIT_TASK, *DIGIT_ARGS, "--num_samples", "4"]
+ALGORITHM_ARGS.update(
+    {name: DIGIT_TASK_ARGS for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")}
+)
+ALGORITHM_ARGS["grao"] = [*DIGIT_TASK_ARGS, "--reference_column", "answer"]

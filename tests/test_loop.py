@@ -6,43 +6,10 @@ state is a per-process singleton: a DeepSpeed run must not leak into the next te
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import DIGIT_ARGS, DIGIT_TASK, REPO, prefopt
-from safetensors.torch import load_file
-
-BASE = [
-    "--dataset_name",
-    str(REPO / "configs/data/quickstart_prompts.jsonl"),
-    "--max_new_tokens",
-    "6",
-    "--num_samples",
-    "3",
-    "--prompts_per_iteration",
-    "16",
-    "--per_device_train_batch_size",
-    "8",
-    "--learning_rate",
-    "1e-2",
-    "--eta",
-    "20",
-    "--disable_tqdm",
-    "true",
-    "--torch_num_threads",
-    "1",
-]
-
-
-def train(model, out, *extra):
-    result = prefopt("train", "sppo", "--model_name_or_path", model, "--output_dir", out, *BASE, *extra)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def final_weights(out):
-    return load_file(str(Path(out) / "final" / "model.safetensors"))
+from helpers import ALGORITHM_ARGS, BASE, REPO, final_weights, prefopt, roll_back_to, train
 
 
 def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
@@ -105,21 +72,6 @@ def test_quickstart_config_beats_the_initial_policy(tmp_path):
     assert last["eval/ci_low"] > 0.5 and last["eval/win_rate"] > 0.75, last
 
 
-def _roll_back_to(out: Path, iteration: int) -> None:
-    """Make a finished run look like one that crashed right after committing ``iteration``."""
-    import shutil
-
-    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][: iteration + 1]
-    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    state = json.loads((out / "state.json").read_text())
-    state.update(last_completed_iteration=iteration, global_step=metrics[-1]["step"])
-    (out / "state.json").write_text(json.dumps(state))
-    for later in [*(out / "checkpoints").glob("iter_*"), *(out / "iterations").glob("iter_*")]:
-        if int(later.name.split("_")[1]) > iteration:
-            shutil.rmtree(later)
-    shutil.rmtree(out / "final")
-
-
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_dir, tmp_path):
     args = [
         "--num_iterations",
@@ -133,7 +85,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_di
     ]
     train(tiny_model_dir, tmp_path / "full", *args)
     train(tiny_model_dir, tmp_path / "crashed", *args)
-    _roll_back_to(tmp_path / "crashed", 1)
+    roll_back_to(tmp_path / "crashed", 1)
     resumed = train(tiny_model_dir, tmp_path / "crashed", *args, "--resume")
     assert "resuming after iteration 1" in resumed.stdout
     full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
@@ -224,30 +176,10 @@ def test_resume_under_zero3_matches_the_uninterrupted_run(tiny_model_dir, tmp_pa
     train(tiny_model_dir, tmp_path / "full", *args)
     train(tiny_model_dir, tmp_path / "crashed", *args)
     assert (tmp_path / "crashed/checkpoints/iter_001/pytorch_model").is_dir()  # DeepSpeed's sharded format
-    _roll_back_to(tmp_path / "crashed", 1)
+    roll_back_to(tmp_path / "crashed", 1)
     assert "resuming after iteration 1" in train(tiny_model_dir, tmp_path / "crashed", *args, "--resume").stdout
     full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
     assert all(torch.equal(full[k], crashed[k]) for k in full)
-
-
-ALGORITHM_ARGS = {
-    "sppo": ["--eta", "20", "--num_samples", "3"],
-    "sppo_hard": ["--beta", "0.5", "--num_samples", "3"],
-    "inpo": ["--eta", "0.5", "--num_samples", "4"],
-    "online_ipo": ["--beta", "0.5"],
-    "egpo": ["--beta", "0.5"],
-    "dpo": ["--beta", "0.5", "--num_samples", "4"],
-    "apo": ["--beta", "0.5", "--num_samples", "4", "--num_iterations", "2"],
-    "nash_mp": ["--beta", "0.5", "--eta", "1.0"],
-    "nash_md": ["--beta", "0.5", "--mixture", "0.25"],
-    "rebel": ["--eta", "1.0"],  # the preference variant under the default nontransitive judge
-}
-# Outcome-reward methods run on the digit-sum task with its exact checker.
-DIGIT_TASK_ARGS = ["--dataset_name", DIGIT_TASK, *DIGIT_ARGS, "--num_samples", "4"]
-ALGORITHM_ARGS.update(
-    {name: DIGIT_TASK_ARGS for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")}
-)
-ALGORITHM_ARGS["grao"] = [*DIGIT_TASK_ARGS, "--reference_column", "answer"]
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHM_ARGS))
