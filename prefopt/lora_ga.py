@@ -151,7 +151,9 @@ def initialise(ctx, algorithm, train_prompts) -> tuple | None:
     layers = lora_layers(model)
     _check_layers(layers, cfg.lora_r)
     start = time.perf_counter()
-    model.to(backend.device).train()
+    if backend.zero_stage != 3:  # ZeRO-3 loaded the weights sharded, each shard already on its device
+        model.to(backend.device)
+    model.train()
     with backend.gathered():  # ZeRO-3 loads the model sharded: the estimate needs whole weights, as generation does
         rows, prefetched, grads = _estimate_gradients(ctx, algorithm, train_prompts, layers)
     world = backend.accelerator.num_processes

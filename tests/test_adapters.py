@@ -87,6 +87,17 @@ def test_hook_gradients_equal_autograd_weight_gradients(tiny_model_dir):
         torch.testing.assert_close(G, W.grad, atol=1e-6, rtol=1e-4)
 
 
+def test_hook_gradients_are_unchanged_by_gradient_checkpointing(tiny_model_dir):
+    plain = estimate(attach_adapter(load(tiny_model_dir), adapter_cfg("lora")))
+    model = load(tiny_model_dir)
+    model.gradient_checkpointing_enable()
+    model.enable_input_require_grads()
+    model = attach_adapter(model, adapter_cfg("lora")).train()
+    checkpointed = estimate(model)  # recomputed forwards must neither double nor drop a layer's Σ gᵀx
+    assert set(checkpointed) == set(plain)
+    assert all(torch.allclose(checkpointed[k], plain[k], atol=1e-7) for k in plain)
+
+
 @pytest.mark.parametrize("variant", ["paper", "peft"])
 def test_lora_ga_starts_at_the_base_models_output_and_pi_ref_is_the_disabled_adapter(tiny_model_dir, variant):
     model, _, reference = lora_ga_model(tiny_model_dir, lora_ga_variant=variant)
