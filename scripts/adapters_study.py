@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", help="A model folder or Hub id instead of the tiny random model.")
     args = parser.parse_args()
     args.iterations = {"quickstart": args.quickstart_iterations, "digit": args.digit_iterations}
     torch.set_num_threads(1)
@@ -207,7 +208,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = write_tiny_model(tmp / "policy")
+        model_dir = args.model or write_tiny_model(tmp / "policy")
         study = {task: run_task(task, model_dir, tmp, args) for task in args.tasks}
     (out / "adapters_study.json").write_text(json.dumps(study, indent=1))
     plot(study, out / "adapters_study.png")
