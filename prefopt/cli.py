@@ -1,4 +1,4 @@
-"""The ``prefopt`` command: train, generate, tiny-model.
+"""The ``prefopt`` command: train, generate, eval, tiny-model.
 
 Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -51,6 +51,7 @@ def _generate(args: argparse.Namespace) -> int:
     import contextlib
 
     from prefopt.data import PromptExample, encode_prompt, load_prompts
+    from prefopt.eval.generation import as_prompt
     from prefopt.models import load_causal_lm, load_tokenizer
     from prefopt.rollout.engine import SamplingParams, derive_seed
     from prefopt.rollout.hf import HFRolloutEngine
@@ -63,7 +64,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of --prompt TEXT or --dataset FILE")
     tokenizer = load_tokenizer(args.model)
     if args.prompt is not None:
-        prompt = [{"role": "user", "content": args.prompt}] if tokenizer.chat_template else args.prompt
+        prompt = as_prompt(tokenizer, args.prompt)
         prompts = [PromptExample(0, prompt, encode_prompt(tokenizer, prompt), {})]
     else:
         prompts = load_prompts(args.dataset, tokenizer, max_prompt_length=args.max_prompt_length)
@@ -87,6 +88,56 @@ def _generate(args: argparse.Namespace) -> int:
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     print(f"[prefopt] wrote {len(lines)} responses to {out}")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from prefopt.eval.generation import Decoding
+    from prefopt.eval.run import EvalRequest, run_eval, score_annotations
+
+    if args.annotations:
+        if args.models or args.eval_set:
+            raise ConfigError("give either --annotations, or --eval_set with --models; not both")
+        for path in args.annotations:
+            result = score_annotations(path, args.lc_variant, args.lc_data, args.n_bootstrap, args.seed)
+            print(json.dumps({k: v for k, v in result.items() if k != "versions"}))
+        return 0
+    if not (args.eval_set and args.models and args.output_dir):
+        raise ConfigError("eval needs --eval_set, --models and --output_dir (or --annotations FILE)")
+    if not args.judge:
+        raise ConfigError("eval needs --judge (reward_model, pairwise_model, generative, python_reward, ...)")
+    judge = {"kind": args.judge}
+    for key in ("model_name_or_path", "function", "template", "batch_size", "max_length", "dtype"):
+        value = getattr(args, f"judge_{key}")
+        if value is not None:
+            judge[key] = value
+    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    decoding = Decoding(
+        args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed, args.batch_size, args.dtype, device
+    )
+    request = EvalRequest(
+        args.eval_set,
+        args.models,
+        args.output_dir,
+        args.baseline,
+        judge,
+        decoding,
+        args.lc_variant,
+        args.lc_data,
+        args.n_bootstrap,
+        args.seed,
+        args.overwrite,
+        args.trust_remote_code,
+    )
+    run_eval(request)
+    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
+    print(f"[prefopt] results in {args.output_dir}")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -126,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--overwrite", action="store_true")
 
+    _add_eval_parser(sub)
+
     tiny = sub.add_parser("tiny-model", help="Write a tiny random Llama model + tokenizer (offline).")
     tiny.add_argument("out_dir")
     tiny.add_argument("--head", choices=["causal-lm", "reward"], default="causal-lm")
@@ -134,6 +187,45 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--num_layers", type=int, default=2)
     tiny.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
+    ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
+    ev.add_argument(
+        "--models",
+        nargs="+",
+        help="Generators to compare: outputs files (AlpacaEval format), model folders or Hub ids; NAME=SOURCE "
+        "names one.",
+    )
+    ev.add_argument("--baseline", help="The baseline generator (same syntax); default: the first of --models.")
+    ev.add_argument("--annotations", nargs="+", help="Instead: print the metrics of existing annotations files.")
+    ev.add_argument("--output_dir", help="Folder for the outputs, annotations, metrics and leaderboard.")
+    ev.add_argument("--overwrite", action="store_true", help="Replace a non-empty output_dir.")
+    ev.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
+    ev.add_argument("--judge_model_name_or_path")
+    ev.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")
+    ev.add_argument("--judge_template", help="Pairwise/generative judge template ({prompt} {a} {b}).")
+    ev.add_argument("--judge_batch_size", type=int)
+    ev.add_argument("--judge_max_length", type=int)
+    ev.add_argument("--judge_dtype")
+    ev.add_argument("--max_new_tokens", type=int, default=512)
+    ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding.")
+    ev.add_argument("--top_p", type=float, default=1.0)
+    ev.add_argument("--top_k", type=int, default=0)
+    ev.add_argument("--batch_size", type=int, default=16, help="Generation batch size.")
+    ev.add_argument("--dtype", default="float32", help="Weights dtype of the generating models.")
+    ev.add_argument("--device", default="auto", help="cuda, cpu or auto.")
+    ev.add_argument("--trust_remote_code", action="store_true")
+    ev.add_argument(
+        "--lc_variant",
+        default="auto",
+        help="Length-controlled GLM: auto (length_controlled_v1 with --lc_data, else length_controlled_minimal), "
+        "length_controlled_minimal, length_controlled_noreg, length_controlled_v1.",
+    )
+    ev.add_argument("--lc_data", help="AlpacaEval's df_gamed.csv (per-instruction difficulty, gamed annotations).")
+    ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95% interval.")
+    ev.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the bootstrap.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return _generate(args) if args.command == "generate" else _tiny_model(args)
+        commands = {"generate": _generate, "eval": _eval, "tiny-model": _tiny_model}
+        return commands[args.command](args)
     except PrefoptError as err:
         if args.debug:
             raise

@@ -121,6 +121,11 @@ class TrainConfig:
     eval_num_prompts: int = _f(0, "Prompts held out for the win rate against the initial policy (0: none).")
     eval_every: int = _f(0, "Evaluate every k iterations (0: only after the last).")
     eval_samples_per_prompt: int = _f(1, "Responses per held-out prompt per evaluation.")
+    eval_baseline_outputs: str | None = _f(
+        None,
+        "AlpacaEval outputs file (instruction, output): its instructions are the held-out prompts and its outputs "
+        "the fixed baseline of eval/win_rate, instead of the initial policy on eval_num_prompts training prompts.",
+    )
     # Logging and checkpoints
     report_to: list[str] = _f(["none"], "Trackers: none, tensorboard, wandb.")
     run_name: str | None = _f(None, "Tracker run name.")
@@ -169,6 +174,14 @@ class TrainConfig:
                 raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
         if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
             raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
+        if self.eval_baseline_outputs and self.eval_num_prompts:
+            raise ConfigError(
+                "give eval_baseline_outputs or eval_num_prompts, not both: the file holds the eval prompts"
+            )
+        if self.eval_baseline_outputs and not Path(self.eval_baseline_outputs).is_file():
+            raise ConfigError(
+                f"config key 'eval_baseline_outputs': file '{self.eval_baseline_outputs}' does not exist"
+            )
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         if self.deepspeed and not Path(self.deepspeed).is_file():

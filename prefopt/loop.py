@@ -147,13 +147,14 @@ def rollout_metrics(ctx) -> dict:
 
 
 def evaluate(run: Run) -> dict[str, float]:
-    """Win rate of the current policy against the initial one on the held-out prompts, under the run's judge; with
+    """Win rate of the current policy against the initial one (or the fixed ``eval_baseline_outputs``) on the
+    held-out prompts, under the run's judge, with its bootstrap interval and the outputs' length; with
     a reward judge also the mean reward of both (``eval/reward``, ``eval/initial_reward``: accuracy for a 0/1
     verifiable reward)."""
     current = run.sample_eval_responses(stream="eval")
     k = run.cfg.eval_samples_per_prompt
     prompts = [p.prompt for p in run.eval_prompts for _ in range(k)]
-    refs = run.ctx.references(run.eval_prompts)
+    refs = run.ctx.references(run.eval_prompts) if run.judge.needs_references else None
     refs = None if refs is None else [r for r in refs for _ in range(k)]
     recorder, run.judge.recorder = run.judge.recorder, None  # evaluation comparisons are not training data
     try:
@@ -164,7 +165,8 @@ def evaluate(run: Run) -> dict[str, float]:
             probs = torch.sigmoid(rewards - run.initial_eval_rewards)
         else:
             probs = run.judge.preference(prompts, current, run.initial_eval_responses, refs)
-        metrics = win_rate(probs.tolist()).as_metrics("eval/")
+        metrics = win_rate(probs.tolist(), seed=run.cfg.seed).as_metrics("eval/")
+        metrics["eval/avg_length"] = sum(len(y) for y in current) / len(current)  # characters, as AlpacaEval
         if isinstance(run.judge, RewardJudge):
             metrics["eval/reward"] = float(rewards.mean())
             metrics["eval/initial_reward"] = float(run.initial_eval_rewards.mean())

@@ -22,8 +22,10 @@ from prefopt.anchors import Anchors
 from prefopt.backend import Backend
 from prefopt.config import config_to_dict
 from prefopt.context import Context
-from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
-from prefopt.errors import ConfigError
+from prefopt.data import PromptExample, encode_prompt, holdout_split, load_preferences, load_prompts
+from prefopt.errors import ConfigError, DataError
+from prefopt.eval.formats import align_outputs, read_outputs
+from prefopt.eval.generation import as_prompt
 from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.judges import build_judge
 from prefopt.models import check_source, load_causal_lm, load_tokenizer
@@ -309,10 +311,17 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
     examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
     train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
+    baseline_outputs = []
+    if cfg.eval_baseline_outputs:
+        eval_prompts, baseline_outputs = _baseline_eval_prompts(cfg, tokenizer)
     backend = Backend(cfg)
     judge = _build_judge(cfg, backend.device)
     if judge.needs_references and not cfg.answer_column:
         raise ConfigError(f"judge '{cfg.judge}' checks responses against reference answers: set answer_column")
+    if judge.needs_references and cfg.eval_baseline_outputs:
+        raise ConfigError(
+            f"judge '{cfg.judge}' needs reference answers, which eval_baseline_outputs lacks; use eval_num_prompts"
+        )
     allowed = allowed_token_ids(judge, tokenizer, cfg.response_choices)
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
@@ -325,6 +334,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
     run = Run(cfg, config, algorithm, ctx, backend, None, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records
+    run.initial_eval_responses = [y for y in baseline_outputs for _ in range(cfg.eval_samples_per_prompt)]
     if cfg.adapter == "lora_ga" and _resume_state(run) is None:
         run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
     rundir.clear_for_overwrite()
@@ -345,7 +355,7 @@ def _prepare_anchors_and_resume(run: Run) -> None:
     if uses_reference(run.algorithm, run.ctx.algo_cfg):
         run.ctx.anchors.keep_reference()
     run.game_monitor = _game_monitor(run)
-    if run.eval_prompts:
+    if run.eval_prompts and not run.initial_eval_responses:  # no fixed baseline file: the initial policy's
         run.initial_eval_responses = run.sample_eval_responses(stream="eval")
     saved = _resume_state(run)
     if saved is not None:
@@ -367,6 +377,22 @@ def _prepare_anchors_and_resume(run: Run) -> None:
             run.rundir.write_jsonl("steps.jsonl", run.step_history)
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[str]]:
+    """The held-out prompts and their fixed baseline outputs, from an AlpacaEval outputs file."""
+    path = cfg.eval_baseline_outputs
+    _, outputs, order = read_outputs(path)
+    instructions = list(dict.fromkeys(order))
+    baseline = align_outputs(instructions, outputs, order, path)  # refuses duplicated instructions
+    prompts = []
+    for i, instruction in enumerate(instructions):
+        prompt = as_prompt(tokenizer, instruction)
+        ids = encode_prompt(tokenizer, prompt)
+        if len(ids) > cfg.max_prompt_length and cfg.truncation_mode == "error":
+            raise DataError(f"{path}: row {i}: prompt has {len(ids)} tokens, more than max_prompt_length")
+        prompts.append(PromptExample(i, prompt, ids[-cfg.max_prompt_length :], {}))
+    return prompts, baseline
 
 
 def _resume_state(run: Run) -> dict | None:

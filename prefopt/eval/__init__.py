@@ -1,5 +1,9 @@
-"""Evaluation: win rates and their uncertainty. Imports nothing from the training code."""
+"""Evaluation: win rates, length-controlled win rates and AlpacaEval's files; apart from the training code.
 
-from prefopt.eval.winrate import WinRate, win_rate
+Nothing here imports the trainers (loop, setup, algorithms, backend): the module evaluates any model or any
+outputs file, from prefopt or from another tool. Heavy parts (models, judges) load only when used.
+"""
 
-__all__ = ["WinRate", "win_rate"]
+from prefopt.eval.winrate import WinRate, bootstrap_interval, win_rate
+
+__all__ = ["WinRate", "bootstrap_interval", "win_rate"]

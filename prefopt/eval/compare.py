@@ -1,0 +1,96 @@
+"""Judging generators against each other on one eval set, and the metrics of one comparison.
+
+A comparison of a model M against a baseline B gives, per instruction x_i, p_i = P(M's output ≻ B's output | x_i):
+
+- a preference judge (pairwise model, generative, Python preference function, synthetic) answers p_i directly
+  (the model judges score both orders and symmetrise, so the position of an output does not matter);
+- a reward judge scores each output once, r(x, y), and p_i = σ(r(x_i, y_M) − r(x_i, y_B)) (Bradley-Terry). With
+  several generators every output is scored once, whatever the number of pairs.
+
+Judges see each instruction as one user message, as the models were prompted. Empty outputs stay in the
+comparison (the judge decides how bad they are) and are counted in the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prefopt.eval.length_control import LCData, length_controlled_win_rate
+from prefopt.eval.winrate import win_rate
+from prefopt.judges import PreferenceJudge, RewardJudge
+
+LC_MIN_ROWS = 10  # the GLM's 5-fold cross-validation needs at least two rows per fold
+
+
+@dataclass
+class Generator:
+    """One generator's outputs on the eval set (in eval-set order) and where they came from."""
+
+    name: str
+    outputs: list[str]
+    source: dict
+
+
+class PairJudge:
+    """P(model ≻ baseline) per instruction for any pair of generators, each reward computed once."""
+
+    def __init__(self, judge: PreferenceJudge, instructions: Sequence[str]):
+        self.judge = judge
+        self.prompts = [[{"role": "user", "content": x}] for x in instructions]
+        self._rewards: dict[str, torch.Tensor] = {}
+
+    def rewards(self, generator: Generator) -> torch.Tensor:
+        if generator.name not in self._rewards:
+            self._rewards[generator.name] = self.judge.reward(self.prompts, generator.outputs)
+        return self._rewards[generator.name]
+
+    def __call__(self, model: Generator, baseline: Generator) -> list[float]:
+        if isinstance(self.judge, RewardJudge):
+            return torch.sigmoid(self.rewards(model) - self.rewards(baseline)).tolist()
+        return self.judge.preference(self.prompts, model.outputs, baseline.outputs).tolist()
+
+
+def lc_variant_for(requested: str, data: LCData | None) -> str:
+    """``auto``: AlpacaEval's full GLM when its precomputed data holds gamed annotations, else the minimal one."""
+    if requested != "auto":
+        return requested
+    if data is not None and data.gamed_preference is not None:
+        return "length_controlled_v1"
+    return "length_controlled_minimal"
+
+
+def comparison_metrics(
+    probs: Sequence[float],
+    model: Generator,
+    baseline: Generator,
+    lc_variant: str = "auto",
+    lc_data: LCData | None = None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Win rates (fractions), SE, bootstrap interval, LC win rate, lengths (characters) and empty-output counts."""
+    result = win_rate(probs, n_bootstrap, seed)
+    model_len = np.array([len(y) for y in model.outputs], dtype=np.float64)
+    base_len = np.array([len(y) for y in baseline.outputs], dtype=np.float64)
+    metrics = {
+        "model": model.name,
+        "baseline": baseline.name,
+        **vars(result),
+        "avg_length": float(model_len.mean()),
+        "baseline_avg_length": float(base_len.mean()),
+        "n_empty": int((model_len == 0).sum()),
+        "baseline_n_empty": int((base_len == 0).sum()),
+    }
+    variant = lc_variant_for(lc_variant, lc_data)
+    if model.name == baseline.name:  # AlpacaEval's convention: a generator against itself is exactly ½
+        lc = {"lc_win_rate": 0.5, "lc_se": 0.0}
+    elif result.n < LC_MIN_ROWS:
+        lc, variant = {"lc_win_rate": None, "lc_se": None}, None
+    else:
+        fit = length_controlled_win_rate(probs, model_len, base_len, variant, lc_data)
+        lc = {"lc_win_rate": fit.win_rate, "lc_se": fit.se, "lc_coefficients": fit.coefficients, "lc_C": fit.C}
+    return {**metrics, **lc, "lc_variant": variant}

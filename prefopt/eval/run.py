@@ -1,0 +1,240 @@
+"""``prefopt eval``: outputs for an eval set, every pair of generators judged, AlpacaEval files and a leaderboard.
+
+Order: every input is read and checked first (eval set, outputs files, LC data, the output folder), then the judge
+is built, then models generate, then the pairs are judged; the results are written into a staging folder that
+replaces ``output_dir`` only when complete, so a failure leaves nothing half-written. Layout::
+
+    OUTPUT_DIR/
+      results.json                         everything below plus the judge, decoding, versions and seeds
+      leaderboard.md, leaderboard.csv      generators against the baseline, best first
+      win_rates.png                        the pairwise matrix and the win rates with their intervals
+      <generator>/model_outputs.json       AlpacaEval's outputs format
+      <generator>/vs_<other>/annotations.json, metrics.json
+                                           AlpacaEval's annotations (output_1: <other>) and this pair's metrics
+
+With generators [baseline, g1, g2, ...] each g_j is judged against every earlier one, so every generator has its
+comparison against the baseline in the direction AlpacaEval uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefopt.errors import ConfigError, DataError
+from prefopt.eval import leaderboard as lb
+from prefopt.eval.compare import Generator, PairJudge, comparison_metrics, lc_variant_for
+from prefopt.eval.formats import (
+    align_outputs,
+    annotation_rows,
+    outputs_rows,
+    read_annotations,
+    read_eval_set,
+    read_outputs,
+    write_json,
+)
+from prefopt.eval.generation import Decoding, generate_outputs
+from prefopt.eval.length_control import LC_VARIANTS, LCData
+from prefopt.rundir import atomic_dir, atomic_write_text, commit_dir
+
+PACKAGES = ("prefopt", "torch", "transformers", "peft", "datasets", "numpy", "alpaca-eval")
+
+
+@dataclass
+class EvalRequest:
+    """What ``prefopt eval`` was asked to do (the CLI's flags)."""
+
+    eval_set: str
+    generators: list[str]  # each "SOURCE" or "NAME=SOURCE"; SOURCE an outputs file, a model folder or a Hub id
+    output_dir: str
+    baseline: str | None = None  # same syntax; default: the first of ``generators``
+    judge: dict = field(default_factory=lambda: {"kind": "nontransitive"})  # build_judge's options
+    decoding: Decoding = field(default_factory=Decoding)
+    lc_variant: str = "auto"
+    lc_data: str | None = None
+    n_bootstrap: int = 2000
+    seed: int = 0
+    overwrite: bool = False
+    trust_remote_code: bool = False
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def file_record(path: str) -> dict:
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+
+def safe_name(name: str) -> str:
+    """A generator's name as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "generator"
+
+
+def _check_output_dir(request: EvalRequest) -> Path:
+    out = Path(request.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not request.overwrite:
+        raise ConfigError(f"output_dir '{out}' exists and is not empty; pass --overwrite to replace it")
+    return out
+
+
+def _resolve(spec: str, instructions: list[str]) -> Generator:
+    """An outputs file is read and matched now; a model is only named (it generates later)."""
+    name, source = spec.split("=", 1) if "=" in spec else (None, spec)
+    if Path(source).is_file():
+        generator, outputs, order = read_outputs(source, name)
+        aligned = align_outputs(instructions, outputs, order, source)
+        return Generator(generator, aligned, {"outputs_file": file_record(source)})
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().exists():
+        raise DataError(f"generator '{spec}': no such outputs file or model folder")
+    return Generator(name or source, [], {"model": source})
+
+
+def _generators(request: EvalRequest, instructions: list[str]) -> list[Generator]:
+    specs = list(request.generators)
+    if request.baseline is not None:
+        specs = [request.baseline] + [s for s in specs if s != request.baseline]
+    if len(specs) < 2:
+        raise ConfigError("eval needs at least two generators: a model and a baseline (--baseline)")
+    generators = [_resolve(spec, instructions) for spec in specs]
+    names = [g.name for g in generators]
+    if len({safe_name(n) for n in names}) < len(names):  # also catches two names that make the same folder
+        raise ConfigError(f"generator names must be distinct (as folder names too): {names}; name them NAME=SOURCE")
+    return generators
+
+
+def _judge(request: EvalRequest):
+    from prefopt.judges import build_judge
+
+    options = {k: v for k, v in request.judge.items() if k != "kind"}
+    return build_judge(request.judge["kind"], device=request.decoding.device, **options)
+
+
+def run_eval(request: EvalRequest) -> dict:
+    """Run the whole evaluation; returns what ``results.json`` holds."""
+    out = _check_output_dir(request)
+    eval_set = read_eval_set(request.eval_set)
+    instructions = [row["instruction"] for row in eval_set]
+    if request.lc_variant not in ("auto", *LC_VARIANTS):
+        raise ConfigError(f"lc_variant must be auto or one of {', '.join(LC_VARIANTS)}; got {request.lc_variant!r}")
+    lc_data = LCData.from_csv(request.lc_data) if request.lc_data else None
+    generators = _generators(request, instructions)
+    judge = _judge(request)
+    generated: dict[str, list[str]] = {}  # one generation per model, even when two names share it
+    for g in generators:
+        if "model" in g.source:
+            model = g.source["model"]
+            if model not in generated:
+                print(f"[prefopt] generating {len(instructions)} outputs with {model}", flush=True)
+                generated[model] = generate_outputs(model, instructions, request.decoding, request.trust_remote_code)
+            g.outputs = generated[model]
+            g.source["decoding"] = request.decoding.record()
+    pair_judge = PairJudge(judge, instructions)
+    pairs = {}
+    for j, model in enumerate(generators):
+        for baseline in generators[:j]:
+            probs = pair_judge(model, baseline)
+            metrics = comparison_metrics(
+                probs, model, baseline, request.lc_variant, lc_data, request.n_bootstrap, request.seed
+            )
+            pairs[(model.name, baseline.name)] = (metrics, probs)
+    results = _results(request, eval_set, generators, judge, {k: m for k, (m, _) in pairs.items()}, lc_data)
+    _write(out, request, eval_set, generators, pairs, results)
+    return results
+
+
+def _results(request, eval_set, generators, judge, pairs, lc_data) -> dict:
+    names = [g.name for g in generators]
+    rows = lb.leaderboard(names, names[0], pairs)
+    return {
+        "eval_set": {**file_record(request.eval_set), "n": len(eval_set)},
+        "judge": {"name": judge.name, **request.judge},
+        "baseline": names[0],
+        "generators": {g.name: {**g.source, "n_empty": sum(not y for y in g.outputs)} for g in generators},
+        "length_control": {
+            "requested": request.lc_variant,
+            "variant": lc_variant_for(request.lc_variant, lc_data),
+            "data": file_record(request.lc_data) if request.lc_data else None,
+        },
+        "bootstrap": {"n": request.n_bootstrap, "seed": request.seed},
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "leaderboard": rows,
+        "pairwise_win_rate": {"generators": names, "matrix": lb.win_rate_matrix(names, pairs)},
+        "comparisons": list(pairs.values()),
+    }
+
+
+def _write(out: Path, request, eval_set, generators, pairs, results) -> None:
+    staging = atomic_dir(out)
+    instructions = [row["instruction"] for row in eval_set]
+    by_name = {g.name: g for g in generators}
+    header = {k: results[k] for k in ("eval_set", "judge", "length_control", "bootstrap", "versions", "created")}
+    for g in generators:
+        write_json(staging / safe_name(g.name) / "model_outputs.json", outputs_rows(eval_set, g.outputs, g.name))
+    for (model, baseline), (metrics, probs) in pairs.items():
+        folder = staging / safe_name(model) / f"vs_{safe_name(baseline)}"
+        pair = ((baseline, by_name[baseline].outputs), (model, by_name[model].outputs))
+        write_json(folder / "annotations.json", annotation_rows(instructions, *pair, probs, judge_label(results)))
+        sources = {"model_source": by_name[model].source, "baseline_source": by_name[baseline].source}
+        write_json(folder / "metrics.json", {**metrics, **sources, **header})
+    names, baseline = [g.name for g in generators], results["baseline"]
+    lc_variant = results["length_control"]["variant"]
+    rows = results["leaderboard"]
+    atomic_write_text(staging / "leaderboard.md", lb.to_markdown(rows, baseline, judge_label(results), lc_variant))
+    atomic_write_text(staging / "leaderboard.csv", lb.to_csv(results["leaderboard"], baseline))
+    matrix = results["pairwise_win_rate"]["matrix"]
+    plotted = lb.plot(names, matrix, rows, baseline, staging / "win_rates.png")
+    results["plot"] = "win_rates.png" if plotted else None
+    write_json(staging / "results.json", results)
+    commit_dir(staging, out)
+
+
+def judge_label(results: dict) -> str:
+    judge = results["judge"]
+    detail = judge.get("model_name_or_path") or judge.get("function")
+    return judge["kind"] + (f": {detail}" if detail else "")
+
+
+def score_annotations(
+    path: str, lc_variant: str = "auto", lc_data_path: str | None = None, n_bootstrap: int = 2000, seed: int = 0
+) -> dict:
+    """The metrics of an existing annotations file (ours or one written by ``alpaca_eval`` with any annotator)."""
+    rows = read_annotations(path)
+    pairs = {(r["generator_2"], r["generator_1"]) for r in rows}
+    if len(pairs) != 1:
+        raise DataError(f"annotations file '{path}' holds several pairs of generators {sorted(pairs)}; give one")
+    model, baseline = pairs.pop()
+    lc_data = LCData.from_csv(lc_data_path) if lc_data_path else None
+    probs = [r["preference"] - 1.0 for r in rows]
+    metrics = comparison_metrics(
+        probs,
+        Generator(model, [r["output_2"] for r in rows], {}),
+        Generator(baseline, [r["output_1"] for r in rows], {}),
+        lc_variant,
+        lc_data,
+        n_bootstrap,
+        seed,
+    )
+    annotators = sorted({str(r.get("annotator")) for r in rows})
+    lc = {"data": file_record(lc_data_path) if lc_data_path else None}
+    return {
+        **metrics,
+        "annotations": file_record(path),
+        "annotators": annotators,
+        "length_control": lc,
+        "bootstrap": {"n": n_bootstrap, "seed": seed},
+        "versions": versions(),
+    }

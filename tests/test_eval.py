@@ -1,0 +1,240 @@
+"""The evaluation module: metric values by hand, AlpacaEval's files and arithmetic, the `prefopt eval` command."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from helpers import REPO, prefopt
+
+from prefopt.errors import DataError
+from prefopt.eval import win_rate
+from prefopt.eval.formats import align_outputs, annotation_rows, outputs_rows, read_outputs, write_json
+
+QUICKSTART_SET = REPO / "eval/sets/quickstart.json"
+
+
+def test_win_rate_by_hand():
+    # p = 1, 0, ½, ¾: mean 0.5625; discrete (1 + 0 + ½ + 1) / 4 = 0.625; squared deviations sum to 0.546875,
+    # so s² = 0.546875 / 3 and SE = s / 2 = 0.213478.
+    r = win_rate([1.0, 0.0, 0.5, 0.75])
+    assert r.win_rate == pytest.approx(0.5625)
+    assert r.discrete_win_rate == pytest.approx(0.625)
+    assert r.se == pytest.approx(math.sqrt(0.546875 / 3) / 2)
+    assert (r.n_wins, r.n_draws, r.n_losses, r.n) == (2, 1, 1, 4)
+    assert 0.0 <= r.ci_low < r.win_rate < r.ci_high <= 1.0
+    unanimous = win_rate([1.0] * 10)
+    assert (unanimous.ci_low, unanimous.ci_high, unanimous.se) == (1.0, 1.0, 0.0)
+
+
+def test_bootstrap_interval_matches_normal_theory_on_a_large_sample():
+    probs = np.random.default_rng(0).binomial(1, 0.3, 2000).astype(float)
+    r = win_rate(probs.tolist(), n_bootstrap=4000, seed=1)
+    assert r.ci_low == pytest.approx(r.win_rate - 1.96 * r.se, abs=0.004)
+    assert r.ci_high == pytest.approx(r.win_rate + 1.96 * r.se, abs=0.004)
+    assert win_rate(probs.tolist(), seed=1) == win_rate(probs.tolist(), seed=1)  # seeded: reproducible
+
+
+def _annotations(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    probs = np.round(rng.uniform(0, 1, n), 3)
+    probs[::7] = 0.5  # draws
+    probs[::5] = 1.0
+    instructions = [f"instruction {i}" for i in range(n)]
+    base = [("b" * int(k)) for k in rng.integers(1, 80, n)]
+    model = [("m" * int(k)) for k in rng.integers(0, 120, n)]
+    return annotation_rows(instructions, ("base", base), ("model", model), probs.tolist(), "judge"), probs
+
+
+def test_win_rates_agree_with_alpaca_eval(tmp_path):
+    metrics = pytest.importorskip("alpaca_eval.metrics")
+    rows, probs = _annotations()
+    write_json(tmp_path / "annotations.json", rows)
+    theirs = metrics.get_winrate(json.loads((tmp_path / "annotations.json").read_text()))
+    ours = win_rate(probs.tolist())
+    assert ours.win_rate * 100 == pytest.approx(theirs["win_rate"], abs=1e-9)
+    assert ours.se * 100 == pytest.approx(theirs["standard_error"], abs=1e-9)
+    assert ours.discrete_win_rate * 100 == pytest.approx(theirs["discrete_win_rate"], abs=1e-9)
+    assert (ours.n_wins, ours.n_losses, ours.n_draws) == (theirs["n_wins"], theirs["n_wins_base"], theirs["n_draws"])
+
+
+def test_outputs_round_trip_and_alignment(tmp_path):
+    eval_set = [{"instruction": f"q{i}", "dataset": "d"} for i in range(4)]
+    path = tmp_path / "model_outputs.json"
+    write_json(path, outputs_rows(eval_set, ["a", "", "c", "d"], "m"))
+    name, outputs, order = read_outputs(path)
+    assert name == "m" and order == ["q0", "q1", "q2", "q3"]
+    instructions = [row["instruction"] for row in eval_set]
+    assert align_outputs(instructions[::-1], outputs, order, path) == ["d", "c", "", "a"]  # matched by text
+
+
+def test_mismatched_outputs_name_the_offenders(tmp_path):
+    path = tmp_path / "outputs.json"
+    rows = [{"instruction": x, "output": "y", "generator": "m"} for x in ["q0", "q1", "q1", "extra one"]]
+    write_json(path, rows)
+    _, outputs, order = read_outputs(path)
+    with pytest.raises(DataError) as err:
+        align_outputs(["q0", "q1", "q2", "q3"], outputs, order, path)
+    message = str(err.value)
+    assert "2 missing (first: 'q2', 'q3')" in message
+    assert "1 duplicated (first: 'q1')" in message
+    assert "1 not in the eval set (first: 'extra one')" in message
+    write_json(path, [{"instruction": "q0", "generator": "m"}])
+    with pytest.raises(DataError, match=r"row 0: field 'output' must be a string; got missing"):
+        read_outputs(path)
+
+
+JUDGE_FILE = """
+def prefer_longer(prompts, a, b):
+    return [1.0 if len(x) > len(y) else 0.5 if len(x) == len(y) else 0.0 for x, y in zip(a, b)]
+"""
+
+
+def _write_generators(tmp_path, eval_set):
+    """Three outputs files with hand-picked lengths: long > medium > short on every instruction, except that
+    `short` is empty on two instructions (counted, not dropped) and ties `medium` on one."""
+    paths = {}
+    for name, length in (("short", 5), ("medium", 20), ("long", 40)):
+        outs = [("x" * length) for _ in eval_set]
+        if name == "short":
+            outs[0] = outs[1] = ""
+            outs[2] = "x" * 20
+        paths[name] = tmp_path / f"{name}.json"
+        write_json(paths[name], outputs_rows(eval_set, outs, name))
+    return paths
+
+
+def test_eval_command_on_outputs_files(tmp_path):
+    eval_set = json.loads(QUICKSTART_SET.read_text())
+    paths = _write_generators(tmp_path, eval_set)
+    (tmp_path / "judge.py").write_text(JUDGE_FILE)
+    out = tmp_path / "results"
+    result = prefopt(
+        "eval", "--eval_set", QUICKSTART_SET, "--models", paths["short"], paths["long"], "--baseline",
+        paths["medium"], "--judge", "python_preference", "--judge_function", f"{tmp_path}/judge.py:prefer_longer",
+        "--output_dir", out,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    n = len(eval_set)
+    results = json.loads((out / "results.json").read_text())
+    assert results["baseline"] == "medium" and results["judge"]["kind"] == "python_preference"
+    board = {row["generator"]: row for row in results["leaderboard"]}
+    assert [row["generator"] for row in results["leaderboard"]][0] == "long"
+    assert board["long"]["win_rate"] == 1.0 and board["long"]["avg_length"] == 40
+    assert board["short"]["win_rate"] == pytest.approx(0.5 / n)  # one tie, every other instruction lost
+    assert board["short"]["n_empty"] == 2 and board["short"]["n_draws"] == 1
+    matrix = results["pairwise_win_rate"]["matrix"]
+    assert results["pairwise_win_rate"]["generators"] == ["medium", "short", "long"]
+    assert matrix[2][1] == 1.0 and matrix[1][2] == 0.0  # long vs short, and its reverse
+    assert set(results["versions"]) >= {"prefopt", "torch", "transformers", "python"}
+    for file in ("leaderboard.md", "leaderboard.csv", "win_rates.png", "short/model_outputs.json"):
+        assert (out / file).is_file(), file
+    annotations = json.loads((out / "long/vs_short/annotations.json").read_text())
+    assert {a["generator_1"] for a in annotations} == {"short"} and {a["preference"] for a in annotations} == {2.0}
+    pair = json.loads((out / "short/vs_medium/metrics.json").read_text())
+    assert pair["win_rate"] == board["short"]["win_rate"] and pair["bootstrap"] == {"n": 2000, "seed": 0}
+    assert "| long |" in (out / "leaderboard.md").read_text()
+
+
+def test_eval_annotations_rescored_by_alpaca_eval(tmp_path, monkeypatch):
+    """The annotations we write are AlpacaEval's: its own metrics (LC included) agree with ours on them."""
+    glm = pytest.importorskip("alpaca_eval.metrics.glm_winrate")
+    rows, _ = _annotations(n=120, seed=3)
+    path = tmp_path / "annotations.json"
+    write_json(path, rows)
+    result = prefopt("eval", "--annotations", path)
+    assert result.returncode == 0, result.stderr
+    ours = json.loads(result.stdout)
+    gamed = tmp_path / "df_gamed.csv"
+    gamed.write_text("model,index,instruction_difficulty\n" + "".join(f"x,{i},0.0\n" for i in range(120)))
+    monkeypatch.setattr(glm, "hf_hub_download", lambda **kwargs: str(gamed))  # the minimal GLM needs only the index
+    theirs = glm.get_length_controlled_winrate(json.loads(path.read_text()), "length_controlled_minimal", None)
+    assert ours["lc_variant"] == "length_controlled_minimal"
+    assert ours["lc_win_rate"] * 100 == pytest.approx(theirs["length_controlled_winrate"], abs=0.5)
+    assert ours["win_rate"] * 100 == pytest.approx(theirs["win_rate"], abs=1e-9)
+
+
+def test_eval_generates_with_a_model(tmp_path, tiny_model_dir):
+    """A model against a baseline outputs file: greedy outputs for every instruction, the decoding recorded."""
+    eval_set = json.loads(QUICKSTART_SET.read_text())
+    baseline = tmp_path / "baseline.json"
+    write_json(baseline, outputs_rows(eval_set, ["" for _ in eval_set], "empty"))
+    (tmp_path / "judge.py").write_text(JUDGE_FILE)
+    out = tmp_path / "results"
+    args = ["eval", "--eval_set", QUICKSTART_SET, "--models", f"tiny={tiny_model_dir}", "--baseline", baseline]
+    args += ["--judge", "python_preference", "--judge_function", f"{tmp_path}/judge.py:prefer_longer"]
+    args += ["--max_new_tokens", 6, "--output_dir", out]
+    result = prefopt(*args)
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads((out / "tiny/model_outputs.json").read_text())
+    assert [o["instruction"] for o in outputs] == [row["instruction"] for row in eval_set]
+    assert {o["generator"] for o in outputs} == {"tiny"}
+    results = json.loads((out / "results.json").read_text())
+    decoding = results["generators"]["tiny"]["decoding"]
+    assert decoding["temperature"] == 0.0 and decoding["max_new_tokens"] == 6 and decoding["seed"] == 0
+    n_nonempty = sum(bool(o["output"]) for o in outputs)
+    assert results["leaderboard"][0]["win_rate"] == pytest.approx((n_nonempty + (len(outputs) - n_nonempty) / 2) / 64)
+    assert prefopt(*args[:-1], tmp_path / "again").returncode == 0
+    assert json.loads((tmp_path / "again/tiny/model_outputs.json").read_text()) == outputs  # greedy: the same
+
+
+def test_eval_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    eval_set = json.loads(QUICKSTART_SET.read_text())
+    paths = _write_generators(tmp_path, eval_set)
+    rows = json.loads(paths["long"].read_text())
+    write_json(paths["long"], rows[:-1] + [{**rows[0], "output": "again"}])  # last one missing, first duplicated
+    out = tmp_path / "results"
+    args = ["eval", "--eval_set", QUICKSTART_SET, "--models", paths["short"], paths["long"]]
+    args += ["--judge", "nontransitive"]
+    result = prefopt(*args, "--output_dir", out)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "1 missing" in result.stderr and "1 duplicated" in result.stderr
+    assert not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    write_json(paths["long"], rows)
+    result = prefopt(*args, "--output_dir", out)
+    assert result.returncode == 2 and "not empty" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_eval_module_imports_no_training_code():
+    code = "import prefopt.eval.run, sys; print(sorted(m for m in sys.modules if m.startswith('prefopt.')))"
+    import subprocess
+
+    modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
+    for training in ("prefopt.loop", "prefopt.setup", "prefopt.algorithms", "prefopt.backend", "prefopt.anchors"):
+        assert f"'{training}" not in modules, modules
+
+
+PAIRING_JUDGE = """
+def baseline_is_paired(prompts, a, b):
+    # 1 when the baseline output shown is the one written for this prompt's instruction, else 0
+    return [1.0 if y == "baseline for " + p[-1]["content"] else 0.0 for p, y in zip(prompts, b)]
+"""
+
+
+def test_in_training_win_rate_against_a_baseline_outputs_file(tmp_path, tiny_model_dir):
+    """eval_baseline_outputs: its instructions are the held-out prompts and its outputs the baseline, each paired
+    with its own instruction (the judge gives 1 only then), logged every iteration with the interval."""
+    from helpers import train
+
+    eval_set = json.loads(QUICKSTART_SET.read_text())[:12]
+    baseline = tmp_path / "baseline.json"
+    rows = outputs_rows(eval_set, [f"baseline for {row['instruction']}" for row in eval_set], "fixed")
+    write_json(baseline, rows[::-1])  # any order: matched by instruction
+    (tmp_path / "judge.py").write_text(PAIRING_JUDGE)
+    out = tmp_path / "run"
+    train(
+        tiny_model_dir, out, "--num_iterations", 2, "--eval_every", 1, "--eval_baseline_outputs", baseline,
+        "--eval_samples_per_prompt", 2, "--judge", "python_preference",
+        "--judge_function", f"{tmp_path}/judge.py:baseline_is_paired",
+    )  # fmt: skip
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["eval/win_rate"] for m in metrics] == [1.0, 1.0]
+    assert all(m["eval/n"] == 24 and m["eval/ci_low"] == 1.0 and m["eval/avg_length"] >= 0 for m in metrics)
+    both = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", tmp_path / "x",
+                   "--dataset_name", REPO / "configs/data/quickstart_prompts.jsonl", "--eval_num_prompts", 8,
+                   "--eval_baseline_outputs", baseline)  # fmt: skip
+    assert both.returncode == 2 and "eval_baseline_outputs or eval_num_prompts" in both.stderr
