@@ -11,7 +11,7 @@ steps LoRA needs to reach LoRA-GA's final level (the paper claims 2-4x fewer ste
 ``--rank`` on every linear layer, alpha = 2r, no dropout; LoRA-GA's gradient is each algorithm's own first-iteration
 objective.
 
-    python scripts/adapters_study.py --out docs      # about 40 minutes on 2 CPU cores
+    python scripts/adapters_study.py --out docs      # about 6 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
