@@ -199,6 +199,17 @@ def test_eval_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
+def test_eval_full_lc_variant_without_its_data_stops_before_any_work(tmp_path):
+    from prefopt.errors import ConfigError
+    from prefopt.eval.run import EvalRequest, run_eval
+
+    request = EvalRequest(str(QUICKSTART_SET), ["a.json", "b.json"], str(tmp_path / "out"))
+    request.lc_variant = "length_controlled_v1"
+    with pytest.raises(ConfigError, match="lc_variant length_controlled_v1 needs --lc_data"):
+        run_eval(request)
+    assert not (tmp_path / "out").exists()
+
+
 def test_eval_module_imports_no_training_code():
     code = "import prefopt.eval.run, sys; print(sorted(m for m in sys.modules if m.startswith('prefopt.')))"
     import subprocess

@@ -115,6 +115,19 @@ def _generators(request: EvalRequest, instructions: list[str]) -> list[Generator
     return generators
 
 
+def _check_lc(request: EvalRequest, lc_data: LCData | None, n: int) -> None:
+    variant = lc_variant_for(request.lc_variant, lc_data)
+    if variant == "length_controlled_minimal":
+        return
+    if lc_data is None:
+        raise ConfigError(f"lc_variant {variant} needs --lc_data: AlpacaEval's df_gamed.csv")
+    if len(lc_data.instruction_difficulty) != n:
+        raise DataError(
+            f"lc_data '{request.lc_data}' has {len(lc_data.instruction_difficulty)} instructions, the eval set {n}: "
+            f"{variant} applies only to the eval set it was made for (AlpacaEval's, in its order)"
+        )
+
+
 def _judge(request: EvalRequest):
     from prefopt.judges import build_judge
 
@@ -130,6 +143,7 @@ def run_eval(request: EvalRequest) -> dict:
     if request.lc_variant not in ("auto", *LC_VARIANTS):
         raise ConfigError(f"lc_variant must be auto or one of {', '.join(LC_VARIANTS)}; got {request.lc_variant!r}")
     lc_data = LCData.from_csv(request.lc_data) if request.lc_data else None
+    _check_lc(request, lc_data, len(instructions))
     generators = _generators(request, instructions)
     judge = _judge(request)
     generated: dict[str, list[str]] = {}  # one generation per model, even when two names share it
