@@ -25,6 +25,10 @@ _EXPORTS = {
     "SamplingParams": "prefopt.rollout.engine",
     "write_tiny_model": "prefopt.tiny",
     "win_rate": "prefopt.eval",
+    "run_eval": "prefopt.eval.run",
+    "EvalRequest": "prefopt.eval.run",
+    "length_controlled_win_rate": "prefopt.eval.length_control",
+    "export_run": "prefopt.export",
     "PrefoptError": "prefopt.errors",
 }
 

@@ -1,4 +1,4 @@
-"""The ``prefopt`` command: train, generate, eval, tiny-model.
+"""The ``prefopt`` command: train, generate, eval, export, tiny-model.
 
 Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -134,6 +134,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from prefopt.export import export_run
+
+    out = export_run(
+        args.run_dir,
+        args.out,
+        adapter_only=args.adapter_only,
+        iteration=args.iteration,
+        max_shard_size=args.max_shard_size,
+        base_model=args.base_model,
+        license=args.license,
+        eval_results=args.eval_results,
+        eval_generator=args.eval_generator,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"[prefopt] exported {args.run_dir} to {out}"
+        + (f" and pushed to {args.push_to_hub}" if args.push_to_hub else "")
+    )
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
@@ -178,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true")
 
     _add_eval_parser(sub)
+
+    ex = sub.add_parser(
+        "export", help="Write a run's policy in the Hub format (merged or adapter), with a model card."
+    )
+    ex.add_argument("run_dir", help="A prefopt run directory (its output_dir).")
+    ex.add_argument("--out", required=True, help="Folder to write (must be empty or absent).")
+    ex.add_argument("--adapter-only", dest="adapter_only", action="store_true", help="Keep LoRA as a peft adapter.")
+    ex.add_argument("--iteration", type=int, help="Export this checkpoint instead of final/ (or the latest one).")
+    ex.add_argument("--max_shard_size", default="5GB", help="Largest safetensors shard, e.g. 5GB, 500MB.")
+    ex.add_argument("--base_model", help="Hub id of the base model, when the run loaded a local copy of it.")
+    ex.add_argument("--license", help="License id for the model card (default: other, the base model's applies).")
+    ex.add_argument("--eval_results", help="A prefopt eval results.json to put in the card.")
+    ex.add_argument("--eval_generator", help="This model's generator name in --eval_results.")
+    ex.add_argument("--push-to-hub", dest="push_to_hub", metavar="REPO", help="Create REPO and upload the folder.")
+    ex.add_argument("--private", action="store_true", help="Create the Hub repository private.")
+    ex.add_argument("--overwrite", action="store_true", help="Replace a non-empty --out folder.")
 
     tiny = sub.add_parser("tiny-model", help="Write a tiny random Llama model + tokenizer (offline).")
     tiny.add_argument("out_dir")
@@ -240,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        commands = {"generate": _generate, "eval": _eval, "tiny-model": _tiny_model}
+        commands = {"generate": _generate, "eval": _eval, "export": _export, "tiny-model": _tiny_model}
         return commands[args.command](args)
     except PrefoptError as err:
         if args.debug:
