@@ -83,6 +83,9 @@ def test_export_merged_gives_the_trained_logits(runs, adapter, tmp_path):
 
     exported, base = (AutoTokenizer.from_pretrained(p) for p in (tmp_path / "merged", run / "final"))
     assert exported.chat_template == base.chat_template and exported.get_vocab() == base.get_vocab()
+    if adapter == "none":  # from a checkpoint rather than final/
+        export_ok(run, "--out", tmp_path / "iter0", "--iteration", 0)
+        assert (plain_logits(tmp_path / "iter0", tmp_path) - trained_logits(run, 0)).abs().max() <= 1e-4
 
 
 @pytest.mark.parametrize("adapter", ["lora", "lora_ga"])
