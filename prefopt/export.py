@@ -159,6 +159,7 @@ def export_run(
     out = Path(out)
     source = locate(run_dir, iteration)
     _check_out(out, overwrite)
+    _check_shard_size(max_shard_size)
     if adapter_only and source.adapter == "none":
         raise ConfigError(f"--adapter-only: run '{source.run_dir}' trained every weight (adapter: none)")
     evaluation = model_card.read_eval_results(eval_results, eval_generator, source) if eval_results else None
@@ -196,6 +197,15 @@ def _save_weights(policy, folder: Path, adapter_only: bool, max_shard_size: str,
         model.save_pretrained(str(folder), safe_serialization=True, max_shard_size=max_shard_size)
     generation = model.generation_config or GenerationConfig.from_model_config(model.config)
     generation.save_pretrained(str(folder))
+
+
+def _check_shard_size(size: str) -> None:
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        convert_file_size_to_int(size)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--max_shard_size must be a size like 5GB or 500MB; got {size!r}") from None
 
 
 def _check_repo_id(repo_id: str) -> str:

@@ -187,6 +187,7 @@ def test_export_bad_input_is_one_line_and_overwrites_nothing(runs, tmp_path):
         ([runs["none"], "--out", tmp_path / "o2", "--adapter-only"], "trained every weight"),
         ([runs["none"], "--out", tmp_path / "o3", "--iteration", 7], "has no checkpoint of iteration 7"),
         ([runs["none"], "--out", tmp_path / "o4", "--push-to-hub", "not a repo id"], "invalid repository id"),
+        ([runs["none"], "--out", tmp_path / "o6", "--max_shard_size", "big"], "--max_shard_size must be a size"),
     ]
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
