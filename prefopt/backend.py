@@ -221,8 +221,9 @@ class Backend:
 
     @contextlib.contextmanager
     def generation_model(self):
-        """The unwrapped model for ``generate``, its weights gathered for the whole block under ZeRO-3."""
-        with self.gathered():
+        """The unwrapped model for ``generate``, its weights gathered for the whole block under ZeRO-3 (unless
+        ``ds3_gather_for_generation`` is off: then DeepSpeed fetches each layer's shards at every forward)."""
+        with self.gathered() if self.cfg.ds3_gather_for_generation else contextlib.nullcontext():
             yield self.unwrapped
 
     # -- state ------------------------------------------------------------------------------------------------

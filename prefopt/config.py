@@ -116,6 +116,11 @@ class TrainConfig:
     bf16: bool = _f(False, "bfloat16 mixed precision.")
     logprob_batch_size: int = _f(16, "Sequences per no-grad anchor log-prob pass.")
     deepspeed: str | None = _f(None, "DeepSpeed JSON config (configs/deepspeed/zero2.json, zero3.json).")
+    ds3_gather_for_generation: bool = _f(
+        True,
+        "ZeRO-3: gather the whole model once per rollout to generate (TRL's name); false fetches every layer's "
+        "shards at each forward, i.e. per generated token: slower, for models too large to hold whole.",
+    )
     torch_num_threads: int | None = _f(None, "CPU threads for torch ops (None: torch's default; 1 suits tiny models).")
     # Evaluation in training
     eval_num_prompts: int = _f(0, "Prompts held out for the win rate against the initial policy (0: none).")

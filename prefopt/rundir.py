@@ -66,6 +66,7 @@ class RunDir:
             "judge_batch_size",
             "logprob_batch_size",
             "save_total_limit",
+            "ds3_gather_for_generation",
         }
     )
 
