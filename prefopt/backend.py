@@ -223,8 +223,30 @@ class Backend:
     def generation_model(self):
         """The unwrapped model for ``generate``, its weights gathered for the whole block under ZeRO-3 (unless
         ``ds3_gather_for_generation`` is off: then DeepSpeed fetches each layer's shards at every forward)."""
-        with self.gathered() if self.cfg.ds3_gather_for_generation else contextlib.nullcontext():
+        if self.zero_stage != 3 or not self.cfg.ds3_gather_for_generation:
             yield self.unwrapped
+            return
+        with self.gathered(), self._zero3_hooks_removed():
+            yield self.unwrapped
+
+    @contextlib.contextmanager
+    def _zero3_hooks_removed(self):
+        """DeepSpeed's per-module hooks fetch and release shards around every forward; with the weights already
+        gathered they are pure overhead at each generated token, so generation runs without them (re-registered
+        after, as TRL does). Before ``prepare`` the engine, and so the hooks, do not exist yet."""
+        offload = getattr(getattr(self.model, "optimizer", None), "parameter_offload", None)
+        if offload is None:
+            yield
+            return
+        for param in offload.module.parameters():
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            offload._register_deepspeed_module(offload.module)
 
     # -- state ------------------------------------------------------------------------------------------------
     def save_state(self, path: str) -> None:

@@ -158,8 +158,8 @@ def benchmark(args: argparse.Namespace, overrides: dict) -> dict:
         train_cfg, algo_cfg = make_configs(args, overrides, model, str(Path(tmp, "run")))
         if not args.model:
             write_tiny_model(model, hidden_size=args.hidden_size, num_layers=args.num_layers)
+        params = parameter_count(model)  # before training: a ZeRO-3 run leaves transformers in its sharded mode
         lines, wall_s = run_training(args.algorithm, train_cfg, algo_cfg)
-        params = parameter_count(model)
     measured = lines[args.warmup :]
     return {
         **summarise(measured, train_cfg),
