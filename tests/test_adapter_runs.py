@@ -89,7 +89,8 @@ def test_lora_ga_run_resumes_exactly_and_its_saved_adapter_is_the_trained_policy
     assert metrics[0]["time/collect_s"] > 0 and metrics[0]["rows"] == 16  # iteration 0 trained on setup's batch
 
 
-@pytest.mark.parametrize("adapter", ["lora", "lora_ga"])
+# LoRA-GA under ZeRO-2 runs in the slow suite (with its ZeRO-3 run); LoRA under ZeRO-2 in the default one.
+@pytest.mark.parametrize("adapter", ["lora", pytest.param("lora_ga", marks=pytest.mark.slow)])
 def test_zero2_with_an_adapter_matches_plain_training(tiny_model_dir, tmp_path, adapter):
     args = ["--num_iterations", "1", "--adapter", adapter, "--lora_r", "4", "--learning_rate", "5e-3"]
     train(tiny_model_dir, tmp_path / "plain", *args)

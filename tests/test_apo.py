@@ -43,7 +43,9 @@ def train(tiny_model_dir, out, name, *extra):
 
 
 @pytest.mark.parametrize(
-    "base, baseline, extra", [("dpo", "dpo", ["--beta", "0.5"]), ("sppo", "sppo", ["--eta", "20"])]
+    "base, baseline, extra",
+    # The same mechanism on two bases; DPO's in the slow suite.
+    [pytest.param("dpo", "dpo", ["--beta", "0.5"], marks=pytest.mark.slow), ("sppo", "sppo", ["--eta", "20"])],
 )
 def test_alpha_zero_reproduces_the_base_method_exactly(tiny_model_dir, tmp_path, base, baseline, extra):
     apo = train(tiny_model_dir, tmp_path / "apo", "apo", "--alpha", "0", "--base", base, *extra)
