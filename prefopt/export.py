@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from prefopt.errors import ConfigError, DataError, PrefoptError, first_line
-from prefopt.rundir import atomic_dir, commit_dir
+from prefopt.rundir import atomic_dir, commit_dir, refuse_non_empty
 
 
 @dataclass
@@ -126,11 +126,6 @@ def _load_tokenizer(source: RunSource):
     return AutoTokenizer.from_pretrained(check_source(name, "tokenizer"), trust_remote_code=trust)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"output folder '{out}' exists and is not empty; pass --overwrite to replace it")
-
-
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -158,7 +153,7 @@ def export_run(
 
     out = Path(out)
     source = locate(run_dir, iteration)
-    _check_out(out, overwrite)
+    refuse_non_empty(out, overwrite, "output folder")
     _check_shard_size(max_shard_size)
     if adapter_only and source.adapter == "none":
         raise ConfigError(f"--adapter-only: run '{source.run_dir}' trained every weight (adapter: none)")

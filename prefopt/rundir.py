@@ -38,6 +38,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def refuse_non_empty(path: Path, overwrite: bool, what: str) -> None:
+    """A ConfigError when ``path`` exists and is not an empty folder, unless ``overwrite``: nothing of the user's is
+    replaced without asking."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ConfigError(f"{what} '{path}' exists and is not empty; pass --overwrite to replace it")
+
+
 def atomic_dir(target: Path):
     """A fresh temporary folder beside ``target``; call ``commit_dir(tmp, target)`` once it is complete."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,9 @@ from prefopt.anchors import Anchors
 from prefopt.backend import Backend
 from prefopt.config import config_to_dict
 from prefopt.context import Context
-from prefopt.data import PromptExample, encode_prompt, holdout_split, load_preferences, load_prompts
-from prefopt.errors import ConfigError, DataError
+from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
+from prefopt.data.prompts import encode_row_prompt
+from prefopt.errors import ConfigError
 from prefopt.eval.formats import align_outputs, read_outputs
 from prefopt.eval.generation import as_prompt
 from prefopt.game_metrics import GameMonitor, action_probs
@@ -388,10 +389,8 @@ def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[st
     prompts = []
     for i, instruction in enumerate(instructions):
         prompt = as_prompt(tokenizer, instruction)
-        ids = encode_prompt(tokenizer, prompt)
-        if len(ids) > cfg.max_prompt_length and cfg.truncation_mode == "error":
-            raise DataError(f"{path}: row {i}: prompt has {len(ids)} tokens, more than max_prompt_length")
-        prompts.append(PromptExample(i, prompt, ids[-cfg.max_prompt_length :], {}))
+        ids, _ = encode_row_prompt(path, i, prompt, tokenizer, cfg.max_prompt_length, cfg.truncation_mode)
+        prompts.append(PromptExample(i, prompt, ids, {}))
     return prompts, baseline
 
 

@@ -28,7 +28,7 @@ def _check_columns(source: str, present: Sequence[str], required: Sequence[str])
             raise DataError(f"{source}: missing column '{column}'; columns present: {', '.join(present)}")
 
 
-def _encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode) -> tuple[list[int], bool]:
+def encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode) -> tuple[list[int], bool]:
     """(prompt ids, whether they were truncated); keep_end keeps the last tokens, as TRL does: they hold the ask."""
     try:
         ids = encode_prompt(tokenizer, prompt)
@@ -106,7 +106,7 @@ def load_prompts(
         if problem:
             raise DataError(f"{source}: row {row}: {problem}")
         prompt = as_chat(prompt) if text_prompts_as_chat else prompt
-        ids, truncated = _encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
+        ids, truncated = encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         extra = {key: value for key, value in record.items() if key != prompt_column}
         examples.append(PromptExample(index=row, prompt=prompt, prompt_ids=ids, extra=extra))
@@ -211,7 +211,7 @@ def load_preferences(
             raise DataError(f"{source}: row {row}: {problem}")
         prompt, chosen, rejected = parsed
         prompt = as_chat(prompt) if text_prompts_as_chat else prompt
-        ids, truncated = _encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
+        ids, truncated = encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         try:
             # Responses follow the untruncated prompt: the template prefix check needs the whole prompt.

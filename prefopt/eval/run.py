@@ -41,7 +41,7 @@ from prefopt.eval.formats import (
 )
 from prefopt.eval.generation import Decoding, generate_outputs
 from prefopt.eval.length_control import LC_VARIANTS, LCData
-from prefopt.rundir import atomic_dir, atomic_write_text, commit_dir
+from prefopt.rundir import atomic_dir, atomic_write_text, commit_dir, refuse_non_empty
 
 PACKAGES = ("prefopt", "torch", "transformers", "peft", "datasets", "numpy", "alpaca-eval")
 
@@ -81,13 +81,6 @@ def file_record(path: str) -> dict:
 def safe_name(name: str) -> str:
     """A generator's name as a folder name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "generator"
-
-
-def _check_output_dir(request: EvalRequest) -> Path:
-    out = Path(request.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not request.overwrite:
-        raise ConfigError(f"output_dir '{out}' exists and is not empty; pass --overwrite to replace it")
-    return out
 
 
 def _resolve(spec: str, instructions: list[str]) -> Generator:
@@ -137,7 +130,8 @@ def _judge(request: EvalRequest):
 
 def run_eval(request: EvalRequest) -> dict:
     """Run the whole evaluation; returns what ``results.json`` holds."""
-    out = _check_output_dir(request)
+    out = Path(request.output_dir)
+    refuse_non_empty(out, request.overwrite, "output_dir")
     eval_set = read_eval_set(request.eval_set)
     instructions = [row["instruction"] for row in eval_set]
     if request.lc_variant not in ("auto", *LC_VARIANTS):
