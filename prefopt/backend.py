@@ -93,6 +93,9 @@ class Backend:
         self.model = None
         self.optimizer = None
         self._gathered = False
+        # Bumped whenever the trainable weights change (an optimizer step, a restore): a rollout engine that keeps
+        # its own copy of the weights (vLLM) compares it with the version it last synced.
+        self.weights_version = 0
 
     # -- properties -------------------------------------------------------------------------------------------
     @property
@@ -153,6 +156,7 @@ class Backend:
 
     def step(self) -> float:
         """Clip, apply the optimizer, zero the gradients; returns the pre-clipping gradient norm."""
+        self.weights_version += 1
         if self.uses_deepspeed:
             self.model.step()  # clipping (gradient_clipping), optimizer step and zero_grad inside
             norm = self.model.get_global_grad_norm()
@@ -182,6 +186,7 @@ class Backend:
         """Copy a snapshot back into the trainable tensors (the optimizer state is not touched)."""
         for name, t in self._trainable():
             t.data.copy_(snapshot[name].to(t.device))
+        self.weights_version += 1
 
     def snapshot_optimizer(self) -> dict:
         """A CPU copy of the optimizer state (Adam moments, step counts), to go back with ``restore_optimizer``."""
@@ -196,12 +201,13 @@ class Backend:
     @contextlib.contextmanager
     def swapped(self, snapshot: dict[str, torch.Tensor]):
         """Evaluate with other weights (e.g. π_ref) and put the current ones back afterwards."""
-        current = self.snapshot()
+        current, version = self.snapshot(), self.weights_version
         self.restore(snapshot)
         try:
             yield
         finally:
             self.restore(current)
+            self.weights_version = version  # the same weights as before: nothing to sync
 
     @contextlib.contextmanager
     def gathered(self):

@@ -64,6 +64,14 @@ class TrainConfig:
     top_p: float = _f(1.0, "Nucleus sampling mass.")
     top_k: int = _f(0, "Top-k sampling (0: off).")
     generation_batch_size: int = _f(64, "Sequences per generate call.")
+    use_vllm: bool = _f(False, "Generate rollouts with vLLM (colocated with training) instead of transformers.")
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "Fraction of each GPU's memory vLLM may take for weights and KV cache (the rest stays for training)."
+    )
+    vllm_enable_sleep_mode: bool = _f(
+        False, "Put vLLM to sleep (weights and KV cache freed from the GPU) while the policy trains; CUDA only."
+    )
+    vllm_max_model_length: int | None = _f(None, "vLLM's context length (None: max_prompt_length + max_new_tokens).")
     # Judge
     judge: str = _f("nontransitive", "Judge kind (see prefopt.judges.JUDGE_KINDS).")
     judge_model_name_or_path: str | None = _f(None, "Judge model for reward_model / pairwise_model / generative.")
@@ -173,6 +181,8 @@ class TrainConfig:
             ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
             ("lora_ga_gamma", self.lora_ga_gamma > 0, "> 0"),
             ("prompts_per_iteration", self.prompts_per_iteration is None or self.prompts_per_iteration >= 1, ">= 1"),
+            ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
+            ("vllm_max_model_length", self.vllm_max_model_length is None or self.vllm_max_model_length >= 1, ">= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
