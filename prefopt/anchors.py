@@ -108,26 +108,32 @@ class Anchors:
             one float32 CPU tensor [len(response_ids[i])] per sequence.
         """
         start = time.perf_counter()
-        model = self.backend.model
-        was_training = model.training
-        model.eval()
         # Longest first: similar lengths share a pass, and an out-of-memory error shows up at once.
         order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(response_ids[i])))
         chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.backend.lockstep_forwards:  # every forward is a collective: as many as the busiest process
+            chunks += [None] * (self.backend.max_across(len(chunks)) - len(chunks))
         results: dict[int, torch.Tensor] = {}
-        with self._policy(policy):
+        # The weights to score with first (a swap acts on ZeRO-3's shards), then the model to run them in.
+        with self._policy(policy), self.backend.inference_model() as model:
+            was_training = model.training
+            model.eval()
             desc = f"logps ({policy if isinstance(policy, str) else 'snapshot'})"
             for idx in tqdm(chunks, desc=desc, disable=not self.show_progress, leave=False):
-                batch = build_sequence_batch(
-                    [prompt_ids[i] for i in idx], [response_ids[i] for i in idx], self.pad_token_id
-                )
-                batch = {k: v.to(self.backend.device) for k, v in batch.items()}
+                if idx is None:  # a padding pass on a one-token dummy: its result is dropped
+                    response_token_logps(model, self._batch([[self.pad_token_id]], [[self.pad_token_id]]))
+                    continue
+                batch = self._batch([prompt_ids[i] for i in idx], [response_ids[i] for i in idx])
                 logps = response_token_logps(model, batch, self.allowed).float().cpu()
                 for row, i in enumerate(idx):
                     results[i] = logps[row, : len(response_ids[i])].clone()
-        model.train(was_training)
+            model.train(was_training)
         self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
+
+    def _batch(self, prompt_ids, response_ids) -> dict[str, torch.Tensor]:
+        batch = build_sequence_batch(prompt_ids, response_ids, self.pad_token_id)
+        return {k: v.to(self.backend.device) for k, v in batch.items()}
 
     def logps(self, prompt_ids, response_ids, policy="current") -> torch.Tensor:
         """Sequence log-probs log π(y | x), [N] float32."""

@@ -1,7 +1,7 @@
 """All accelerate/DeepSpeed wiring in one object; trainers and algorithms never touch DeepSpeed directly.
 
 The primitives algorithms may build on: ``accumulation(is_last)``, ``backward(loss)``, ``step()``,
-``snapshot()`` / ``restore(snapshot)`` / ``swapped(snapshot)``, ``generation_model()``, ``save_state`` /
+``snapshot()`` / ``restore(snapshot)`` / ``swapped(snapshot)``, ``inference_model()``, ``save_state`` /
 ``load_state``. With a DeepSpeed config (ZeRO-2 or ZeRO-3) the same calls drive the DeepSpeed engine; the
 config's ``"auto"`` entries are filled from the run config. On a machine without a launcher the backend sets up a
 one-process group itself (gloo on CPU), so a single-process ZeRO run needs no extra command.
@@ -65,13 +65,24 @@ def _to_cpu(obj):
     return obj
 
 
+def _master_partitions(zero) -> list[torch.Tensor]:
+    """This process's flat fp32 master partitions inside a ZeRO-2 or ZeRO-3 optimizer."""
+    groups = getattr(zero, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+    return list(groups if groups is not None else zero.fp32_partitioned_groups_flat)  # ZeRO-3
+
+
 class Backend:
     """Owns the Accelerator, the (possibly DeepSpeed-wrapped) model and its optimizer."""
 
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState, GradientState
         from accelerate.utils import DeepSpeedPlugin
 
+        # accelerate keeps its state per process: a previous run in this process (a notebook, a test) must not
+        # impose its DeepSpeed plugin or precision on this one. A process group already set up stays.
+        AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
+        GradientState._reset_state()
         self.ds_config = load_deepspeed_config(cfg.deepspeed, cfg) if cfg.deepspeed else None
         plugin = None
         if self.ds_config is not None:
@@ -121,6 +132,33 @@ class Backend:
     @property
     def has_adapter(self) -> bool:
         return hasattr(self.unwrapped, "disable_adapter")
+
+    @property
+    def world_size(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def lockstep_forwards(self) -> bool:
+        """True when every forward is a collective (ZeRO-3 without the whole-model gather, several processes): each
+        process must then run as many forwards as the others, whatever its share of the data."""
+        return self.zero_stage == 3 and not self.cfg.ds3_gather_for_generation and self.world_size > 1
+
+    # -- collectives ------------------------------------------------------------------------------------------
+    def all_gather_object(self, obj) -> list:
+        """Every process's ``obj``, in rank order, on every process (pickled; for Python objects and CPU tensors)."""
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def max_across(self, value: int) -> int:
+        """The largest ``value`` of all processes."""
+        return value if self.world_size == 1 else max(self.all_gather_object(value))
 
     # -- setup ------------------------------------------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
@@ -182,31 +220,65 @@ class Backend:
         return {name: t.detach().to("cpu", copy=True) for name, t in self._trainable()}
 
     @torch.no_grad()
-    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
-        """Copy a snapshot back into the trainable tensors (the optimizer state is not touched)."""
+    def restore(self, snapshot: dict[str, torch.Tensor], *, temporary: bool = False) -> None:
+        """Copy a snapshot back into the trainable tensors (the optimizer state is not touched).
+
+        ZeRO's optimizer steps its own fp32 master copy and writes it back to the weights, so a lasting restore
+        refreshes the master from the restored weights (``restore_optimizer`` then puts back the exact fp32 master
+        of its snapshot); a ``temporary`` one (``swapped``) leaves the master alone."""
         for name, t in self._trainable():
             t.data.copy_(snapshot[name].to(t.device))
+        if not temporary and self._zero_optimizer() is not None:
+            self._zero_optimizer().refresh_fp32_params()
         self.weights_version += 1
 
-    def snapshot_optimizer(self) -> dict:
-        """A CPU copy of the optimizer state (Adam moments, step counts), to go back with ``restore_optimizer``."""
-        if self.uses_deepspeed:
-            # ZeRO keeps fp32 master partitions inside its own optimizer; restoring them is not wired yet.
-            raise ConfigError("restoring optimizer state (EGPO, Nash-MP) is not supported under DeepSpeed yet")
-        return _to_cpu(self.optimizer.state_dict())
+    def _zero_optimizer(self):
+        """DeepSpeed's ZeRO optimizer once the engine exists, else None."""
+        return getattr(self.model, "optimizer", None) if self.uses_deepspeed else None
 
+    def snapshot_optimizer(self) -> dict:
+        """A CPU copy of this process's optimizer state (Adam moments, step counts; under ZeRO the state of its
+        partition), to go back with ``restore_optimizer``."""
+        with self._inner_optimizer() as optimizer:
+            state = {"optimizer": _to_cpu(optimizer.state_dict())}
+        if self.uses_deepspeed:
+            state["fp32_master"] = _to_cpu(_master_partitions(self._zero_optimizer()))
+        return state
+
+    @torch.no_grad()
     def restore_optimizer(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)  # load_state_dict moves each tensor to its parameter's device
+        with self._inner_optimizer() as optimizer:
+            optimizer.load_state_dict(state["optimizer"])  # moves each tensor to its parameter's device
+        if self.uses_deepspeed:
+            for current, saved in zip(_master_partitions(self._zero_optimizer()), state["fp32_master"]):
+                current.data.copy_(saved)
+
+    @contextlib.contextmanager
+    def _inner_optimizer(self):
+        """The torch optimizer that holds the state: ours, or the one inside DeepSpeed's ZeRO optimizer (which works
+        on flat fp32 partitions; ZeRO-3 attaches them to its param groups only around a step or a state_dict)."""
+        zero = self._zero_optimizer()
+        if zero is None:
+            yield self.optimizer
+            return
+        attach = getattr(zero, "_set_fp32_optimizer_param_groups", None)
+        if attach is not None:
+            attach()
+        try:
+            yield zero.optimizer
+        finally:
+            if attach is not None:
+                zero._clear_fp32_optimizer_param_groups()
 
     @contextlib.contextmanager
     def swapped(self, snapshot: dict[str, torch.Tensor]):
         """Evaluate with other weights (e.g. π_ref) and put the current ones back afterwards."""
         current, version = self.snapshot(), self.weights_version
-        self.restore(snapshot)
+        self.restore(snapshot, temporary=True)
         try:
             yield
         finally:
-            self.restore(current)
+            self.restore(current, temporary=True)
             self.weights_version = version  # the same weights as before: nothing to sync
 
     @contextlib.contextmanager
@@ -226,10 +298,15 @@ class Backend:
             self._gathered = False
 
     @contextlib.contextmanager
-    def generation_model(self):
-        """The unwrapped model for ``generate``, its weights gathered for the whole block under ZeRO-3 (unless
-        ``ds3_gather_for_generation`` is off: then DeepSpeed fetches each layer's shards at every forward)."""
-        if self.zero_stage != 3 or not self.cfg.ds3_gather_for_generation:
+    def inference_model(self, gather: bool | None = None):
+        """The unwrapped model for no-grad passes and per-sample gradients outside the optimizer (anchors, GVM's
+        gradient norms): no DDP wrapper (whose forward broadcasts buffers, a collective) and, under ZeRO-3, the
+        weights gathered once for the block with DeepSpeed's per-layer hooks off, so each process may run as
+        many forwards as its own data needs. ``gather=None`` follows ``ds3_gather_for_generation``; without the
+        gather every ZeRO-3 forward is a collective (see ``lockstep_forwards``). Generation uses it too: the gather
+        then happens once per rollout, not per token."""
+        gather = self.cfg.ds3_gather_for_generation if gather is None else gather
+        if self.zero_stage != 3 or not gather:
             yield self.unwrapped
             return
         with self.gathered(), self._zero3_hooks_removed():

@@ -23,7 +23,9 @@ class Batch:
         seqs_per_row: S.
         row_data: per-row tensors, each [R, ...] (targets, anchor log-probs such as ``ref_logps`` [R, S]).
         token_data: per-sequence token tensors, each a list of [len(response)] tensors (e.g. sampling log-probs).
-        metrics: collect-time statistics logged with the iteration (e.g. ``pref/pairs_kept``).
+        metrics: collect-time statistics logged with the iteration (e.g. ``pref/pairs_kept``), each a mean.
+        metric_weights: how many items each metric averages over, to combine the processes' values exactly
+            (e.g. the responses behind ``reward/mean``); a metric without one averages over collect's prompts.
     """
 
     prompt_ids: list[list[int]]
@@ -32,6 +34,7 @@ class Batch:
     row_data: dict[str, torch.Tensor] = field(default_factory=dict)
     token_data: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    metric_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.prompt_ids) != len(self.response_ids) or len(self.prompt_ids) % self.seqs_per_row:
@@ -55,6 +58,20 @@ class Batch:
             seqs_per_row=s,
             row_data={k: v[index] for k, v in self.row_data.items()},
             token_data={k: [v[i] for i in seq_idx] for k, v in self.token_data.items()},
+        )
+
+    @classmethod
+    def concat(cls, batches: list[Batch]) -> Batch:
+        """The rows of several batches (e.g. every process's), in order; metrics are not carried over."""
+        first = batches[0]
+        if any(b.seqs_per_row != first.seqs_per_row or b.row_data.keys() != first.row_data.keys() for b in batches):
+            raise ValueError("batches to concatenate must have the same sequences per row and row_data keys")
+        return cls(
+            prompt_ids=[ids for b in batches for ids in b.prompt_ids],
+            response_ids=[ids for b in batches for ids in b.response_ids],
+            seqs_per_row=first.seqs_per_row,
+            row_data={k: torch.cat([b.row_data[k] for b in batches]) for k in first.row_data},
+            token_data={k: [t for b in batches for t in b.token_data[k]] for k in first.token_data},
         )
 
     def to_minibatch(self, pad_token_id: int, device: torch.device | str = "cpu") -> MiniBatch:

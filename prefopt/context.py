@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prefopt.anchors import Anchors
-from prefopt.data import PromptExample
+from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
 from prefopt.judges.selection import select_pairs
 from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, derive_seed
+
+
+def shard_bounds(n: int, world: int, rank: int, weights: Sequence[float] | None = None) -> tuple[int, int]:
+    """[lo, hi) of process ``rank``'s contiguous block of n items: counts differing by at most one, or with
+    ``weights``, each cut where the running weight comes nearest to k/world of the total (a process may get an
+    empty block when one item outweighs a share)."""
+    if weights is None or not sum(weights):
+        return rank * n // world, (rank + 1) * n // world
+    if len(weights) != n:
+        raise ValueError(f"weights has {len(weights)} entries for {n} items")
+    running = [0.0]
+    for w in weights:
+        running.append(running[-1] + float(w))
+
+    def cut(k: int) -> int:
+        if k in (0, world):
+            return 0 if k == 0 else n
+        target = running[-1] * k / world
+        return min(range(n + 1), key=lambda i: (abs(running[i] - target), i))
+
+    return cut(rank), cut(rank + 1)
 
 
 @dataclass
@@ -46,6 +67,27 @@ class Context:
     optimise: Callable[[Any], dict] | None = None
     algo_state: dict = dataclasses.field(default_factory=dict)
 
+    # -- several processes ----------------------------------------------------------------------------------
+    def shard(self, items: list, weights: Sequence[float] | None = None) -> tuple[int, int]:
+        """This process's contiguous block [lo, hi) of ``items``: equal counts, or with ``weights`` (e.g. GVM's
+        sample budgets) near-equal total weight. Contiguous blocks gathered in rank order give back the list."""
+        return shard_bounds(len(items), self.backend.world_size, self.backend.rank, weights)
+
+    def gather(self, items: list) -> list:
+        """Every process's ``items`` concatenated in rank order (the same list on every process)."""
+        return [x for part in self.backend.all_gather_object(items) for x in part]
+
+    def gather_metrics(self, batch) -> dict[str, float]:
+        """The collect metrics of every process's ``batch`` combined into means over all of them: each metric
+        weighted by its ``metric_weights`` entry, else by the number of prompts this process collected."""
+        local = {k: (v, batch.metric_weights.get(k, len(self.prompts))) for k, v in batch.metrics.items()}
+        parts = self.backend.all_gather_object(local)
+        out = {}
+        for key in local:
+            total = sum(w for part in parts for _, w in [part[key]])
+            out[key] = sum(v * w for part in parts for v, w in [part[key]]) / total if total else local[key][0]
+        return out
+
     def start_iteration(self, iteration: int, prompts: list[PromptExample]) -> None:
         self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0
         self.judge.elapsed_s = 0.0
@@ -77,3 +119,16 @@ class Context:
         texts = [[s.text for s in g] for g in groups]
         choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts, self.references(prompts))
         return [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
+
+
+def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], it: int):
+    """(this process's batch, seconds): iteration ``it``'s collect on this process's contiguous block of the
+    iteration's prompts (``ctx.prompts`` is that block afterwards)."""
+    cfg = ctx.cfg
+    idx = iteration_prompts(len(train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
+    prompts = [train_prompts[i] for i in idx]
+    lo, hi = ctx.shard(prompts)
+    ctx.start_iteration(it, prompts[lo:hi])
+    start = time.perf_counter()
+    batch = algorithm.collect(ctx, prompts[lo:hi])
+    return batch, time.perf_counter() - start

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prefopt.batch import Batch
-from prefopt.data import iteration_prompts
+from prefopt.context import collect_shard
 from prefopt.eval import win_rate
 from prefopt.judges.base import RewardJudge
 from prefopt.objective import loss_on_rows
@@ -34,18 +34,15 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
         t0 = time.perf_counter()
-        batch, collect_s = collect(run, it)
+        batch, collect_s = collect(run, it)  # this process's rows; optimise gathers every process's
         t1 = time.perf_counter()
-        if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
-            steps = steps_per_iteration(batch.num_rows, cfg, run.world_size) * algorithm.phases
-            run.state["steps_per_iteration"] = steps
-            start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
         stats = algorithm.train_step(ctx, batch) if algorithm.train_step else ctx.optimise(batch)
         if algorithm.end_iteration is not None:
             algorithm.end_iteration(ctx)
         t2 = time.perf_counter()
 
-        metrics = {"iteration": it, "step": run.state["global_step"], **stats, **batch.metrics, **rollout_metrics(ctx)}
+        metrics = {"iteration": it, "step": run.state["global_step"], **stats, **ctx.gather_metrics(batch)}
+        metrics.update(rollout_metrics(ctx))
         metrics.update(
             {
                 "time/collect_s": collect_s,
@@ -53,7 +50,7 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
                 "time/judge_s": ctx.judge.elapsed_s,
                 "time/anchor_s": ctx.anchors.elapsed_s,
                 "time/optimise_s": t2 - t1,
-                "rows": batch.num_rows,
+                "rows": sum(run.backend.all_gather_object(batch.num_rows)),
             }
         )
         if run.game_monitor is not None:
@@ -69,19 +66,13 @@ def train(algorithm_name: str, cfg, algo_cfg) -> dict:
 
 
 def collect(run: Run, it: int) -> tuple[Batch, float]:
-    """The iteration's batch and the seconds its collect took (setup may have collected iteration 0 already:
+    """This process's batch and the seconds its collect took (setup may have collected iteration 0 already:
     LoRA-GA's gradient estimate reads the first iteration's objective, and that batch is trained on, not redone)."""
     if run.prefetched is not None:
         batch_and_seconds, run.prefetched = run.prefetched, None
         return batch_and_seconds
     run.judge_records.clear()
-    cfg = run.cfg
-    idx = iteration_prompts(len(run.train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
-    prompts = [run.train_prompts[i] for i in idx]
-    run.ctx.start_iteration(it, prompts)
-    start = time.perf_counter()
-    batch = run.algorithm.collect(run.ctx, prompts)
-    return batch, time.perf_counter() - start
+    return collect_shard(run.ctx, run.algorithm, run.train_prompts, it)
 
 
 def steps_per_iteration(num_rows: int, cfg, world_size: int) -> int:
@@ -89,14 +80,23 @@ def steps_per_iteration(num_rows: int, cfg, world_size: int) -> int:
     return cfg.num_train_epochs * max(1, math.ceil(num_rows / global_batch))
 
 
-def optimise(run: Run, batch: Batch) -> dict:
-    """Epochs × shuffled minibatches of the algorithm's loss; one optimizer step per minibatch.
+def optimise(run: Run, local_batch: Batch) -> dict:
+    """Epochs × shuffled minibatches of the algorithm's loss over every process's rows; one optimizer step per
+    minibatch.
 
-    A minibatch holds per_device_train_batch_size × gradient_accumulation_steps × world_size rows; each process
-    takes every world_size-th row and accumulates over its micro-batches. Each row weighs the same: a micro-batch
-    contributes sum(losses) / rows_in_minibatch (× world_size, since DDP/DeepSpeed average over processes).
+    The processes' batches are gathered (in rank order: with contiguous prompt blocks, the rows of a one-process
+    run), so every process shuffles the same rows. A minibatch holds per_device_train_batch_size ×
+    gradient_accumulation_steps × world_size rows; each process takes every world_size-th row and accumulates over
+    its micro-batches. Each row weighs the same: a micro-batch contributes sum(losses) / rows_in_minibatch
+    (× world_size, since DDP/DeepSpeed average over processes). Every process runs as many micro-batches as the
+    busiest one (a spare one on a repeated row with weight 0), so DeepSpeed's collectives stay in step.
     """
     cfg, backend = run.cfg, run.backend
+    batch = Batch.concat(backend.all_gather_object(local_batch))
+    if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
+        steps = steps_per_iteration(batch.num_rows, cfg, run.world_size) * run.algorithm.phases
+        run.state["steps_per_iteration"] = steps
+        start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.world_size
     sums: dict[str, float] = defaultdict(float)
     count = 0
@@ -109,40 +109,51 @@ def optimise(run: Run, batch: Batch) -> dict:
         order = torch.randperm(batch.num_rows, generator=gen).tolist()
         for start in range(0, batch.num_rows, global_batch):
             step_rows = order[start : start + global_batch]
-            local = step_rows[run.rank :: run.world_size]
-            micro = [
-                local[i : i + cfg.per_device_train_batch_size]
-                for i in range(0, len(local), cfg.per_device_train_batch_size)
-            ]
-            for k, rows in enumerate(micro):
+            micro = _micro_batches(step_rows, run.rank, run.world_size, cfg.per_device_train_batch_size)
+            for k, (rows, weight) in enumerate(micro):
                 with backend.accumulation(is_last=k == len(micro) - 1):
                     losses, step_metrics = loss_on_rows(run.ctx, run.algorithm.loss, batch, rows)
-                    backend.backward(losses.sum() * run.world_size / len(step_rows))
-                for key, value in step_metrics.items():
-                    sums[key] += float(value.detach().float().sum())
-                count += len(rows)
+                    backend.backward(losses.sum() * (weight * run.world_size / len(step_rows)))
+                if weight:
+                    for key, value in step_metrics.items():
+                        sums[key] += float(value.detach().float().sum())
+                    count += len(rows)
             grad_norms.append(backend.step())
             run.scheduler.step()
             run.state["global_step"] += 1
             bar.update(1)
             run.maybe_log_step(grad_norms[-1], step_metrics)
     bar.close()
-    out = {key: value / max(count, 1) for key, value in sums.items()}
+    parts = backend.all_gather_object((dict(sums), count))  # the loss metrics' means over every process's rows
+    count = sum(c for _, c in parts)
+    out = {key: sum(s.get(key, 0.0) for s, _ in parts) / max(count, 1) for key in sums}
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["lr"] = run.scheduler.get_last_lr()[0]
     return out
 
 
+def _micro_batches(step_rows: list[int], rank: int, world: int, size: int) -> list[tuple[list[int], float]]:
+    """(rows, weight) of this process's micro-batches of one minibatch: its every world-th row, cut into micro-batches,
+    padded to the busiest process's count with weight-0 repeats of the minibatch's first row."""
+    local = step_rows[rank::world]
+    micro = [(local[i : i + size], 1.0) for i in range(0, len(local), size)]
+    busiest = math.ceil(math.ceil(len(step_rows) / world) / size)  # rank 0 holds the most rows
+    return micro + [(step_rows[:1], 0.0)] * (busiest - len(micro))
+
+
 def rollout_metrics(ctx) -> dict:
+    """Statistics of every sample drawn this iteration, by every process."""
     samples = [s for _, _, rb in ctx.rollouts for s in rb.samples]
-    if not samples:
+    local = (len(samples), sum(len(s.response_ids) for s in samples), sum(s.finish_reason == "stop" for s in samples))
+    parts = ctx.backend.all_gather_object((*local, sum(s.logp for s in samples)))
+    n, length, stops, logp = (sum(column) for column in zip(*parts))
+    if not n:
         return {}
-    lengths = [len(s.response_ids) for s in samples]
     return {
-        "rollout/samples": len(samples),
-        "rollout/mean_length": sum(lengths) / len(lengths),
-        "rollout/stop_fraction": sum(s.finish_reason == "stop" for s in samples) / len(samples),
-        "rollout/mean_logp": sum(s.logp for s in samples) / len(samples),
+        "rollout/samples": n,
+        "rollout/mean_length": length / n,
+        "rollout/stop_fraction": stops / n,
+        "rollout/mean_logp": logp / n,
     }
 
 
@@ -151,10 +162,10 @@ def evaluate(run: Run) -> dict[str, float]:
     held-out prompts, under the run's judge, with its bootstrap interval and the outputs' length; with
     a reward judge also the mean reward of both (``eval/reward``, ``eval/initial_reward``: accuracy for a 0/1
     verifiable reward)."""
-    current = run.sample_eval_responses(stream="eval")
-    k = run.cfg.eval_samples_per_prompt
-    prompts = [p.prompt for p in run.eval_prompts for _ in range(k)]
-    refs = run.ctx.references(run.eval_prompts) if run.judge.needs_references else None
+    current = run.sample_eval_responses(stream="eval")  # this process's block of the held-out prompts
+    k, local_prompts = run.cfg.eval_samples_per_prompt, run.local_eval_prompts
+    prompts = [p.prompt for p in local_prompts for _ in range(k)]
+    refs = run.ctx.references(local_prompts) if run.judge.needs_references else None
     refs = None if refs is None else [r for r in refs for _ in range(k)]
     recorder, run.judge.recorder = run.judge.recorder, None  # evaluation comparisons are not training data
     try:
@@ -165,11 +176,17 @@ def evaluate(run: Run) -> dict[str, float]:
             probs = torch.sigmoid(rewards - run.initial_eval_rewards)
         else:
             probs = run.judge.preference(prompts, current, run.initial_eval_responses, refs)
-        metrics = win_rate(probs.tolist(), seed=run.cfg.seed).as_metrics("eval/")
-        metrics["eval/avg_length"] = sum(len(y) for y in current) / len(current)  # characters, as AlpacaEval
+        gather = run.ctx.gather
+        metrics = win_rate(gather(probs.tolist()), seed=run.cfg.seed).as_metrics("eval/")
+        lengths = gather([len(y) for y in current])
+        metrics["eval/avg_length"] = sum(lengths) / len(lengths)  # characters, as AlpacaEval
         if isinstance(run.judge, RewardJudge):
-            metrics["eval/reward"] = float(rewards.mean())
-            metrics["eval/initial_reward"] = float(run.initial_eval_rewards.mean())
+            metrics["eval/reward"] = _mean(gather(rewards.tolist()))
+            metrics["eval/initial_reward"] = _mean(gather(run.initial_eval_rewards.tolist()))
     finally:
         run.judge.recorder = recorder
     return metrics
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

@@ -32,7 +32,9 @@ import time
 import torch
 
 from prefopt.adapters import lora_layers, set_lora_ga
-from prefopt.data import encode_response, iteration_prompts, reference_text
+from prefopt.batch import Batch
+from prefopt.context import collect_shard
+from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError
 from prefopt.objective import loss_on_rows
 from prefopt.ops import build_sequence_batch, response_token_logps
@@ -131,16 +133,11 @@ def _objective(ctx, algorithm, train_prompts, count: int):
     """(rows available, per-row loss of a row list, the first iteration's batch or None)."""
     if ctx.cfg.lora_ga_objective == "sft":
         return (*_sft_rows(ctx, train_prompts, count), None)
-    cfg = ctx.cfg
-    idx = iteration_prompts(len(train_prompts), cfg.prompts_per_iteration, 0, cfg.num_iterations, cfg.seed)
-    prompts = [train_prompts[i] for i in idx]
-    ctx.start_iteration(0, prompts)
-    start = time.perf_counter()
-    batch = algorithm.collect(ctx, prompts)
-    elapsed = time.perf_counter() - start
+    local, elapsed = collect_shard(ctx, algorithm, train_prompts, 0)
+    batch = Batch.concat(ctx.backend.all_gather_object(local))  # every process's rows, as the loop trains on
     if batch.num_rows == 0:
         raise ConfigError("adapter lora_ga: the first iteration produced no training rows to estimate a gradient on")
-    return batch.num_rows, lambda rows: loss_on_rows(ctx, algorithm.loss, batch, rows)[0], (batch, elapsed)
+    return batch.num_rows, lambda rows: loss_on_rows(ctx, algorithm.loss, batch, rows)[0], (local, elapsed)
 
 
 def initialise(ctx, algorithm, train_prompts) -> tuple | None:

@@ -69,17 +69,25 @@ class Run:
 
     @property
     def world_size(self) -> int:
-        return self.backend.accelerator.num_processes
+        return self.backend.world_size
 
     @property
     def rank(self) -> int:
-        return self.backend.accelerator.process_index
+        return self.backend.rank
+
+    @property
+    def local_eval_prompts(self) -> list[PromptExample]:
+        """This process's contiguous block of the held-out prompts (each process evaluates its own)."""
+        lo, hi = self.ctx.shard(self.eval_prompts)
+        return self.eval_prompts[lo:hi]
 
     def sample_eval_responses(self, stream: str) -> list[str]:
-        """Responses of the current policy on the held-out prompts (fixed seeds: the same every evaluation)."""
-        seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in self.eval_prompts]
+        """Responses of the current policy on this process's held-out prompts (fixed seeds: the same every
+        evaluation, and the same however the prompts are split across processes)."""
+        prompts = self.local_eval_prompts
+        seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in prompts]
         batch = self.ctx.rollout.generate(
-            [p.prompt_ids for p in self.eval_prompts], self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds
+            [p.prompt_ids for p in prompts], self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds
         )
         return [s.text for s in batch.samples]
 
@@ -90,8 +98,11 @@ class Run:
         if main and not (self.rundir.path / "config.yaml").exists():
             self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
         self.history.append(metrics)
+        rows = self.backend.all_gather_object(rollout_rows(self.ctx))  # written once, by the main process
+        judge_rows = self.ctx.gather(self.judge_records)
         if main:
-            self.rundir.save_iteration_data(iteration, rollout_rows(self.ctx), self.judge_records)
+            columns = {k: [v for part in rows for v in part[k]] for k in rows[0]}
+            self.rundir.save_iteration_data(iteration, columns, judge_rows)
             self.rundir.append_jsonl("metrics.jsonl", [metrics])
             self.rundir.append_jsonl("steps.jsonl", self.step_history[self.steps_written :])
         self.steps_written = len(self.step_history)
@@ -281,11 +292,12 @@ def _sampling_services(cfg, backend, tokenizer, allowed):
         ),
     )
     rollout = HFRolloutEngine(
-        backend.generation_model,
+        backend.inference_model,
         tokenizer,
         cfg.generation_batch_size,
         show_progress=show,
         reference=anchors.reference_forward,
+        lockstep=backend.max_across if backend.lockstep_forwards else None,
     )
     return sampling, anchors, rollout
 
@@ -296,11 +308,6 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
     rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     rundir.check(config)
-    if algorithm.phases > 1 and cfg.deepspeed:
-        raise ConfigError(
-            f"{algorithm_name} restores the optimizer state between its phases, which is not wired "
-            "for DeepSpeed yet; run it without --deepspeed"
-        )
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
@@ -335,7 +342,8 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
     run = Run(cfg, config, algorithm, ctx, backend, None, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records
-    run.initial_eval_responses = [y for y in baseline_outputs for _ in range(cfg.eval_samples_per_prompt)]
+    lo, hi = ctx.shard(eval_prompts)  # this process's block of the fixed baseline, as of the held-out prompts
+    run.initial_eval_responses = [y for y in baseline_outputs[lo:hi] for _ in range(cfg.eval_samples_per_prompt)]
     if cfg.adapter == "lora_ga" and _resume_state(run) is None:
         run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
     rundir.clear_for_overwrite()

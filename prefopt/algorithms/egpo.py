@@ -20,8 +20,8 @@ Symbols ↔ official code. β and the sampler settings are the repo's (β = 0.1;
 length-normalised log-probs). The repo counts two optimizer steps per EG iteration (``num_train_epochs = 2 ×
 epochs``); here ``phases = 2`` makes the LR schedule span both.
 
-Departures. None in the update. Under DeepSpeed, restoring the ZeRO optimizer's fp32 partitions is not wired yet:
-such a run stops before any compute with a clear error.
+Departures. None in the update. Under DeepSpeed ZeRO the snapshot also holds each process's fp32 master partition,
+so the restore is exact (``Backend.snapshot_optimizer``).
 """
 
 from __future__ import annotations

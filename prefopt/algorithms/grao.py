@@ -74,13 +74,12 @@ def collect(ctx, prompts) -> Batch:
         prompt_ids += [p.prompt_ids] * (len(g) + 1)
         response_ids += [s.response_ids for s in g] + [reference_ids(ctx, p)]
         advantages.append(group_advantages(scores, True, cfg.std_epsilon))
-    metrics = {
-        **reward_metrics(rewards),
-        "reward/reference_mean": float(ref_rewards.mean()) if len(ref_rewards) else 0.0,
-        "grao/groups_kept": len(advantages) / max(len(prompts), 1),
-    }
+    metrics, weights = reward_metrics(rewards)
+    metrics["reward/reference_mean"] = float(ref_rewards.mean()) if len(ref_rewards) else 0.0
+    metrics["grao/groups_kept"] = len(advantages) / max(len(prompts), 1)
     adv = torch.stack(advantages) if advantages else torch.zeros(0, cfg.num_samples + 1)
-    return Batch(prompt_ids, response_ids, cfg.num_samples + 1, row_data={"advantage": adv}, metrics=metrics)
+    row_data = {"advantage": adv}
+    return Batch(prompt_ids, response_ids, cfg.num_samples + 1, row_data, metrics=metrics, metric_weights=weights)
 
 
 def loss(cfg: GRAOConfig, batch: MiniBatch, policy: PolicyLogps):

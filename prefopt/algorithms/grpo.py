@@ -68,9 +68,10 @@ def collect(ctx, prompts, counts=None) -> Batch:
     token_data = {"old_logps": [s.token_logps for s in kept]}
     if cfg.beta > 0:
         token_data["ref_logps"] = ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference")
-    metrics = {**reward_metrics(rewards), "grpo/groups_kept": len(advantages) / max(len(groups), 1)}
+    metrics, weights = reward_metrics(rewards)
+    metrics["grpo/groups_kept"] = len(advantages) / max(len(groups), 1)
     adv = torch.cat(advantages).float().view(-1, 1) if advantages else torch.zeros(0, 1)
-    return Batch(prompt_ids, response_ids, 1, row_data={"advantage": adv}, token_data=token_data, metrics=metrics)
+    return Batch(prompt_ids, response_ids, 1, {"advantage": adv}, token_data, metrics=metrics, metric_weights=weights)
 
 
 def loss(cfg: GRPOConfig, batch: MiniBatch, policy: PolicyLogps):

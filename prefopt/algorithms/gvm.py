@@ -17,9 +17,11 @@ Each iteration is one GVM window:
 Allocation statistics are logged under ``gvm/``, including the variance bound Σ G²/(n·p) of the allocation
 relative to uniform allocation of the same budget.
 
-Departures. Under several processes each allocates its own prompts with its own share of the budget (the official
-code allocates the whole batch at once). The probe samples are used for estimation only, as in the official
-pipeline. Full-parameter ZeRO-3 is not supported (the gradient norm needs whole parameters); ZeRO-2 is.
+Several processes: each probes its block of the iteration's prompts; the estimates are gathered and the whole
+budget is allocated at once, as the official code does; the prompts are then cut again into contiguous blocks of
+near-equal sample counts for the final sampling. The probe samples are used for estimation only, as in the
+official pipeline, and are drawn from their own random stream (``gvm_probe``), so the final samples are fresh.
+Under ZeRO-3 the gradient norms run on the gathered model.
 """
 
 from __future__ import annotations
@@ -67,44 +69,46 @@ def _config_class(base: type) -> type:
 
 
 def gradient_norms(ctx, samples) -> list[float]:
-    """‖∇_φ log π(y|x)‖ of each sample (one forward and backward each), φ = parameters matching ``grad_params``."""
+    """‖∇_φ log π(y|x)‖ of each sample (one forward and backward each), φ = parameters matching ``grad_params``.
+
+    Outside the optimizer: the gradients are taken with ``torch.autograd.grad`` on the unwrapped model (under
+    ZeRO-3 with its weights gathered once for all samples), so nothing is accumulated or synchronised."""
     backend, pattern = ctx.backend, ctx.algo_cfg.grad_params
-    if backend.zero_stage == 3:
-        raise ConfigError("GVM's gradient norms need whole parameters: use ZeRO-2 or no DeepSpeed")
-    model = backend.unwrapped
-    params = [p for name, p in model.named_parameters() if pattern in name]
-    if not params:
-        raise ConfigError(f"config key 'grad_params': no parameter name contains {pattern!r}")
-    flags = [p.requires_grad for p in params]
-    was_training = model.training
-    model.eval()
-    norms = []
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        for s in samples:
-            batch = build_sequence_batch([s.prompt_ids], [s.response_ids], ctx.tokenizer.pad_token_id)
-            batch = {k: v.to(backend.device) for k, v in batch.items()}
-            logp = response_token_logps(model, batch, ctx.anchors.allowed).sum()
-            grads = torch.autograd.grad(logp, params, allow_unused=True)
-            norms.append(float(sum(g.float().pow(2).sum() for g in grads if g is not None) ** 0.5))
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
+    with backend.inference_model(gather=True) as model:
+        params = [p for name, p in model.named_parameters() if pattern in name]
+        if not params:
+            raise ConfigError(f"config key 'grad_params': no parameter name contains {pattern!r}")
+        flags = [p.requires_grad for p in params]
+        was_training = model.training
+        model.eval()
+        norms = []
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            for s in samples:
+                batch = build_sequence_batch([s.prompt_ids], [s.response_ids], ctx.tokenizer.pad_token_id)
+                batch = {k: v.to(backend.device) for k, v in batch.items()}
+                logp = response_token_logps(model, batch, ctx.anchors.allowed).sum()
+                grads = torch.autograd.grad(logp, params, allow_unused=True)
+                norms.append(float(sum(g.float().pow(2).sum() for g in grads if g is not None) ** 0.5))
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+            model.train(was_training)
     return norms
 
 
 def probe_and_allocate(ctx, prompts) -> tuple[list[int], dict[str, float]]:
-    """GVM's estimation stage: (n_i per prompt, allocation metrics)."""
+    """GVM's estimation stage on this process's prompts, allocated over every process's: (n_i for each prompt of
+    the iteration in rank order, allocation metrics)."""
     cfg = ctx.algo_cfg
-    groups, rewards = sample_groups(ctx, prompts, cfg.probe_samples)
-    p = torch.tensor([float((r > 0).float().mean()) for r in rewards], dtype=torch.float64)
+    groups, rewards = sample_groups(ctx, prompts, cfg.probe_samples, stream="gvm_probe")
     accepted = [[s for s, r in zip(g, rs.tolist()) if r > 0] for g, rs in zip(groups, rewards)]
-    flat = [s for group in accepted for s in group]
-    norms = iter(gradient_norms(ctx, flat))
-    G = torch.tensor([sum(next(norms) for _ in a) / len(a) if a else 0.0 for a in accepted], dtype=torch.float64)
-    budget = cfg.num_samples * len(prompts)
+    norms = iter(gradient_norms(ctx, [s for group in accepted for s in group]))
+    local_G = [sum(next(norms) for _ in a) / len(a) if a else 0.0 for a in accepted]
+    p = torch.tensor(ctx.gather([float((r > 0).float().mean()) for r in rewards]), dtype=torch.float64)
+    G = torch.tensor(ctx.gather(local_G), dtype=torch.float64)
+    budget = cfg.num_samples * len(p)
     n = allocate(p, G, budget, cfg.gvm_alpha, cfg.gvm_beta, max_samples=cfg.max_samples)
     uniform = torch.full_like(n, cfg.num_samples)
     metrics = {
@@ -125,8 +129,13 @@ def probe_and_allocate(ctx, prompts) -> tuple[list[int], dict[str, float]]:
 def _with_allocation(base_collect):
     def collect(ctx, prompts):
         counts, metrics = probe_and_allocate(ctx, prompts)
-        batch = base_collect(ctx, prompts, counts=counts)
+        # The budgets are uneven: the iteration's prompts are cut again into blocks of near-equal sample counts.
+        everyone = ctx.gather(prompts)
+        lo, hi = ctx.shard(everyone, weights=counts)
+        batch = base_collect(ctx, everyone[lo:hi], counts=counts[lo:hi])
+        batch.metric_weights = {k: batch.metric_weights.get(k, hi - lo) for k in batch.metrics}
         batch.metrics.update(metrics)
+        batch.metric_weights.update(dict.fromkeys(metrics, 1.0))  # allocated together: the same on every process
         return batch
 
     return collect

@@ -16,27 +16,29 @@ from prefopt.errors import ConfigError
 from prefopt.judges.base import RewardJudge
 
 
-def sample_groups(ctx, prompts, counts: int | Sequence[int]):
+def sample_groups(ctx, prompts, counts: int | Sequence[int], stream: str = "policy"):
     """Sample and score. Returns (groups of rollout Samples, rewards: per prompt a float32 tensor [n_i])."""
     if not isinstance(ctx.judge, RewardJudge):
         raise ConfigError(
             f"{ctx.cfg.judge!r} is a preference judge; outcome-reward methods need a reward judge "
             "(exact_match, math, reward_model or python_reward)"
         )
-    groups = ctx.sample(prompts, counts).groups()
+    groups = ctx.sample(prompts, counts, stream).groups()
     texts = [[s.text for s in g] for g in groups]
     rewards = ctx.judge.grouped_rewards([p.prompt for p in prompts], texts, ctx.references(prompts))
     return groups, [r.float() for r in rewards]
 
 
-def reward_metrics(rewards: list[torch.Tensor]) -> dict[str, float]:
-    """Mean reward, and the fraction of prompts whose group has at least one positive reward (pass@n for 0/1)."""
+def reward_metrics(rewards: list[torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, their weights): the mean reward over responses, and the fraction of prompts whose group has at
+    least one positive reward (pass@n for 0/1) over the prompts with a group."""
     flat = torch.cat(rewards) if rewards else torch.zeros(0)
     solved = [bool((r > 0).any()) for r in rewards if len(r)]
-    return {
+    metrics = {
         "reward/mean": float(flat.mean()) if len(flat) else 0.0,
         "reward/solved_fraction": sum(solved) / max(len(solved), 1),
     }
+    return metrics, {"reward/mean": len(flat), "reward/solved_fraction": len(solved)}
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantage: torch.Tensor, eps_low: float, eps_high: float) -> torch.Tensor:

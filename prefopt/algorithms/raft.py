@@ -50,10 +50,11 @@ class RAFTConfig:
             raise ConfigError("config keys 'clip_low' (in [0, 1)) and 'clip_high' (>= 0) bound the ratio clip")
 
 
-def accepted_rows(groups, rewards: list[torch.Tensor], metrics: dict) -> Batch:
+def accepted_rows(groups, rewards: list[torch.Tensor]) -> Batch:
     """One row per response with A = max(r, 0) > 0; per-token π_old log-probs from the rollout."""
     kept = [(s, float(r)) for g, rs in zip(groups, rewards) for s, r in zip(g, rs.tolist()) if r > 0]
     total = sum(len(g) for g in groups)
+    metrics, weights = reward_metrics(rewards)
     return Batch(
         [s.prompt_ids for s, _ in kept],
         [s.response_ids for s, _ in kept],
@@ -61,12 +62,13 @@ def accepted_rows(groups, rewards: list[torch.Tensor], metrics: dict) -> Batch:
         row_data={"advantage": torch.tensor([a for _, a in kept], dtype=torch.float32).view(-1, 1)},
         token_data={"old_logps": [s.token_logps for s, _ in kept]},
         metrics={**metrics, "raft/accepted_fraction": len(kept) / max(total, 1)},
+        metric_weights={**weights, "raft/accepted_fraction": total},
     )
 
 
 def collect(ctx, prompts, counts=None) -> Batch:
     groups, rewards = sample_groups(ctx, prompts, ctx.algo_cfg.num_samples if counts is None else counts)
-    return accepted_rows(groups, rewards, reward_metrics(rewards))
+    return accepted_rows(groups, rewards)
 
 
 def raft_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):

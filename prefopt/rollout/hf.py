@@ -117,6 +117,10 @@ class HFRolloutEngine(RolloutEngine):
         reference: for ``ref_mixture`` > 0 only: a callable taking the model being sampled and returning a context
             manager that yields π_ref's forward (``Anchors.reference_forward``: the same model with its adapter
             disabled, or a frozen copy under full fine-tuning).
+        lockstep: when every forward is a collective (ZeRO-3 without the whole-model gather, several processes):
+            a callable returning the largest of the processes' generate-call counts (``Backend.max_across``). This
+            process then runs spare one-row calls up to that count, and every call passes ``synced_gpus`` so a
+            process whose rows have stopped keeps stepping with the others.
     """
 
     def __init__(
@@ -126,8 +130,10 @@ class HFRolloutEngine(RolloutEngine):
         batch_size: int = 64,
         show_progress: bool = True,
         reference: Callable[[torch.nn.Module], contextlib.AbstractContextManager] | None = None,
+        lockstep: Callable[[int], int] | None = None,
     ):
         self.model_context = model_context
+        self.lockstep = lockstep
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -151,10 +157,15 @@ class HFRolloutEngine(RolloutEngine):
                 reqs = [requests[r] for r in rows]
                 for r, sample in zip(rows, self._generate_rows(model, prompt_ids, reqs, params, ref_forward)):
                     samples[r] = sample
+            spare = self.lockstep(len(batches)) - len(batches) if self.lockstep is not None else 0
+            for _ in range(spare):  # a one-token prompt, a one-token response: results dropped
+                self._generate_rows(model, [[self.tokenizer.pad_token_id]], [(0, 0, 0)], params, ref_forward, 1)
             model.train(was_training)
         return RolloutBatch(samples=samples, num_prompts=len(prompt_ids))
 
-    def _generate_rows(self, model, prompt_ids, reqs, params: SamplingParams, ref_forward=None) -> list[Sample]:
+    def _generate_rows(
+        self, model, prompt_ids, reqs, params: SamplingParams, ref_forward=None, max_new_tokens: int | None = None
+    ) -> list[Sample]:
         from transformers import GenerationConfig
 
         tok = self.tokenizer
@@ -169,7 +180,7 @@ class HFRolloutEngine(RolloutEngine):
         eos_ids = eos_token_ids(model, tok)
         config = GenerationConfig(
             do_sample=False,
-            max_new_tokens=params.max_new_tokens,
+            max_new_tokens=max_new_tokens or params.max_new_tokens,
             eos_token_id=sorted(eos_ids),
             pad_token_id=tok.pad_token_id,
         )
@@ -178,6 +189,7 @@ class HFRolloutEngine(RolloutEngine):
             attention_mask=attention_mask,
             generation_config=config,
             logits_processor=processors,
+            synced_gpus=self.lockstep is not None,
         )
         generated = out[:, input_ids.shape[1] :].cpu()
         step_logps = torch.stack(sampler.step_logps, dim=1)  # [B, steps]

@@ -1,0 +1,222 @@
+"""Rollout backend on vLLM, colocated with training: one in-process ``vllm.LLM`` per training process (tensor
+parallel 1), sharing the GPU with the policy (``vllm_gpu_memory_utilization``), like TRL's "colocate" mode.
+
+Behind the same :class:`~prefopt.rollout.engine.RolloutEngine` interface as the transformers engine:
+
+- **Requests**: one vLLM request per sample (n = 1) with its own seed ``derive_seed(seeds[i], j)``; vLLM draws a
+  seeded request from a generator of its own, so a sample does not depend on the batch it runs in. vLLM's
+  streams are not the HF engine's Gumbel draws: with temperature > 0 the two engines draw different (equally
+  distributed) samples; greedy decoding gives the same tokens up to numerical ties.
+- **Log-probs**: ``logprobs=0`` returns the sampled token's log-prob, and the LLM is built with
+  ``logprobs_mode="raw_logprobs"``: the log-softmax of the model's own logits before temperature, top-k/top-p,
+  i.e. log π(y_t | x, y_<t) as the interface defines it.
+- **Weights**: vLLM holds its own copy. At the start of every ``generate`` the engine compares
+  ``backend.weights_version`` with the version it last pushed; when they differ it loads
+  :func:`prefopt.rollout.weights.changed_weights` (merged LoRA weights module by module, or the trainable
+  parameters) into the vLLM model with its ``load_weights`` (HF names; vLLM fuses q/k/v and gate/up itself),
+  inside ``backend.gathered()`` for ZeRO-3, then drops vLLM's prefix cache (its KV blocks were computed with the
+  old weights).
+- **Sleep mode** (``vllm_enable_sleep_mode``, CUDA only): vLLM's weights go to CPU memory and its KV cache is
+  freed between rollouts (``sleep(level=1)``), and come back before the next one.
+
+Not supported (refused with a ConfigError naming ``use_vllm``): ``ref_mixture`` > 0 (Nash-MD's mixture needs π_ref's
+logits at every step of the same decode) and ``allowed_token_ids`` (vLLM masks the disallowed tokens but its raw
+log-probs are normalised over the whole vocabulary, and the normaliser over the allowed set is not returned).
+
+vLLM is imported only when an engine is built: prefopt imports and runs without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+
+import torch
+
+from prefopt.errors import ConfigError
+from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, expand_requests
+from prefopt.rollout.weights import changed_weights
+
+
+def _require_vllm():
+    try:
+        import vllm
+    except ImportError as err:
+        raise ConfigError(
+            "use_vllm: true needs the vllm package (pip install 'prefopt[vllm]', or scripts/vllm_env.sh on CPU)"
+        ) from err
+    return vllm
+
+
+def check_supported(params: SamplingParams) -> None:
+    """Raise a ConfigError for sampling the vLLM engine cannot do exactly."""
+    if params.ref_mixture > 0:
+        raise ConfigError(
+            "sampling from the mixture with π_ref (ref_mixture > 0, Nash-MD) needs use_vllm: false: vLLM cannot mix "
+            "in the reference model's logits at each decoding step"
+        )
+    if params.allowed_token_ids is not None:
+        raise ConfigError(
+            "restricted responses (response_choices / allowed tokens) need use_vllm: false: vLLM's log-probs are "
+            "normalised over the whole vocabulary, not over the allowed tokens"
+        )
+
+
+class VLLMRolloutEngine(RolloutEngine):
+    """Sampling with an in-process ``vllm.LLM`` that follows the training model's weights.
+
+    Args:
+        model_name_or_path: the policy's base weights on disk (a Hub id or folder), loaded by vLLM at start.
+        tokenizer: the policy tokenizer (decoding; EOS ids).
+        backend: the training :class:`~prefopt.backend.Backend`, or any object with ``weights_version``,
+            ``gathered()`` and ``unwrapped``; None for an engine that never syncs (a fixed model).
+        eos_token_ids: ids that end a response (``prefopt.rollout.hf.eos_token_ids``: tokenizer EOS plus the
+            generation config's).
+        dtype: vLLM's weights dtype ("float32", "bfloat16", "float16", "auto").
+        max_model_len: vLLM's context length (prompt + response).
+        gpu_memory_utilization: the fraction of the GPU vLLM may take (ignored on CPU).
+        enable_sleep_mode: free vLLM's GPU memory between rollouts (CUDA only).
+        seed: vLLM's global seed (per-request seeds decide the samples).
+        trust_remote_code: passed to vLLM.
+        llm_kwargs: any further ``vllm.LLM`` arguments.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        tokenizer,
+        backend=None,
+        *,
+        eos_token_ids: Sequence[int],
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.3,
+        enable_sleep_mode: bool = False,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        **llm_kwargs,
+    ):
+        if enable_sleep_mode and not torch.cuda.is_available():
+            raise ConfigError("vllm_enable_sleep_mode: true needs a CUDA GPU (vLLM's sleep mode is CUDA only)")
+        # The engine must run in this process: weights are handed to its model by reference, not serialised.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        vllm = _require_vllm()
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.eos_ids = sorted(set(eos_token_ids))
+        self.sleep_mode = enable_sleep_mode
+        self._synced_version = 0 if backend is None else None  # None: never synced (vLLM holds the disk weights)
+        self.llm = vllm.LLM(
+            model=model_name_or_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_sleep_mode=enable_sleep_mode,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+            tensor_parallel_size=1,
+            logprobs_mode="raw_logprobs",
+            skip_tokenizer_init=True,  # prompts arrive as ids and we decode ourselves: vLLM needs no tokenizer
+            **llm_kwargs,
+        )
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    # -- weights ------------------------------------------------------------------------------------------------
+    def sync_weights(self) -> bool:
+        """Push the training model's weights into vLLM if they changed since the last push; True if pushed."""
+        if self.backend is None or self.backend.weights_version == self._synced_version:
+            return False
+        version = self.backend.weights_version
+        with self.backend.gathered():
+            self.load_weights(changed_weights(self.backend.unwrapped))
+        self.llm.reset_prefix_cache()
+        self._synced_version = version
+        return True
+
+    def load_weights(self, weights) -> None:
+        """Load (HF name, tensor) pairs into the vLLM model (any subset of its weights)."""
+        self.llm.apply_model(lambda model: model.load_weights(weights))
+
+    @contextlib.contextmanager
+    def _awake(self):
+        """Weights (synced) and KV cache on the GPU for the block; asleep again after it in sleep mode."""
+        if not self.sleep_mode:
+            self.sync_weights()
+            yield
+            return
+        self.llm.wake_up(tags=["weights"])  # weights first: the sync must not meet the KV cache's peak
+        self.sync_weights()
+        self.llm.wake_up(tags=["kv_cache"])
+        try:
+            yield
+        finally:
+            self.llm.sleep(level=1)
+
+    # -- sampling -----------------------------------------------------------------------------------------------
+    def sampling_params(self, params: SamplingParams, seed: int):
+        """vLLM's SamplingParams for one sample of ``params`` drawn with ``seed``."""
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        return VLLMSamplingParams(
+            n=1,
+            temperature=params.temperature,  # 0: greedy
+            top_p=params.top_p,
+            top_k=params.top_k if params.top_k > 0 else -1,  # vLLM's "off"
+            max_tokens=params.max_new_tokens,
+            seed=seed,
+            stop_token_ids=self.eos_ids,
+            logprobs=0,  # the sampled token's log-prob only
+            detokenize=False,
+        )
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, n, params: SamplingParams, seeds) -> RolloutBatch:
+        check_supported(params)
+        requests = expand_requests(len(prompt_ids), n, seeds)
+        with self._awake():
+            outputs = []
+            if requests:
+                from vllm.inputs import TokensPrompt
+
+                prompts = [TokensPrompt(prompt_token_ids=list(prompt_ids[i])) for i, _, _ in requests]
+                vllm_params = [self.sampling_params(params, seed) for _, _, seed in requests]
+                outputs = self.llm.generate(prompts, vllm_params, use_tqdm=False)
+        samples = [self._sample(list(prompt_ids[i]), i, j, out.outputs[0]) for (i, j, _), out in zip(requests, outputs)]
+        return RolloutBatch(samples=samples, num_prompts=len(prompt_ids))
+
+    def _sample(self, prompt: list[int], i: int, j: int, completion) -> Sample:
+        """One Sample from a vLLM CompletionOutput: cut after the first EOS, log-probs of the chosen tokens."""
+        ids = list(completion.token_ids)
+        logps = [step[token].logprob for token, step in zip(ids, completion.logprobs)]
+        stop = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
+        length, reason = (stop + 1, "stop") if stop is not None else (len(ids), "length")
+        response = ids[:length]
+        return Sample(
+            prompt_index=i,
+            sample_index=j,
+            prompt_ids=prompt,
+            response_ids=response,
+            text=self.tokenizer.decode(response, skip_special_tokens=True),
+            token_logps=torch.tensor(logps[:length], dtype=torch.float32),
+            finish_reason=reason,
+        )
+
+
+def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
+    """The vLLM engine a run with ``use_vllm: true`` samples through (``cfg``: the TrainConfig)."""
+    from prefopt.rollout.hf import eos_token_ids
+
+    return VLLMRolloutEngine(
+        cfg.model_name_or_path,
+        tokenizer,
+        backend,
+        eos_token_ids=eos_token_ids(backend.unwrapped, tokenizer),
+        dtype=cfg.dtype,
+        max_model_len=cfg.vllm_max_model_length or cfg.max_prompt_length + cfg.max_new_tokens,
+        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        enable_sleep_mode=cfg.vllm_enable_sleep_mode,
+        seed=cfg.seed,
+        trust_remote_code=cfg.trust_remote_code,
+    )
