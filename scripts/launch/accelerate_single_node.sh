@@ -4,8 +4,9 @@
 #   scripts/launch/accelerate_single_node.sh ALGO RECIPE [extra prefopt flags ...]
 #
 #   scripts/launch/accelerate_single_node.sh sppo configs/recipes/sppo_mistral-7b-instruct_zero3_vllm.yaml
-#   NUM_GPUS=4 ZERO=2 scripts/launch/accelerate_single_node.sh grao configs/recipes/grao_qwen2.5-7b.yaml \
-#       --output_dir runs/grao-4gpu --gradient_accumulation_steps 16
+#   NUM_GPUS=4 scripts/launch/accelerate_single_node.sh grao configs/recipes/grao_qwen2.5-7b.yaml \
+#       --output_dir runs/grao-4gpu --gradient_accumulation_steps 16   # 4 GPUs, global batch 64 kept
+#   ZERO=2 scripts/launch/accelerate_single_node.sh gvm_raft configs/recipes/gvm_raft_qwen2.5-math-1.5b.yaml
 #   ZERO=ddp scripts/launch/accelerate_single_node.sh egpo configs/recipes/egpo_qwen2.5-1.5b-instruct-sft.yaml
 #
 # Environment:

@@ -39,6 +39,7 @@ fi
 # MASTER_PORT, which prefopt's Backend reads; --standalone picks a free local port for the rendezvous. Without CUDA the
 # Backend makes a gloo process group, and DeepSpeed runs on its CPU accelerator.
 # `python -m torch.distributed.run` is the torchrun command, called through $PYTHON so the right venv is used.
+set -x
 "$PYTHON" -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node "$NPROC" \
   -m prefopt.cli train "$ALGO" --config configs/quickstart.yaml \
   --model_name_or_path "$OUT_DIR/tiny-model" \
@@ -46,4 +47,5 @@ fi
   --deepspeed configs/deepspeed/zero2.json \
   "$@"
 
+{ set +x; } 2>/dev/null
 echo "[cpu_two_process] run directory: $OUT_DIR/run"
