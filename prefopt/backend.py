@@ -83,6 +83,11 @@ class Backend:
         # impose its DeepSpeed plugin or precision on this one. A process group already set up stays.
         AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
         GradientState._reset_state()
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not cfg.deepspeed:
+            raise ConfigError(
+                "launched with a DeepSpeed accelerate config, but config key 'deepspeed' is not set: pass "
+                "--deepspeed with the same JSON file (e.g. configs/deepspeed/zero3.json)"
+            )
         self.ds_config = load_deepspeed_config(cfg.deepspeed, cfg) if cfg.deepspeed else None
         plugin = None
         if self.ds_config is not None:
@@ -100,6 +105,11 @@ class Backend:
             log_with=trackers or None,
             project_dir=cfg.output_dir,
         )
+        if plugin is not None and self.accelerator.distributed_type.value != "DEEPSPEED":
+            raise ConfigError(
+                "config key 'deepspeed' is set but accelerate did not start DeepSpeed (accelerate launch --cpu "
+                "drops it): launch with torchrun or a DeepSpeed accelerate config"
+            )
         self.cfg = cfg
         self.model = None
         self.optimizer = None
@@ -315,8 +325,10 @@ class Backend:
     @contextlib.contextmanager
     def _zero3_hooks_removed(self):
         """DeepSpeed's per-module hooks fetch and release shards around every forward; with the weights already
-        gathered they are pure overhead at each generated token, so generation runs without them (re-registered
-        after, as TRL does). Before ``prepare`` the engine, and so the hooks, do not exist yet."""
+        gathered they are pure overhead at each generated token, and they are collectives (the root module's
+        start-of-forward hook compares step counts across processes), which would tie each process's forwards to
+        the others'. So the block runs without them; they are re-registered after. Before ``prepare`` the engine,
+        and so the hooks, do not exist yet."""
         offload = getattr(getattr(self.model, "optimizer", None), "parameter_offload", None)
         if offload is None:
             yield
@@ -326,9 +338,11 @@ class Backend:
         for hook in offload.forward_hooks + offload.backward_hooks:
             hook.remove()
         offload.forward_hooks, offload.backward_hooks = [], []
+        start_of_forward = offload.module._forward_pre_hooks.pop(offload.fwd_pre_hook.id)
         try:
             yield
         finally:
+            offload.fwd_pre_hook = offload.module.register_forward_pre_hook(start_of_forward, prepend=True)
             offload._register_deepspeed_module(offload.module)
 
     # -- state ------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
     from prefopt.loop import train
 
     metrics = train(args.algorithm, train_cfg, algo_cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # launched on several processes: the summary is printed once
+        return 0
     if "eval/win_rate" in metrics:
         print(
             f"[prefopt] win rate of the final policy against the initial policy: {metrics['eval/win_rate']:.3f} "

@@ -286,6 +286,7 @@ def parse_cli_overrides(args: list[str]) -> dict[str, str | bool]:
             value = True
         out[key.replace("-", "_")] = value
         i += 1
+    out.pop("local_rank", None)  # appended by the deepspeed launcher; the process group comes from the environment
     return out
 
 

@@ -424,14 +424,15 @@ def _game_monitor(run: Run) -> GameMonitor | None:
 def _print_header(run: Run, model) -> None:
     if not run.backend.is_main:
         return
-    cfg = run.cfg
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    cfg, backend = run.cfg, run.backend
+    numel = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]  # ZeRO-3: sharded
+    total, trainable = sum(n for n, _ in numel), sum(n for n, grad in numel if grad)
+    replicas = "DDP" if run.world_size > 1 else "no DeepSpeed"
+    sharding = f"DeepSpeed ZeRO-{backend.zero_stage}" if backend.uses_deepspeed else replicas
     per_iter = cfg.prompts_per_iteration or len(run.train_prompts) // cfg.num_iterations
     print(
         f"[prefopt] {run.algorithm.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), "
         f"{len(run.train_prompts)} train / {len(run.eval_prompts)} eval prompts, {per_iter} prompts per iteration, "
-        f"{cfg.num_iterations} iterations, {run.world_size} process(es), judge {run.judge.name}, "
-        f"DeepSpeed ZeRO-{run.backend.zero_stage if run.backend.uses_deepspeed else 'off'}",
+        f"{cfg.num_iterations} iterations, {run.world_size} process(es), judge {run.judge.name}, {sharding}",
         flush=True,
     )

@@ -4,12 +4,11 @@ import functools
 
 import pytest
 import torch
+from helpers import REPO
 
 from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
 from prefopt.batch import MiniBatch, PolicyLogps
 from prefopt.loop import optimise
-
-from helpers import REPO
 
 
 def test_online_ipo_loss_hand_computed():

@@ -95,7 +95,7 @@ def two_phase_step(ctx, batch: Batch, before_full_step=None) -> dict:
     if before_full_step is not None:
         before_full_step(full_batch)
     full = ctx.optimise(full_batch)
-    return {**{f"half/{k}": v for k, v in half.items()}, **full, **full_batch.metrics}
+    return {**{f"half/{k}": v for k, v in half.items()}, **full, **ctx.gather_metrics(full_batch)}
 
 
 def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):

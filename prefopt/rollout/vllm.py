@@ -13,15 +13,21 @@ Behind the same :class:`~prefopt.rollout.engine.RolloutEngine` interface as the 
 - **Weights**: vLLM holds its own copy. At the start of every ``generate`` the engine compares
   ``backend.weights_version`` with the version it last pushed; when they differ it loads
   :func:`prefopt.rollout.weights.changed_weights` (merged LoRA weights module by module, or the trainable
-  parameters) into the vLLM model with its ``load_weights`` (HF names; vLLM fuses q/k/v and gate/up itself),
+  parameters) into the vLLM model with its in-place ``reload_weights`` (HF names; vLLM fuses q/k/v and gate/up),
   inside ``backend.gathered()`` for ZeRO-3, then drops vLLM's prefix cache (its KV blocks were computed with the
   old weights).
 - **Sleep mode** (``vllm_enable_sleep_mode``, CUDA only): vLLM's weights go to CPU memory and its KV cache is
   freed between rollouts (``sleep(level=1)``), and come back before the next one.
 
+- **Allowed tokens** (``response_choices``): vLLM masks the other tokens (``allowed_token_ids``) and returns the raw
+  log-probs of every allowed token at each step (``logprob_token_ids``, at most 128 ids), so the engine renormalises
+  exactly: log π_A(y_t) = log π(y_t) − logsumexp_{a∈A} log π(a), as ``restricted_log_softmax`` does.
+
 Not supported (refused with a ConfigError naming ``use_vllm``): ``ref_mixture`` > 0 (Nash-MD's mixture needs π_ref's
-logits at every step of the same decode) and ``allowed_token_ids`` (vLLM masks the disallowed tokens but its raw
-log-probs are normalised over the whole vocabulary, and the normaliser over the allowed set is not returned).
+logits at every step of the same decode), and more than 128 allowed tokens (vLLM's ``logprob_token_ids`` limit).
+
+Side effects vLLM has on the process that builds it (in-process engine): it seeds the global RNGs (the engine puts
+their states back) and, on CPU, replaces ``torch.set_num_threads`` with a no-op after binding its threads.
 
 vLLM is imported only when an engine is built: prefopt imports and runs without it.
 """
@@ -37,6 +43,27 @@ import torch
 from prefopt.errors import ConfigError
 from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, expand_requests
 from prefopt.rollout.weights import changed_weights
+
+MAX_ALLOWED_TOKENS = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS
+
+
+@contextlib.contextmanager
+def _rng_preserved():
+    """Put back the global RNG states (Python, NumPy, torch, CUDA) that building a vLLM engine reseeds."""
+    import random
+
+    import numpy as np
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _require_vllm():
@@ -56,10 +83,10 @@ def check_supported(params: SamplingParams) -> None:
             "sampling from the mixture with π_ref (ref_mixture > 0, Nash-MD) needs use_vllm: false: vLLM cannot mix "
             "in the reference model's logits at each decoding step"
         )
-    if params.allowed_token_ids is not None:
+    if params.allowed_token_ids is not None and len(params.allowed_token_ids) > MAX_ALLOWED_TOKENS:
         raise ConfigError(
-            "restricted responses (response_choices / allowed tokens) need use_vllm: false: vLLM's log-probs are "
-            "normalised over the whole vocabulary, not over the allowed tokens"
+            f"{len(params.allowed_token_ids)} allowed response tokens need use_vllm: false: vLLM returns the "
+            f"log-probs the engine renormalises over for at most {MAX_ALLOWED_TOKENS} tokens"
         )
 
 
@@ -107,23 +134,29 @@ class VLLMRolloutEngine(RolloutEngine):
         self.eos_ids = sorted(set(eos_token_ids))
         self.sleep_mode = enable_sleep_mode
         self._synced_version = 0 if backend is None else None  # None: never synced (vLLM holds the disk weights)
-        self.llm = vllm.LLM(
-            model=model_name_or_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_sleep_mode=enable_sleep_mode,
-            seed=seed,
-            trust_remote_code=trust_remote_code,
-            tensor_parallel_size=1,
-            logprobs_mode="raw_logprobs",
-            skip_tokenizer_init=True,  # prompts arrive as ids and we decode ourselves: vLLM needs no tokenizer
-            **llm_kwargs,
-        )
+        with _rng_preserved():
+            self.llm = vllm.LLM(
+                model=model_name_or_path,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_sleep_mode=enable_sleep_mode,
+                seed=seed,
+                trust_remote_code=trust_remote_code,
+                tensor_parallel_size=1,
+                logprobs_mode="raw_logprobs",  # log π itself, before temperature and top-k/top-p
+                skip_tokenizer_init=True,  # prompts arrive as ids and we decode ourselves: vLLM needs no tokenizer
+                **llm_kwargs,
+            )
         if self.sleep_mode:
             self.llm.sleep(level=1)
 
     # -- weights ------------------------------------------------------------------------------------------------
+    def follow(self, backend) -> None:
+        """Follow ``backend``'s model (None: none); its weights are pushed at the next ``generate``."""
+        self.backend = backend
+        self._synced_version = 0 if backend is None else None
+
     def sync_weights(self) -> bool:
         """Push the training model's weights into vLLM if they changed since the last push; True if pushed."""
         if self.backend is None or self.backend.weights_version == self._synced_version:
@@ -136,8 +169,16 @@ class VLLMRolloutEngine(RolloutEngine):
         return True
 
     def load_weights(self, weights) -> None:
-        """Load (HF name, tensor) pairs into the vLLM model (any subset of its weights)."""
-        self.llm.apply_model(lambda model: model.load_weights(weights))
+        """Load (HF name, tensor) pairs into the vLLM model, in place (whole layers; others keep their weights).
+
+        The worker's in-place ``reload_weights`` (vLLM's weight-update API; tested with 0.32) rather than the
+        model's ``load_weights``: after loading, vLLM may repack a layer's weights for its kernels (the CPU backend
+        does, dropping the loaders a second ``load_weights`` needs); the reload puts each layer back in checkpoint
+        format, loads, and repacks it. A layer (e.g. the fused qkv) must be sent whole: see
+        :func:`prefopt.rollout.weights.changed_weights`. The engine runs in this process, so the iterator and its
+        tensors are passed by reference.
+        """
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
 
     @contextlib.contextmanager
     def _awake(self):
@@ -159,6 +200,7 @@ class VLLMRolloutEngine(RolloutEngine):
         """vLLM's SamplingParams for one sample of ``params`` drawn with ``seed``."""
         from vllm import SamplingParams as VLLMSamplingParams
 
+        allowed = None if params.allowed_token_ids is None else list(params.allowed_token_ids)
         return VLLMSamplingParams(
             n=1,
             temperature=params.temperature,  # 0: greedy
@@ -167,7 +209,9 @@ class VLLMRolloutEngine(RolloutEngine):
             max_tokens=params.max_new_tokens,
             seed=seed,
             stop_token_ids=self.eos_ids,
-            logprobs=0,  # the sampled token's log-prob only
+            logprobs=0 if allowed is None else None,  # the sampled token's log-prob only
+            allowed_token_ids=allowed,
+            logprob_token_ids=allowed,  # every allowed token's log-prob: the normaliser over the allowed set
             detokenize=False,
         )
 
@@ -183,13 +227,24 @@ class VLLMRolloutEngine(RolloutEngine):
                 prompts = [TokensPrompt(prompt_token_ids=list(prompt_ids[i])) for i, _, _ in requests]
                 vllm_params = [self.sampling_params(params, seed) for _, _, seed in requests]
                 outputs = self.llm.generate(prompts, vllm_params, use_tqdm=False)
-        samples = [self._sample(list(prompt_ids[i]), i, j, out.outputs[0]) for (i, j, _), out in zip(requests, outputs)]
+        samples = [
+            self._sample(list(prompt_ids[i]), i, j, out.outputs[0], params.allowed_token_ids)
+            for (i, j, _), out in zip(requests, outputs)
+        ]
         return RolloutBatch(samples=samples, num_prompts=len(prompt_ids))
 
-    def _sample(self, prompt: list[int], i: int, j: int, completion) -> Sample:
-        """One Sample from a vLLM CompletionOutput: cut after the first EOS, log-probs of the chosen tokens."""
+    def _sample(self, prompt: list[int], i: int, j: int, completion, allowed: Sequence[int] | None) -> Sample:
+        """One Sample from a vLLM CompletionOutput: cut after the first EOS, log-probs of the chosen tokens
+        (renormalised over the allowed tokens when there is a set)."""
         ids = list(completion.token_ids)
-        logps = [step[token].logprob for token, step in zip(ids, completion.logprobs)]
+        logps = torch.tensor(
+            [step[token].logprob for token, step in zip(ids, completion.logprobs)], dtype=torch.float64
+        )
+        if allowed is not None:
+            every = torch.tensor(
+                [[step[a].logprob for a in allowed] for step in completion.logprobs], dtype=torch.float64
+            )
+            logps = logps - torch.logsumexp(every, dim=-1)
         stop = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
         length, reason = (stop + 1, "stop") if stop is not None else (len(ids), "length")
         response = ids[:length]
@@ -199,7 +254,7 @@ class VLLMRolloutEngine(RolloutEngine):
             prompt_ids=prompt,
             response_ids=response,
             text=self.tokenizer.decode(response, skip_special_tokens=True),
-            token_logps=torch.tensor(logps[:length], dtype=torch.float32),
+            token_logps=logps[:length].float(),
             finish_reason=reason,
         )
 

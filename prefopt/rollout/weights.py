@@ -10,6 +10,10 @@ actually computes with:
   no merge/unmerge round trip that would leave rounding in W). LoRA-GA is the same formula: its frozen
   ``lora_ga_offset`` adapter (s·(−B_0)A_0, see :mod:`prefopt.adapters`) is one more active adapter. Names drop
   peft's ``base_model.model.`` prefix (we walk the base model) and the wrapper's ``.base_layer``.
+  vLLM fuses sibling projections (q/k/v into qkv_proj, gate/up into gate_up_proj) and reloads a fused layer only
+  whole, so when LoRA adapts some siblings and not others (``lora_target_modules: [q_proj, v_proj]``) the
+  others' unchanged weights are sent too: every weight under the parent (``self_attn``, ``mlp``) of an adapted
+  module. With ``all-linear`` targets that adds nothing.
   Trainable parameters outside the LoRA modules (peft's ``bias``/``modules_to_save`` options, which prefopt does
   not use) are sent too, so nothing that changes is missed.
 
@@ -67,9 +71,15 @@ def changed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]
 
     base_model = model.get_base_model()
     lora_modules = {name: m for name, m in base_model.named_modules() if isinstance(m, LoraLayer)}
+    parents = {name.rpartition(".")[0] for name in lora_modules}
+    sent = set()
     for name, layer in lora_modules.items():
+        sent.add(f"{name}.weight")
         yield f"{name}.weight", effective_lora_weight(layer)
     for name, param in base_model.named_parameters():
-        if not param.requires_grad or any(f".{part}." in name for part in _LORA_PARTS):
+        plain = hf_name(name)
+        if any(f".{part}." in name for part in _LORA_PARTS) or plain in sent:
             continue
-        yield hf_name(name), param.detach()
+        fused_partner = plain.rpartition(".")[0].rpartition(".")[0] in parents  # parent.sibling.weight (or .bias)
+        if param.requires_grad or fused_partner:
+            yield plain, param.detach()
