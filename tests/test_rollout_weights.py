@@ -14,13 +14,13 @@ from prefopt.rollout.weights import changed_weights
 IDS = torch.tensor([[5, 17, 40, 99, 23, 61, 62, 63]])
 
 
-def lora_cfg(adapter):
+def lora_cfg(adapter, targets=("all-linear",)):
     return SimpleNamespace(
         adapter=adapter,
         lora_r=4,
         lora_alpha=8.0,
         lora_dropout=0.0,
-        lora_target_modules=["all-linear"],
+        lora_target_modules=list(targets),
         use_rslora=False,
     )
 
@@ -83,6 +83,16 @@ def test_lora_sends_merged_weights_of_the_adapted_modules_only(tiny_model_dir):
     assert torch.allclose(logits_of_fresh_base_with(tiny_model_dir, weights), expected, atol=1e-5)
     # The training model is left as it was (no merge left behind).
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_partial_lora_targets_send_their_fused_siblings_whole(tiny_model_dir):
+    """vLLM reloads q/k/v as one fused layer: with only q and v adapted, k's (unchanged) weight goes along."""
+    model = attach_adapter(load(tiny_model_dir), lora_cfg("lora", targets=["q_proj", "v_proj"]))
+    randomise_lora(model)
+    weights = dict(changed_weights(model))
+    layers = {f"model.layers.{i}.self_attn.{p}_proj.weight" for i in range(2) for p in "qkvo"}
+    assert set(weights) == layers  # the mlp has no adapter: nothing of it is sent
+    assert torch.allclose(logits_of_fresh_base_with(tiny_model_dir, weights), logits(model), atol=1e-5)
 
 
 def test_lora_weights_equal_peft_merge(tiny_model_dir):
