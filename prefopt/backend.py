@@ -236,10 +236,16 @@ class Backend:
         ZeRO's optimizer steps its own fp32 master copy and writes it back to the weights, so a lasting restore
         refreshes the master from the restored weights (``restore_optimizer`` then puts back the exact fp32 master
         of its snapshot); a ``temporary`` one (``swapped``) leaves the master alone."""
+        zero = self._zero_optimizer()
+        zero3 = zero is not None and hasattr(zero, "checkpoint_event_prologue")
+        if zero3:  # release every gathered weight (small ones stay whole across steps), so none keeps old values
+            zero.checkpoint_event_prologue()
         for name, t in self._trainable():
             t.data.copy_(snapshot[name].to(t.device))
-        if not temporary and self._zero_optimizer() is not None:
-            self._zero_optimizer().refresh_fp32_params()
+        if zero3:  # gather the persistent weights again from the restored shards (a collective)
+            zero.checkpoint_event_epilogue()
+        if not temporary and zero is not None:
+            zero.refresh_fp32_params()
         self.weights_version += 1
 
     def _zero_optimizer(self):

@@ -346,7 +346,9 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     run.initial_eval_responses = [y for y in baseline_outputs[lo:hi] for _ in range(cfg.eval_samples_per_prompt)]
     if cfg.adapter == "lora_ga" and _resume_state(run) is None:
         run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
-    rundir.clear_for_overwrite()
+    if backend.is_main:
+        rundir.clear_for_overwrite()
+    backend.wait()  # no process writes into the folder before the old run is gone
     trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
     if cfg.report_to != ["none"]:
         backend.accelerator.init_trackers(cfg.run_name or "prefopt", config=trackers_config)

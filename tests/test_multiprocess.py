@@ -6,8 +6,10 @@ split 3 + 4 across the processes, so the blocks are uneven, the last minibatch h
 spare micro-batch. Five held-out prompts are evaluated 2 + 3.
 
 Tolerances, and why:
-- metrics (losses, gradient norms, rewards, collect statistics, win rates): relative 1e-5. fp32 sums taken in
-  another order (DeepSpeed's flat buffers, the all-reduce over two processes) differ at ~1e-7.
+- metrics (losses, gradient norms, rewards, collect statistics, win rates): relative 1e-5, or absolute 1e-5 for
+  values near zero. fp32 sums taken in another order (DeepSpeed's flat buffers, the all-reduce over two processes)
+  differ at ~1e-7 relative; a metric that is a difference of sequence log-probs (EGPO's h, magnitude ~20 each)
+  keeps the absolute error of its terms, measured at 3e-7.
 - weights: at most 0.1% of the entries differ by more than 1e-5, and none by more than lr / 10. Adam divides each
   gradient by the root of its second moment, so for an entry whose gradients are near zero (embedding rows of
   tokens that barely occur) a rounding-level difference in the gradient becomes a visible difference in the
@@ -82,15 +84,25 @@ def assert_same_run(one, two) -> None:
         keys = {k for k in r1 if not k.startswith("time/")}
         assert keys == {k for k in r2 if not k.startswith("time/")}
         for key in keys:
-            assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
+            assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-5), key
 
 
 @pytest.mark.parametrize(
     "algorithm,stage",
-    [("egpo", "zero2"), ("egpo", "zero3"), ("gvm_raft", "zero2"), ("gvm_raft", "zero3")],
+    [
+        ("egpo", "zero2"),
+        ("egpo", "zero3"),
+        # ZeRO-3 without the whole-model gather: every forward is a collective, so the processes run as many
+        # generate calls and anchor passes as the busiest one.
+        ("egpo", "zero3-per-token"),
+        ("gvm_raft", "zero2"),
+        ("gvm_raft", "zero3"),
+    ],
 )
 def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
-    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage}.json", *(GVM if algorithm == "gvm_raft" else [])]
+    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage.split('-')[0]}.json"]
+    extra += GVM if algorithm == "gvm_raft" else []
+    extra += ["--ds3_gather_for_generation", "false"] if stage.endswith("per-token") else []
     launch(1, algorithm, tiny_model_dir, tmp_path / "one", *extra)
     launch(2, algorithm, tiny_model_dir, tmp_path / "two", *extra)
     assert_same_run(tmp_path / "one", tmp_path / "two")
