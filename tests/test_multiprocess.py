@@ -115,11 +115,11 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
 
 
 def test_resumed_two_process_run_matches_the_uninterrupted_one(tiny_model_dir, tmp_path):
-    """EGPO (algorithm state and optimizer snapshots) under ZeRO-2: stop after iteration 0, resume with --resume."""
+    """EGPO (algorithm state and optimizer snapshots) under ZeRO-2: stop after iteration 1, resume with --resume."""
     extra = ["--deepspeed", REPO / "configs/deepspeed/zero2.json", "--num_iterations", "3"]
     launch(2, "egpo", tiny_model_dir, tmp_path / "full", *extra)
     launch(2, "egpo", tiny_model_dir, tmp_path / "crashed", *extra)
-    roll_back_to(tmp_path / "crashed", 0)
+    roll_back_to(tmp_path / "crashed", 1)
     launch(2, "egpo", tiny_model_dir, tmp_path / "crashed", *extra, "--resume", "true", "--overwrite", "false")
     full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
