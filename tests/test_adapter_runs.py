@@ -63,6 +63,7 @@ def _logits(model):
         return model(input_ids=ids).logits
 
 
+@pytest.mark.slow
 def test_lora_ga_run_resumes_exactly_and_its_saved_adapter_is_the_trained_policy(tiny_model_dir, tmp_path):
     from peft import PeftModel
 

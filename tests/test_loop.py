@@ -129,7 +129,7 @@ def test_an_existing_run_is_never_overwritten_without_the_flag(tiny_model_dir, t
 @pytest.mark.parametrize(
     "stage",
     # zero3 without the whole-model gather: DeepSpeed fetches each layer's shards at every forward of generate.
-    ["zero2", "zero3", pytest.param("zero3-per-token", marks=pytest.mark.slow)],
+    ["zero2", *(pytest.param(stage, marks=pytest.mark.slow) for stage in ("zero3", "zero3-per-token"))],
 )
 def test_deepspeed_single_process_matches_plain_training(tiny_model_dir, tmp_path, stage):
     train(tiny_model_dir, tmp_path / "plain", "--num_iterations", "1")
@@ -224,6 +224,7 @@ def test_each_algorithm_runs_one_cli_iteration(tiny_model_dir, tmp_path, name):
     assert math.isfinite(metrics["loss/total"]) and (out / "final/model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_save_every_checkpoints_sparsely_and_resume_redoes_the_uncheckpointed_iterations(tiny_model_dir, tmp_path):
     import shutil
 
