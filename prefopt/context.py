@@ -36,6 +36,17 @@ def shard_bounds(n: int, world: int, rank: int, weights: Sequence[float] | None 
     return cut(rank), cut(rank + 1)
 
 
+def combine_metrics(parts: list[dict[str, tuple[float, float]]]) -> dict[str, float]:
+    """Weighted means of per-process {metric: (mean, weight)}; a process without a metric counts with weight 0,
+    and a metric whose weights are all 0 keeps the first process's value."""
+    out = {}
+    for key in dict.fromkeys(k for part in parts for k in part):
+        pairs = [part[key] for part in parts if key in part]
+        total = sum(w for _, w in pairs)
+        out[key] = sum(v * w for v, w in pairs) / total if total else pairs[0][0]
+    return out
+
+
 @dataclass
 class Context:
     """Services for one iteration's ``collect`` (and the optional hooks).
@@ -81,12 +92,7 @@ class Context:
         """The collect metrics of every process's ``batch`` combined into means over all of them: each metric
         weighted by its ``metric_weights`` entry, else by the number of prompts this process collected."""
         local = {k: (v, batch.metric_weights.get(k, len(self.prompts))) for k, v in batch.metrics.items()}
-        parts = self.backend.all_gather_object(local)
-        out = {}
-        for key in local:
-            total = sum(w for part in parts for _, w in [part[key]])
-            out[key] = sum(v * w for part in parts for v, w in [part[key]]) / total if total else local[key][0]
-        return out
+        return combine_metrics(self.backend.all_gather_object(local))
 
     def start_iteration(self, iteration: int, prompts: list[PromptExample]) -> None:
         self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0
