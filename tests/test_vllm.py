@@ -171,6 +171,16 @@ def test_seeded_samples_do_not_depend_on_the_batch(engine, prompts):
     assert key != [(s.prompt_index, s.sample_index, s.response_ids) for s in other.samples]
 
 
+def test_more_requests_than_one_scheduler_step_holds(engine):
+    """480 seeded requests of 40-55 prompt tokens: vLLM schedules them over several steps (on CPU chunked prefill
+    broke seeded requests; the engine turns it off there), and the samples are still those of a one-prompt call."""
+    prompts = [list(range(3, 43 + i)) for i in range(16)]
+    batch = engine.generate(prompts, 30, SAMPLED, seeds=range(16))
+    assert len(batch.samples) == 480
+    alone = engine.generate(prompts[5:6], 30, SAMPLED, seeds=[5])
+    assert [s.response_ids for s in batch.groups()[5]] == [s.response_ids for s in alone.samples]
+
+
 def test_per_prompt_counts_with_zeros(engine, prompts):
     batch = engine.generate(prompts[:4], [2, 0, 3, 0], SAMPLED, seeds=[1, 2, 3, 4])
     assert [len(g) for g in batch.groups()] == [2, 0, 3, 0] and batch.num_prompts == 4

@@ -45,6 +45,7 @@ from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, Sampling
 from prefopt.rollout.weights import changed_weights
 
 MAX_ALLOWED_TOKENS = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS
+CPU_KV_CACHE_BYTES = 1 << 30  # KV cache of a CPU engine built from a run config
 
 
 @contextlib.contextmanager
@@ -134,6 +135,14 @@ class VLLMRolloutEngine(RolloutEngine):
         self.eos_ids = sorted(set(eos_token_ids))
         self.sleep_mode = enable_sleep_mode
         self._synced_version = 0 if backend is None else None  # None: never synced (vLLM holds the disk weights)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under a launcher (several training processes) each process runs its own tensor-parallel-1 engine on
+            # the process group that already exists, as TRL's colocate mode does, instead of starting one.
+            llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
+        if not torch.cuda.is_available():
+            # vLLM's CPU backend fails on seeded requests whose prompt is prefilled in chunks (it rewinds the request's
+            # generator by an offset, which only CUDA generators have): prefill every prompt in one step.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         with _rng_preserved():
             self.llm = vllm.LLM(
                 model=model_name_or_path,
@@ -263,6 +272,11 @@ def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
     """The vLLM engine a run with ``use_vllm: true`` samples through (``cfg``: the TrainConfig)."""
     from prefopt.rollout.hf import eos_token_ids
 
+    extra = {}
+    if not torch.cuda.is_available():
+        # vLLM's CPU backend reads gpu_memory_utilization as a fraction of the machine's RAM, counting this process's
+        # own memory (the training model): give its KV cache a fixed size instead.
+        extra["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     return VLLMRolloutEngine(
         cfg.model_name_or_path,
         tokenizer,
@@ -274,4 +288,5 @@ def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
         enable_sleep_mode=cfg.vllm_enable_sleep_mode,
         seed=cfg.seed,
         trust_remote_code=cfg.trust_remote_code,
+        **extra,
     )
