@@ -126,7 +126,8 @@ def optimise(run: Run, local_batch: Batch) -> dict:
     bar.close()
     parts = backend.all_gather_object((dict(sums), count))  # the loss metrics' means over every process's rows
     count = sum(c for _, c in parts)
-    out = {key: sum(s.get(key, 0.0) for s, _ in parts) / max(count, 1) for key in sums}
+    keys = dict.fromkeys(k for s, _ in parts for k in s)  # a process that had no rows has no sums
+    out = {key: sum(s.get(key, 0.0) for s, _ in parts) / max(count, 1) for key in keys}
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["lr"] = run.scheduler.get_last_lr()[0]
     return out
