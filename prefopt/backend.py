@@ -19,6 +19,10 @@ import torch
 from prefopt.config import TrainConfig
 from prefopt.errors import ConfigError
 
+# accelerate's launcher says so in the environment; a DeepSpeed Accelerator sets the same variable in its own
+# process, so it is read once, at import, before any run of this process could have set it.
+_LAUNCHED_WITH_DEEPSPEED = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -80,14 +84,16 @@ class Backend:
         from accelerate.utils import DeepSpeedPlugin
 
         # accelerate keeps its state per process: a previous run in this process (a notebook, a test) must not
-        # impose its DeepSpeed plugin or precision on this one. A process group already set up stays.
-        AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
+        # impose its DeepSpeed plugin or precision on this one (a process group already set up stays).
+        AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not cfg.deepspeed:
-            raise ConfigError(
-                "launched with a DeepSpeed accelerate config, but config key 'deepspeed' is not set: pass "
-                "--deepspeed with the same JSON file (e.g. configs/deepspeed/zero3.json)"
-            )
+        if not cfg.deepspeed:
+            if _LAUNCHED_WITH_DEEPSPEED:
+                raise ConfigError(
+                    "launched with a DeepSpeed accelerate config, but config key 'deepspeed' is not set: pass "
+                    "--deepspeed with the same JSON file (e.g. configs/deepspeed/zero3.json)"
+                )
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)  # set by an earlier DeepSpeed run in this process
         self.ds_config = load_deepspeed_config(cfg.deepspeed, cfg) if cfg.deepspeed else None
         plugin = None
         if self.ds_config is not None:
