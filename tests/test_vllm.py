@@ -269,3 +269,36 @@ def test_building_the_engine_leaves_the_global_rng_alone(engine):
     with _rng_preserved():
         torch.manual_seed(0)
     assert torch.equal(torch.rand(3), expected)
+
+
+TWO_RANKS = """
+import json, sys, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+torch.set_num_threads(1)
+from prefopt.models import load_tokenizer
+from prefopt.rollout.engine import SamplingParams
+from prefopt.rollout.vllm import VLLMRolloutEngine
+model_dir, out = sys.argv[1], sys.argv[2]
+engine = VLLMRolloutEngine(model_dir, load_tokenizer(model_dir), eos_token_ids=[2], dtype="float32", max_model_len=256,
+                           kv_cache_memory_bytes=64 << 20, enforce_eager=True)
+assert engine.llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend == "external_launcher"
+batch = engine.generate([list(range(3, 20))], 3, SamplingParams(max_new_tokens=8), seeds=[dist.get_rank()])
+json.dump([s.response_ids for s in batch.samples], open(f"{out}/rank{dist.get_rank()}.json", "w"))
+"""
+
+
+def test_one_engine_per_process_under_a_launcher(engine, policy_dir, tmp_path):
+    """Two training processes (a gloo group, as the Backend makes on CPU), each with its own colocated engine on the
+    existing group (external_launcher): rank r's samples for seed r equal a one-process engine's."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), policy_dir]
+    result = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):
+        alone = engine.generate([list(range(3, 20))], 3, SamplingParams(max_new_tokens=8), seeds=[rank])
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [s.response_ids for s in alone.samples]
