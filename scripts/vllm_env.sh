@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the separate vLLM (CPU) environment and run the vLLM rollout tests in it.
 #
-#   bash scripts/vllm_env.sh              # create .venv-vllm (if missing), then run tests/test_vllm.py
+#   bash scripts/vllm_env.sh              # create .venv-vllm (if missing), then run the vLLM tests in it
 #   VLLM_ENV=/path/to/env bash scripts/vllm_env.sh
 #   bash scripts/vllm_env.sh --no-test    # build only
 #   bash scripts/vllm_env.sh -- -k greedy # extra pytest arguments after "--"
@@ -57,7 +57,7 @@ fi
 
 if [[ $RUN_TESTS == 1 ]]; then
     cd "$ROOT"
-    # In-process engine (no worker subprocess), so the tests can reach the model to load weights.
-    VLLM_ENABLE_V1_MULTIPROCESSING=0 "$ENV_DIR/bin/python" -m pytest tests/test_vllm.py -p no:cacheprovider \
-        "${PYTEST_ARGS[@]}"
+    # In-process engine (no worker subprocess), so the tests can hand it weights by reference.
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 "$ENV_DIR/bin/python" -m pytest -p no:cacheprovider \
+        tests/test_vllm.py tests/test_vllm_engine_logic.py tests/test_rollout_weights.py "${PYTEST_ARGS[@]}"
 fi

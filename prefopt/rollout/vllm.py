@@ -167,13 +167,20 @@ class VLLMRolloutEngine(RolloutEngine):
         self._synced_version = 0 if backend is None else None
 
     def sync_weights(self) -> bool:
-        """Push the training model's weights into vLLM if they changed since the last push; True if pushed."""
+        """Push the training model's weights into vLLM if they changed since the last push; True if pushed.
+
+        vLLM's prefix cache is dropped after a push: its KV blocks were computed with the old weights."""
+        pushed = self._push_weights()
+        if pushed:
+            self.llm.reset_prefix_cache()
+        return pushed
+
+    def _push_weights(self) -> bool:
         if self.backend is None or self.backend.weights_version == self._synced_version:
             return False
         version = self.backend.weights_version
         with self.backend.gathered():
             self.load_weights(changed_weights(self.backend.unwrapped))
-        self.llm.reset_prefix_cache()
         self._synced_version = version
         return True
 
@@ -197,8 +204,10 @@ class VLLMRolloutEngine(RolloutEngine):
             yield
             return
         self.llm.wake_up(tags=["weights"])  # weights first: the sync must not meet the KV cache's peak
-        self.sync_weights()
-        self.llm.wake_up(tags=["kv_cache"])
+        pushed = self._push_weights()
+        self.llm.wake_up(tags=["kv_cache"])  # fully awake: vLLM resumes scheduling
+        if pushed:
+            self.llm.reset_prefix_cache()
         try:
             yield
         finally:
