@@ -123,6 +123,7 @@ class Backend:
         # Bumped whenever the trainable weights change (an optimizer step, a restore): a rollout engine that keeps
         # its own copy of the weights (vLLM) compares it with the version it last synced.
         self.weights_version = 0
+        self._versions_issued = 0  # only grows: a version number is never given to other weights
 
     # -- properties -------------------------------------------------------------------------------------------
     @property
@@ -210,7 +211,7 @@ class Backend:
 
     def step(self) -> float:
         """Clip, apply the optimizer, zero the gradients; returns the pre-clipping gradient norm."""
-        self.weights_version += 1
+        self._new_weights_version()
         if self.uses_deepspeed:
             self.model.step()  # clipping (gradient_clipping), optimizer step and zero_grad inside
             norm = self.model.get_global_grad_norm()
@@ -252,7 +253,11 @@ class Backend:
             zero.checkpoint_event_epilogue()
         if not temporary and zero is not None:
             zero.refresh_fp32_params()
-        self.weights_version += 1
+        self._new_weights_version()
+
+    def _new_weights_version(self) -> None:
+        self._versions_issued += 1
+        self.weights_version = self._versions_issued
 
     def _zero_optimizer(self):
         """DeepSpeed's ZeRO optimizer once the engine exists, else None."""

@@ -291,6 +291,10 @@ def _sampling_services(cfg, backend, tokenizer, allowed):
             cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code
         ),
     )
+    if cfg.use_vllm:  # a vLLM engine colocated with this process, following the trained weights
+        from prefopt.rollout.vllm import build_vllm_engine
+
+        return sampling, anchors, build_vllm_engine(cfg, backend, tokenizer)
     rollout = HFRolloutEngine(
         backend.inference_model,
         tokenizer,
@@ -331,6 +335,8 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
             f"judge '{cfg.judge}' needs reference answers, which eval_baseline_outputs lacks; use eval_num_prompts"
         )
     allowed = allowed_token_ids(judge, tokenizer, cfg.response_choices)
+    if cfg.use_vllm:
+        _check_vllm(algorithm, algo_cfg, allowed)
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -388,6 +394,14 @@ def _prepare_anchors_and_resume(run: Run) -> None:
             run.rundir.write_jsonl("steps.jsonl", run.step_history)
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _check_vllm(algorithm: Algorithm, algo_cfg, allowed) -> None:
+    """What the vLLM engine cannot sample exactly stops the run before the model is loaded."""
+    from prefopt.rollout.vllm import check_supported
+
+    mixture = 0.5 if algorithm.mixes_reference and algorithm.mixes_reference(algo_cfg) else 0.0
+    check_supported(SamplingParams(allowed_token_ids=allowed, ref_mixture=mixture))
 
 
 def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[str]]:

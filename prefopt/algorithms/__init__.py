@@ -38,6 +38,8 @@ class Algorithm:
         reads_pairs: ``(cfg) -> bool``, whether collect trains on the dataset's chosen/rejected pairs (TRL's
             preference formats, explicit or implicit prompt); each prompt's ``extra`` then holds ``chosen_ids``
             and ``rejected_ids``, tokenised as the policy would emit them.
+        mixes_reference: ``(cfg) -> bool``, whether collect decodes from the token-level mixture with π_ref
+            (Nash-MD's opponent), which only the transformers rollout engine can do (checked before any compute).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Algorithm:
     needs_ref: bool | Callable[[Any], bool] = False
     required_columns: Callable[[Any], tuple[str, ...]] | None = None
     reads_pairs: Callable[[Any], bool] | None = None
+    mixes_reference: Callable[[Any], bool] | None = None
     game_beta: Callable[[Any], float] | None = None
 
 

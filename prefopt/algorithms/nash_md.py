@@ -59,4 +59,5 @@ NASH_MD = Algorithm(
     loss=loss,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
+    mixes_reference=lambda cfg: cfg.mixture > 0,
 )
