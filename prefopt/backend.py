@@ -102,10 +102,16 @@ class Backend:
                 os.environ.setdefault(key, value)
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
             plugin = DeepSpeedPlugin(hf_ds_config=self.ds_config)
-        if not torch.cuda.is_available() and (plugin is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-            PartialState(backend="gloo")  # before the Accelerator, or accelerate counts one process
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        # Plain data parallel on CPU is accelerate's MULTI_CPU, which it picks only with cpu=True (else it joins the
+        # process group but treats the run as one process: no DDP, no gradient averaging); DeepSpeed on CPU must not
+        # say cpu=True, which drops the DeepSpeed plugin.
+        cpu_ddp = not torch.cuda.is_available() and several and plugin is None
+        if not torch.cuda.is_available() and (plugin is not None or several):
+            PartialState(cpu=cpu_ddp, backend="gloo")  # before the Accelerator, or accelerate counts one process
         trackers = [t for t in cfg.report_to if t != "none"]
         self.accelerator = Accelerator(
+            cpu=cpu_ddp,
             deepspeed_plugin=plugin,
             mixed_precision="bf16" if cfg.bf16 else "no",
             log_with=trackers or None,

@@ -90,6 +90,7 @@ def assert_same_run(one, two) -> None:
 @pytest.mark.parametrize(
     "algorithm,stage",
     [
+        ("egpo", "ddp"),  # plain data parallel (configs/accelerate/multi_gpu.yaml's setting), no DeepSpeed
         ("egpo", "zero2"),
         ("egpo", "zero3"),
         # ZeRO-3 without the whole-model gather: every forward is a collective, so the processes run as many
@@ -100,7 +101,7 @@ def assert_same_run(one, two) -> None:
     ],
 )
 def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
-    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage.split('-')[0]}.json"]
+    extra = [] if stage == "ddp" else ["--deepspeed", REPO / f"configs/deepspeed/{stage.split('-')[0]}.json"]
     extra += GVM if algorithm == "gvm_raft" else []
     extra += ["--ds3_gather_for_generation", "false"] if stage.endswith("per-token") else []
     launch(1, algorithm, tiny_model_dir, tmp_path / "one", *extra)
