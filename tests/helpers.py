@@ -28,10 +28,16 @@ def policy(logps) -> PolicyLogps:
     return PolicyLogps(logps.unsqueeze(-1), torch.ones_like(logps).bool().unsqueeze(-1))
 
 
+# What a launcher (or an in-process DeepSpeed run of an earlier test) leaves in the environment: a CLI run started
+# by a test is a fresh single-process run and must not see them.
+LAUNCHER_VARIABLES = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_DEEPSPEED"}
+
+
 def prefopt(*args, timeout: int = 900) -> subprocess.CompletedProcess:
     """`python -m prefopt.cli ARGS` from the repository root, offline (each run its own process: accelerate's
     state is a per-process singleton, so a DeepSpeed run must not leak into the next test)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     return subprocess.run(
         [sys.executable, "-m", "prefopt.cli", *map(str, args)],
         capture_output=True,

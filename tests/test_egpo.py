@@ -1,6 +1,7 @@
 """Online IPO and EGPO: hand-computed loss, optimizer snapshot round trip, both EGPO phases start from θ_t."""
 
 import functools
+import os
 
 import pytest
 import torch
@@ -48,8 +49,17 @@ def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, **overrides):
     return setup_run(name, cfg, get_algorithm(name).config_class(beta=0.5))
 
 
+@pytest.fixture
+def restored_environ():
+    """An in-process DeepSpeed run sets launcher variables (RANK, MASTER_PORT, ...): put the environment back."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.parametrize("deepspeed", [None, "zero2", "zero3"])
-def test_optimizer_snapshot_round_trip(tiny_model_dir, tmp_path, deepspeed):
+def test_optimizer_snapshot_round_trip(tiny_model_dir, tmp_path, deepspeed, restored_environ):
     """Weights and optimizer state go back exactly; under ZeRO also the fp32 master, or the next step would start
     from the discarded weights: a step after the restore equals the step taken from the snapshot."""
     from prefopt.algorithms.online_ipo import collect_against_opponent

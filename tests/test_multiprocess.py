@@ -25,7 +25,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, final_weights, roll_back_to
+from helpers import LAUNCHER_VARIABLES, REPO, final_weights, roll_back_to
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
@@ -57,7 +57,8 @@ def launch(processes: int, algorithm: str, model, out, *extra) -> None:
     command = [sys.executable, *(launcher if processes > 1 else []), "-m", "prefopt.cli", "train", algorithm]
     args = ["--config", f"configs/tiny/{algorithm}.yaml", "--model_name_or_path", model, "--output_dir", out]
     per_device = ["--per_device_train_batch_size", str(2 // processes)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(
         [*command, *map(str, [*args, *COMMON, *per_device, *extra])],
         capture_output=True,
