@@ -141,3 +141,16 @@ ALGORITHM_ARGS.update(
     {name: DIGIT_TASK_ARGS for name in ("raft", "raftpp", "grpo", "gvm_raft", "gvm_raftpp", "gvm_grpo")}
 )
 ALGORITHM_ARGS["grao"] = [*DIGIT_TASK_ARGS, "--reference_column", "answer"]
+
+
+def chat_prompt_ids(tokenizer, texts) -> list[list[int]]:
+    """Each text as a one-turn user message with the generation prompt, tokenised once (no added specials)."""
+    return [
+        tokenizer(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
+        for t in texts
+    ]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import chat_prompt_ids
 
 from prefopt.ops import build_sequence_batch, response_token_logps
 from prefopt.rollout.engine import SamplingParams, expand_requests
@@ -23,18 +24,6 @@ def engine(policy, tokenizer, batch_size=64):
     return HFRolloutEngine(lambda: contextlib.nullcontext(policy), tokenizer, batch_size, show_progress=False)
 
 
-def prompt_ids(tokenizer, texts):
-    return [
-        tokenizer(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
-            ),
-            add_special_tokens=False,
-        )["input_ids"]
-        for t in texts
-    ]
-
-
 TEXTS = ["hi", "Tell me about the long river and the bright sun please", "why is the sky blue"]
 PARAMS = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.95)
 
@@ -44,7 +33,7 @@ def key(batch):
 
 
 def test_same_seeds_same_samples_whatever_the_batching(policy, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     a = engine(policy, tokenizer, 64).generate(prompts, 3, PARAMS, seeds=[1, 2, 3])
     b = engine(policy, tokenizer, 2).generate(prompts, 3, PARAMS, seeds=[1, 2, 3])
     assert key(a) == key(b)
@@ -59,7 +48,7 @@ def test_same_seeds_same_samples_whatever_the_batching(policy, tokenizer):
 
 
 def test_logps_agree_with_a_separate_forward_pass(policy, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     batch = engine(policy, tokenizer).generate(prompts, 4, PARAMS, seeds=[7, 8, 9])
     seqs = build_sequence_batch(
         [s.prompt_ids for s in batch.samples], [s.response_ids for s in batch.samples], tokenizer.pad_token_id
@@ -72,7 +61,7 @@ def test_logps_agree_with_a_separate_forward_pass(policy, tokenizer):
 
 
 def test_per_prompt_counts_including_zero(policy, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     batch = engine(policy, tokenizer).generate(prompts, [2, 0, 5], PARAMS, seeds=[1, 2, 3])
     assert [len(g) for g in batch.groups()] == [2, 0, 5]
     assert [s.sample_index for s in batch.groups()[2]] == [0, 1, 2, 3, 4]
@@ -82,7 +71,7 @@ def test_per_prompt_counts_including_zero(policy, tokenizer):
 
 def test_stops_at_eos_and_reports_finish_reason(policy, tokenizer):
     eos = tokenizer.eos_token_id
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     forced = SamplingParams(max_new_tokens=5, allowed_token_ids=(eos,))
     for s in engine(policy, tokenizer).generate(prompts, 2, forced, seeds=[1, 2, 3]).samples:
         assert s.response_ids == [eos] and s.finish_reason == "stop" and s.text == ""
@@ -96,7 +85,7 @@ def test_stops_at_eos_and_reports_finish_reason(policy, tokenizer):
 
 def test_allowed_tokens_sample_the_restricted_softmax(policy, tokenizer):
     actions = tuple(tokenizer.convert_tokens_to_ids(t) for t in ["A", "B", "C"])
-    prompts = prompt_ids(tokenizer, ["play"])
+    prompts = chat_prompt_ids(tokenizer, ["play"])
     params = SamplingParams(max_new_tokens=1, allowed_token_ids=actions)
     batch = engine(policy, tokenizer).generate(prompts, 3000, params, seeds=[0])
     with torch.no_grad():
@@ -110,7 +99,7 @@ def test_allowed_tokens_sample_the_restricted_softmax(policy, tokenizer):
 
 
 def test_greedy_and_top_k_one_agree(policy, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     greedy = engine(policy, tokenizer).generate(prompts, 1, SamplingParams(max_new_tokens=6, temperature=0), [1, 2, 3])
     top1 = engine(policy, tokenizer).generate(prompts, 1, SamplingParams(max_new_tokens=6, top_k=1), [4, 5, 6])
     assert key(greedy) == key(top1)
@@ -149,7 +138,7 @@ def mixture_engine(policy, reference, tokenizer, batch_size=64):
 
 
 def test_reference_mixture_logps_are_the_token_level_geometric_mixture(policy, reference, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)  # prompts of different lengths: left padding and cached positions
+    prompts = chat_prompt_ids(tokenizer, TEXTS)  # prompts of different lengths: left padding and cached positions
     mu = 0.3
     params = SamplingParams(max_new_tokens=8, ref_mixture=mu)
     batch = mixture_engine(policy, reference, tokenizer, batch_size=5).generate(prompts, 3, params, seeds=[1, 2, 3])
@@ -171,7 +160,7 @@ def test_reference_mixture_logps_are_the_token_level_geometric_mixture(policy, r
 
 
 def test_reference_mixture_endpoints(policy, reference, tokenizer):
-    prompts = prompt_ids(tokenizer, TEXTS)
+    prompts = chat_prompt_ids(tokenizer, TEXTS)
     seeds = [4, 5, 6]
     plain = engine(policy, tokenizer).generate(prompts, 2, PARAMS, seeds)
     ref_only = engine(reference, tokenizer).generate(prompts, 2, PARAMS, seeds)

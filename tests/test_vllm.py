@@ -15,6 +15,8 @@ import torch
 
 pytest.importorskip("vllm")
 
+from helpers import chat_prompt_ids  # noqa: E402
+
 from prefopt.backend import Backend  # noqa: E402
 from prefopt.config import TrainConfig  # noqa: E402
 from prefopt.errors import ConfigError  # noqa: E402
@@ -75,15 +77,7 @@ def engine(policy_dir, tokenizer):
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    return [
-        tokenizer(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
-            ),
-            add_special_tokens=False,
-        )["input_ids"]
-        for t in TEXTS
-    ]
+    return chat_prompt_ids(tokenizer, TEXTS)
 
 
 def hf_engine(model, tokenizer):
