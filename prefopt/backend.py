@@ -179,6 +179,15 @@ class Backend:
         torch.distributed.all_gather_object(out, obj)
         return out
 
+    def gather_to_main(self, obj) -> list | None:
+        """Every process's ``obj`` in rank order on the main process (None on the others): for what only the main
+        process writes."""
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size if self.is_main else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
+
     def max_across(self, value: int) -> int:
         """The largest ``value`` of all processes."""
         return value if self.world_size == 1 else max(self.all_gather_object(value))
@@ -250,7 +259,7 @@ class Backend:
         refreshes the master from the restored weights (``restore_optimizer`` then puts back the exact fp32 master
         of its snapshot); a ``temporary`` one (``swapped``) leaves the master alone."""
         zero = self._zero_optimizer()
-        zero3 = zero is not None and hasattr(zero, "checkpoint_event_prologue")
+        zero3 = zero is not None and self.zero_stage == 3
         if zero3:  # release every gathered weight (small ones stay whole across steps), so none keeps old values
             zero.checkpoint_event_prologue()
         for name, t in self._trainable():

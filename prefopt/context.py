@@ -54,7 +54,8 @@ class Context:
     Attributes:
         cfg: the shared TrainConfig; algo_cfg: the algorithm's own config.
         sampling: default sampling parameters from the config (with a game's action set, if any).
-        iteration: 0-based index of the current iteration; prompts: its prompts (what collect received).
+        iteration: 0-based index of the current iteration; prompts: this process's block of its prompts (what
+            collect received); iteration_prompts: all of them, every process's blocks in rank order.
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
         rollout_s: seconds spent sampling this iteration.
         algo_state: what an algorithm keeps from one iteration to the next (e.g. APO's previous iterate, as a
@@ -73,6 +74,7 @@ class Context:
     sampling: SamplingParams
     iteration: int = 0
     prompts: list[PromptExample] = dataclasses.field(default_factory=list)
+    iteration_prompts: list[PromptExample] = dataclasses.field(default_factory=list)
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
     optimise: Callable[[Any], dict] | None = None
@@ -94,8 +96,13 @@ class Context:
         local = {k: (v, batch.metric_weights.get(k, len(self.prompts))) for k, v in batch.metrics.items()}
         return combine_metrics(self.backend.all_gather_object(local))
 
-    def start_iteration(self, iteration: int, prompts: list[PromptExample]) -> None:
+    def start_iteration(
+        self, iteration: int, prompts: list[PromptExample], iteration_prompts: list[PromptExample] | None = None
+    ) -> None:
+        """``prompts``: this process's block; ``iteration_prompts``: every process's, in rank order (default: the
+        block, as with one process)."""
         self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0
+        self.iteration_prompts = prompts if iteration_prompts is None else iteration_prompts
         self.judge.elapsed_s = 0.0
         self.anchors.elapsed_s = 0.0
 
@@ -134,7 +141,7 @@ def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], i
     idx = iteration_prompts(len(train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
     prompts = [train_prompts[i] for i in idx]
     lo, hi = ctx.shard(prompts)
-    ctx.start_iteration(it, prompts[lo:hi])
+    ctx.start_iteration(it, prompts[lo:hi], prompts)
     start = time.perf_counter()
     batch = algorithm.collect(ctx, prompts[lo:hi])
     return batch, time.perf_counter() - start

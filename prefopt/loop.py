@@ -23,7 +23,8 @@ from prefopt.judges.base import RewardJudge
 from prefopt.objective import loss_on_rows
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
-from prefopt.setup import Run, setup_run
+from prefopt.run import Run
+from prefopt.setup import setup_run
 
 
 def train(algorithm_name: str, cfg, algo_cfg) -> dict:

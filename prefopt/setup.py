@@ -1,4 +1,4 @@
-"""Building a run: everything the loop needs, validated before any compute, and the run's bookkeeping.
+"""Building a run: everything the loop needs (a :class:`prefopt.run.Run`), validated before any compute.
 
 Order matters: config, run-directory checks, tokenizer, data (every row validated) and judge come first, so a
 bad input stops the run before a model is loaded or a file is written; only then are the model, backend,
@@ -7,16 +7,13 @@ optimizer and run directory created.
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from prefopt import lora_ga
-from prefopt.adapters import attach_adapter, save_adapter
+from prefopt.adapters import attach_adapter
 from prefopt.algorithms import Algorithm, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.backend import Backend
@@ -31,167 +28,10 @@ from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.judges import build_judge
 from prefopt.models import check_source, load_causal_lm, load_tokenizer
 from prefopt.optim import make_optimizer, make_scheduler, start_schedule
-from prefopt.rollout.engine import SamplingParams, derive_seed
+from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
-from prefopt.rundir import RunDir, atomic_dir, commit_dir
-
-
-@dataclass
-class Run:
-    """One training run's objects and bookkeeping (``state`` and ``history`` are what a resume restores)."""
-
-    cfg: Any
-    config: dict
-    algorithm: Algorithm
-    ctx: Context
-    backend: Backend
-    scheduler: Any
-    tokenizer: Any
-    judge: Any
-    rundir: RunDir
-    train_prompts: list[PromptExample]
-    eval_prompts: list[PromptExample]
-    initial_eval_responses: list[str] = field(default_factory=list)
-    initial_eval_rewards: torch.Tensor | None = None  # a reward judge's rewards of those (computed once)
-    judge_records: list[dict] = field(default_factory=list)
-    state: dict = field(
-        default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
-    )
-    game_monitor: GameMonitor | None = None
-    history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
-    step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
-    steps_written: int = 0  # step records already appended to steps.jsonl
-    prefetched: tuple | None = None  # (batch, collect seconds) of iteration 0 when setup collected it (LoRA-GA)
-
-    @property
-    def start_iteration(self) -> int:
-        return self.state["last_completed_iteration"] + 1
-
-    @property
-    def world_size(self) -> int:
-        return self.backend.world_size
-
-    @property
-    def rank(self) -> int:
-        return self.backend.rank
-
-    @property
-    def local_eval_prompts(self) -> list[PromptExample]:
-        """This process's contiguous block of the held-out prompts (each process evaluates its own)."""
-        lo, hi = self.ctx.shard(self.eval_prompts)
-        return self.eval_prompts[lo:hi]
-
-    def sample_eval_responses(self, stream: str) -> list[str]:
-        """Responses of the current policy on this process's held-out prompts (fixed seeds: the same every
-        evaluation, and the same however the prompts are split across processes)."""
-        prompts = self.local_eval_prompts
-        seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in prompts]
-        batch = self.ctx.rollout.generate(
-            [p.prompt_ids for p in prompts], self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds
-        )
-        return [s.text for s in batch.samples]
-
-    def commit_iteration(self, iteration: int, metrics: dict) -> None:
-        """Iteration data and metrics every iteration; every save_every iterations (and after the last) also the
-        checkpoint, then state.json: a resume continues after the last iteration that has all of them."""
-        main = self.backend.is_main
-        if main and not (self.rundir.path / "config.yaml").exists():
-            self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
-        self.history.append(metrics)
-        rows = self.backend.all_gather_object(rollout_rows(self.ctx))  # written once, by the main process
-        judge_rows = self.ctx.gather(self.judge_records)
-        if main:
-            columns = {k: [v for part in rows for v in part[k]] for k in rows[0]}
-            self.rundir.save_iteration_data(iteration, columns, judge_rows)
-            self.rundir.append_jsonl("metrics.jsonl", [metrics])
-            self.rundir.append_jsonl("steps.jsonl", self.step_history[self.steps_written :])
-        self.steps_written = len(self.step_history)
-        last = iteration == self.cfg.num_iterations - 1
-        if not (last or (iteration + 1) % self.cfg.save_every == 0):
-            return
-        target = self.rundir.checkpoint_dir(iteration)
-        staging = self.rundir.staging_dir(target, clear=main)
-        self.backend.wait()
-        self.backend.save_state(str(staging))  # every process writes its part (RNG states, ZeRO shards)
-        if self.ctx.algo_state:  # snapshots are per process (a shard under ZeRO-3)
-            torch.save(self.ctx.algo_state, staging / f"algo_state_{self.rank}.pt")
-        self.backend.wait()
-        self.state["last_completed_iteration"] = iteration
-        if main:
-            commit_dir(staging, target)
-            self.rundir.write_state(self.state)
-            self.rundir.prune_checkpoints(self.cfg.save_total_limit)
-
-    def log(self, metrics: dict) -> None:
-        if self.cfg.report_to != ["none"]:
-            self.backend.accelerator.log(
-                {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["iteration"]
-            )
-        if self.backend.is_main:
-            keys = [k for k in ("loss/total", "grad_norm", "rollout/mean_length", "eval/win_rate") if k in metrics]
-            shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
-            print(
-                f"[prefopt] iteration {metrics['iteration']}: {shown}  ({metrics['time/iteration_s']:.1f}s)",
-                flush=True,
-            )
-
-    def maybe_log_step(self, grad_norm: float, step_metrics: dict) -> None:
-        """Keep a per-step record every logging_steps steps; written with the iteration's commit."""
-        step = self.state["global_step"]
-        if self.cfg.logging_steps and step % self.cfg.logging_steps == 0:
-            record = {"step": step, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
-            record.update({k: float(v.float().mean()) for k, v in step_metrics.items()})
-            self.step_history.append(record)
-
-    def finish(self) -> None:
-        """Save the final policy (save_pretrained, safetensors; the adapter alone under LoRA) with its tokenizer into
-        OUTPUT_DIR/final."""
-        state_dict = self.backend.state_dict_for_saving()
-        if self.backend.is_main:
-            target = self.rundir.path / "final"
-            tmp = atomic_dir(target)
-            if self.backend.has_adapter:  # the adapter for the original base model (LoRA-GA's offset folded in)
-                save_adapter(self.backend.unwrapped, tmp, state_dict)
-            else:
-                self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            commit_dir(tmp, target)
-        if self.cfg.report_to != ["none"]:
-            self.backend.accelerator.end_training()
-
-
-def rollout_rows(ctx: Context) -> dict[str, list]:
-    """Every sample of the iteration as dataset columns."""
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "stream",
-            "prompt_index",
-            "sample_index",
-            "prompt",
-            "response",
-            "prompt_ids",
-            "response_ids",
-            "token_logps",
-            "finish_reason",
-        )
-    }
-    for stream, prompts, batch in ctx.rollouts:
-        for s in batch.samples:
-            row = {
-                "stream": stream,
-                "prompt_index": prompts[s.prompt_index].index,
-                "sample_index": s.sample_index,
-                "prompt": json.dumps(prompts[s.prompt_index].prompt),
-                "response": s.text,
-                "prompt_ids": s.prompt_ids,
-                "response_ids": s.response_ids,
-                "token_logps": s.token_logps.tolist(),
-                "finish_reason": s.finish_reason,
-            }
-            for k, v in row.items():
-                cols[k].append(v)
-    return cols
+from prefopt.run import Run
+from prefopt.rundir import RunDir
 
 
 def seed_everything(seed: int) -> None:

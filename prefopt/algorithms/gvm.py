@@ -130,7 +130,7 @@ def _with_allocation(base_collect):
     def collect(ctx, prompts):
         counts, metrics = probe_and_allocate(ctx, prompts)
         # The budgets are uneven: the iteration's prompts are cut again into blocks of near-equal sample counts.
-        everyone = ctx.gather(prompts)
+        everyone = ctx.iteration_prompts
         lo, hi = ctx.shard(everyone, weights=counts)
         batch = base_collect(ctx, everyone[lo:hi], counts=counts[lo:hi])
         batch.metric_weights = {k: batch.metric_weights.get(k, hi - lo) for k in batch.metrics}
