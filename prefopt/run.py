@@ -143,6 +143,9 @@ class Run:
             commit_dir(tmp, target)
         if self.cfg.report_to != ["none"]:
             self.backend.accelerator.end_training()
+        if self.backend.world_size > 1:  # leave together: no process exits while another still has collectives
+            self.backend.wait()
+            torch.distributed.destroy_process_group()
 
 
 def rollout_rows(ctx: Context) -> dict[str, list]:
