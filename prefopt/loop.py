@@ -99,8 +99,9 @@ def optimise(run: Run, local_batch: Batch) -> dict:
         run.state["steps_per_iteration"] = steps
         start_schedule(run.scheduler, run.state["steps_per_iteration"] * cfg.num_iterations)
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.world_size
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
+    sums: dict[str, float] = defaultdict(float)  # the iteration's loss-metric sums over this process's rows
+    step_sums: dict[str, float] = defaultdict(float)  # the same over the current step's rows
+    count = step_count = 0
     grad_norms = []
     steps = steps_per_iteration(batch.num_rows, cfg, run.world_size)
     bar = tqdm(total=steps, desc=f"optimise (iteration {run.ctx.iteration})", disable=cfg.disable_tqdm, leave=False)
@@ -117,21 +118,31 @@ def optimise(run: Run, local_batch: Batch) -> dict:
                     backend.backward(losses.sum() * (weight * run.world_size / len(step_rows)))
                 if weight:
                     for key, value in step_metrics.items():
-                        sums[key] += float(value.detach().float().sum())
-                    count += len(rows)
+                        step_sums[key] += float(value.detach().float().sum())
+                    step_count += len(rows)
             grad_norms.append(backend.step())
             run.scheduler.step()
             run.state["global_step"] += 1
             bar.update(1)
-            run.maybe_log_step(grad_norms[-1], step_metrics)
+            if run.logs_step():
+                run.log_step(grad_norms[-1], mean_over_processes(backend, step_sums, step_count))
+            for key, value in step_sums.items():
+                sums[key] += value
+            count += step_count
+            step_sums, step_count = defaultdict(float), 0
     bar.close()
-    parts = backend.all_gather_object((dict(sums), count))  # the loss metrics' means over every process's rows
-    count = sum(c for _, c in parts)
-    keys = dict.fromkeys(k for s, _ in parts for k in s)  # a process that had no rows has no sums
-    out = {key: sum(s.get(key, 0.0) for s, _ in parts) / max(count, 1) for key in keys}
+    out = mean_over_processes(backend, sums, count)
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["lr"] = run.scheduler.get_last_lr()[0]
     return out
+
+
+def mean_over_processes(backend, sums: dict[str, float], count: int) -> dict[str, float]:
+    """Each metric's mean over every process's rows, from each process's sums and row count (collective)."""
+    parts = backend.all_gather_object((dict(sums), count))
+    total = sum(c for _, c in parts)
+    keys = dict.fromkeys(k for s, _ in parts for k in s)  # a process that had no rows has no sums
+    return {key: sum(s.get(key, 0.0) for s, _ in parts) / max(total, 1) for key in keys}
 
 
 def _micro_batches(step_rows: list[int], rank: int, world: int, size: int) -> list[tuple[list[int], float]]:

@@ -120,13 +120,15 @@ class Run:
                 flush=True,
             )
 
-    def maybe_log_step(self, grad_norm: float, step_metrics: dict) -> None:
-        """Keep a per-step record every logging_steps steps; written with the iteration's commit."""
-        step = self.state["global_step"]
-        if self.cfg.logging_steps and step % self.cfg.logging_steps == 0:
-            record = {"step": step, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
-            record.update({k: float(v.float().mean()) for k, v in step_metrics.items()})
-            self.step_history.append(record)
+    def logs_step(self) -> bool:
+        """Whether the optimizer step just taken is one that logging_steps records (the same on every process)."""
+        return bool(self.cfg.logging_steps) and self.state["global_step"] % self.cfg.logging_steps == 0
+
+    def log_step(self, grad_norm: float, loss_metrics: dict[str, float]) -> None:
+        """Keep the step's record (its loss metrics are means over the step's rows on every process); written
+        with the iteration's commit."""
+        record = {"step": self.state["global_step"], "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+        self.step_history.append(record | loss_metrics)
 
     def finish(self) -> None:
         """Save the final policy (save_pretrained, safetensors; the adapter alone under LoRA) with its tokenizer into

@@ -50,6 +50,8 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
     assert list(out.rglob("events.out.tfevents.*"))  # report_to tensorboard
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps] == [1, 2] and "loss/sppo" in steps[0]  # 16 rows / batch 8 = 2 steps
+    # Each step's record is the mean over its 8 rows, so the two steps average to the iteration's mean.
+    assert (steps[0]["loss/sppo"] + steps[1]["loss/sppo"]) / 2 == pytest.approx(metrics[0]["loss/sppo"], rel=1e-9)
 
 
 def test_quickstart_config_beats_the_initial_policy(tmp_path):
