@@ -110,6 +110,35 @@ def final_weights(out):
     return load_file(str(Path(out) / "final" / "model.safetensors"))
 
 
+# Optimizers under which two runs that differ only in the order of fp32 sums (processes, ZeRO's flat buffers, another
+# CPU's kernels) keep their weights within rounding of each other: SGD, or AdamW with a large ε (its update is then
+# Lipschitz in the gradient, ≲ 2·lr/ε). With Adam's default ε an entry whose gradient is rounding noise moves by ±lr on
+# the noise's sign alone. The arithmetic is spelled out in tests/test_multiprocess.py's docstring.
+SGD_ARGS = ["--optim", "sgd", "--learning_rate", "0.1"]
+ADAM_ARGS = ["--optim", "adamw_torch", "--learning_rate", "1e-2", "--adam_epsilon", "1e-3"]
+
+
+def run_weights(out) -> dict:
+    """The final trained tensors of a run: the model, or the peft adapter under LoRA."""
+    final = Path(out) / "final"
+    name = "adapter_model.safetensors" if (final / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(final / name))
+
+
+def assert_same_weights(one, two) -> None:
+    """Two runs' final weights differ by at most 1e-4 of lr × optimizer steps, the most an entry can move (an SGD step
+    moves it by lr·|g| <= lr·max_grad_norm, an Adam step by about lr); rounding-level gradient differences give
+    ~1e-6 of that, a real mismatch (a row dropped or counted twice) a sizeable fraction."""
+    import yaml
+
+    lr = float(yaml.safe_load((Path(one) / "config.yaml").read_text())["learning_rate"])
+    steps = json.loads((Path(one) / "state.json").read_text())["global_step"]
+    w1, w2 = run_weights(one), run_weights(two)
+    assert set(w1) == set(w2)
+    diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    assert diff <= 1e-4 * lr * steps, (diff, lr, steps)
+
+
 def roll_back_to(out: Path, iteration: int) -> None:
     """Make a finished run look like one that crashed right after committing ``iteration``."""
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][: iteration + 1]

@@ -12,12 +12,13 @@ AVX2, scalar) change the order again, by the same kind of amount.
 - Metrics, per iteration and per optimizer step (``logging_steps 1``: every step's loss and gradient norm):
   relative 1e-5, or absolute 1e-5 for differences of sequence log-probs (EGPO's h, INPO's log-ratios: terms of
   magnitude ~20 keep their absolute error, ~1e-6).
-- Weights: max |Δw| <= 1e-4 × the largest entry of the update w_T − w_0. The optimizer is chosen so that a gradient
-  change δg moves an update by a bounded multiple of δg: SGD (update −lr·g: |Δw| <= lr·Σ_t |δg_t| plus the
-  smooth feedback of the weights into later gradients), or AdamW with ε = 1e-3 (the update lr·m̂/(√v̂ + ε) is
-  Lipschitz in the gradients with constant ≲ 2·lr/ε). Rounding-level δg then gives ~1e-6 of the update (measured
-  worst: SGD 3.0e-6, EGPO; AdamW 6.7e-6, INPO; alike with ATEN_CPU_CAPABILITY unset and avx2); a real mismatch (a row
-  dropped or counted twice, a wrong weight) moves the weights by a sizeable fraction of the update (>= 1e-2).
+- Weights: max |Δw| <= 1e-4 × lr × optimizer steps, the most an entry can move (helpers.assert_same_weights). The
+  optimizer is chosen so that a gradient change δg moves an update by a bounded multiple of δg: SGD (update −lr·g:
+  |Δw| <= lr·Σ_t |δg_t| plus the smooth feedback of the weights into later gradients), or AdamW with ε = 1e-3 (the
+  update lr·m̂/(√v̂ + ε) is Lipschitz in the gradients with constant ≲ 2·lr/ε). Rounding-level δg then gives ~1e-6 of
+  the update (measured worst, against the largest entry of w_T − w_0: SGD 3.0e-6, EGPO; AdamW 6.7e-6, INPO; alike
+  with ATEN_CPU_CAPABILITY unset and avx2); a real mismatch (a row dropped or counted twice, a wrong weight) moves
+  the weights by a sizeable fraction of the update (>= 1e-2).
 - Why not Adam's default ε = 1e-8: for an entry whose gradient is rounding-level noise (a sum that cancels, an
   embedding row of a token that barely occurs) m̂/√v̂ is the noise's sign, so two correct runs can differ by up to
   2·lr per step per entry, and how many entries do so depends on the CPU's kernels (REBEL: 2823 entries, 0.03 of the
@@ -33,12 +34,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import LAUNCHER_VARIABLES, REPO, final_weights, roll_back_to
-from safetensors.torch import load_file
+from helpers import ADAM_ARGS, LAUNCHER_VARIABLES, REPO, SGD_ARGS, assert_same_weights, final_weights, roll_back_to
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
@@ -60,9 +59,7 @@ COMMON = [
     "--logging_steps",
     "1",
 ]
-# SGD for the trainers' own mechanisms; AdamW with a large ε where Adam's moments are part of what is tested.
-SGD = ["--optim", "sgd", "--learning_rate", "0.1"]
-ADAM = ["--optim", "adamw_torch", "--learning_rate", "1e-2", "--adam_epsilon", "1e-3"]
+
 GVM = ["--num_samples", "4", "--probe_samples", "4"]
 
 
@@ -90,13 +87,10 @@ def metrics(out) -> list[dict]:
     return [json.loads(line) for lines in rows for line in lines]
 
 
-def assert_same_run(one, two, initial) -> None:
+def assert_same_run(one, two) -> None:
     """The two runs' weights and every non-timing metric, per iteration and per step, agree within the tolerances
-    above (``initial``: the model both started from)."""
-    w0, w1, w2 = load_file(str(Path(initial) / "model.safetensors")), final_weights(one), final_weights(two)
-    moved = max(float((w1[k] - w0[k]).abs().max()) for k in w1)
-    diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
-    assert moved > 1e-3 and diff <= 1e-4 * moved, (diff, moved)
+    above."""
+    assert_same_weights(one, two)
     m1, m2 = metrics(one), metrics(two)
     assert len(m1) == len(m2) and len(m1) > 2
     for r1, r2 in zip(m1, m2):
@@ -121,11 +115,11 @@ def assert_same_run(one, two, initial) -> None:
 )
 def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
     extra = [] if stage == "ddp" else ["--deepspeed", REPO / f"configs/deepspeed/{stage.split('-')[0]}.json"]
-    extra += ADAM + (GVM if algorithm == "gvm_raft" else [])
+    extra += ADAM_ARGS + (GVM if algorithm == "gvm_raft" else [])
     extra += ["--ds3_gather_for_generation", "false"] if stage.endswith("per-token") else []
     launch(1, algorithm, tiny_model_dir, tmp_path / "one", *extra)
     launch(2, algorithm, tiny_model_dir, tmp_path / "two", *extra)
-    assert_same_run(tmp_path / "one", tmp_path / "two", tiny_model_dir)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
     # The iteration's data is written once, with every process's samples (probes and final samples).
     from datasets import load_from_disk
 
@@ -147,15 +141,15 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
 )
 def test_every_trainer_takes_the_same_steps_on_two_processes(tiny_model_dir, tmp_path, algorithm, stage, extra):
     """The other trainers' own mechanisms (hooks, snapshots, phases) under sharding, one ZeRO stage each."""
-    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage}.json", *SGD, *extra]
+    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage}.json", *SGD_ARGS, *extra]
     launch(1, algorithm, tiny_model_dir, tmp_path / "one", *extra)
     launch(2, algorithm, tiny_model_dir, tmp_path / "two", *extra)
-    assert_same_run(tmp_path / "one", tmp_path / "two", tiny_model_dir)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
 
 
 def test_resumed_two_process_run_matches_the_uninterrupted_one(tiny_model_dir, tmp_path):
     """EGPO (algorithm state and optimizer snapshots) under ZeRO-2: stop after iteration 1, resume with --resume."""
-    extra = ["--deepspeed", REPO / "configs/deepspeed/zero2.json", "--num_iterations", "3", *ADAM]
+    extra = ["--deepspeed", REPO / "configs/deepspeed/zero2.json", "--num_iterations", "3", *ADAM_ARGS]
     launch(2, "egpo", tiny_model_dir, tmp_path / "full", *extra)
     launch(2, "egpo", tiny_model_dir, tmp_path / "crashed", *extra)
     roll_back_to(tmp_path / "crashed", 1)
