@@ -142,7 +142,9 @@ class TrainConfig:
     # Logging and checkpoints
     report_to: list[str] = _f(["none"], "Trackers: none, tensorboard, wandb.")
     run_name: str | None = _f(None, "Tracker run name.")
-    logging_steps: int = _f(0, "Also log every k optimizer steps to metrics.jsonl (0: per iteration only).")
+    logging_steps: int = _f(
+        0, "Also log every k optimizer steps to steps.jsonl: grad norm, lr, the step's loss-metric means (0: off)."
+    )
     disable_tqdm: bool = _f(False, "Hide progress bars.")
     save_total_limit: int = _f(2, "Checkpoints kept (the latest ones).")
     save_every: int = _f(1, "Checkpoint every k iterations and after the last (metrics and data: every one).")
