@@ -253,7 +253,8 @@ def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[st
     prompts = []
     for i, instruction in enumerate(instructions):
         prompt = as_prompt(tokenizer, instruction)
-        ids, _ = encode_row_prompt(path, i, prompt, tokenizer, cfg.max_prompt_length, cfg.truncation_mode)
+        where = f"{path}: instruction {i} (counting from 0)"
+        ids, _ = encode_row_prompt(where, prompt, tokenizer, cfg.max_prompt_length, cfg.truncation_mode)
         prompts.append(PromptExample(i, prompt, ids, {}))
     return prompts, baseline
 

@@ -130,12 +130,12 @@ def test_empty_dataset(tmp_path, name):
         load_dataset_source(str(path))
 
 
-def test_unparseable_file_is_one_line(tmp_path):
+def test_unparseable_file_is_one_line_naming_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "ok"}\n{not json\n')
     with pytest.raises(DataError) as info:
         load_dataset_source(str(path))
-    assert str(info.value).startswith(f"cannot load dataset '{path}'") and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"dataset file '{path}' line 2: invalid JSON: ") and "\n" not in str(info.value)
 
 
 def test_hub_name_offline_is_a_data_error():
@@ -236,6 +236,10 @@ def test_missing_required_column(tmp_path, tokenizer):
         ({"prompt": []}, "column 'prompt' is an empty message list"),
         ({"prompt": [{"role": "user", "content": None}]}, "column 'prompt' message 0 has no string 'content'"),
         ({"prompt": [{"role": None, "content": "x"}]}, "column 'prompt' message 0 has no string 'role'"),
+        (
+            {"prompt": [{"role": "wizard", "content": "x"}]},
+            "column 'prompt' message 0 has role 'wizard'; roles allowed: system, developer, user, assistant, tool",
+        ),
     ],
 )
 def test_bad_conversational_rows(tmp_path, tokenizer, bad_row, problem):
@@ -245,7 +249,7 @@ def test_bad_conversational_rows(tmp_path, tokenizer, bad_row, problem):
     source = rows_file(tmp_path, rows)
     with pytest.raises(DataError) as info:
         load_prompts(source, tokenizer)
-    assert str(info.value) == f"{source}: row 3: {problem}"
+    assert str(info.value) == f"{source}: line 4: {problem}"
 
 
 @pytest.mark.parametrize(
@@ -253,7 +257,7 @@ def test_bad_conversational_rows(tmp_path, tokenizer, bad_row, problem):
 )
 def test_wrong_prompt_type(tmp_path, tokenizer, value, type_name):
     source = rows_file(tmp_path, [{"prompt": value}, {"prompt": value}])
-    with pytest.raises(DataError, match=rf"^{source}: row 0: column 'prompt' ") as info:
+    with pytest.raises(DataError, match=rf"^{source}: line 1: column 'prompt' ") as info:
         load_prompts(source, tokenizer)
     assert type_name in str(info.value)
 
@@ -264,7 +268,7 @@ def test_too_long_prompt_with_error_mode(tmp_path, tokenizer):
     length = len(encode_prompt(tokenizer, long_prompt))
     with pytest.raises(DataError) as info:
         load_prompts(source, tokenizer, max_prompt_length=16, truncation_mode="error")
-    assert str(info.value) == f"{source}: row 1: prompt has {length} tokens, more than max_prompt_length=16"
+    assert str(info.value) == f"{source}: line 2: prompt has {length} tokens, more than max_prompt_length=16"
 
 
 def test_keep_end_truncation_keeps_the_last_tokens(tmp_path, tokenizer, caplog):
@@ -338,7 +342,7 @@ def test_implicit_preferences_bad_prefix(tmp_path, tokenizer):
         "rejected": [{"role": "user", "content": "B?"}, {"role": "assistant", "content": "no"}],
     }
     source = rows_file(tmp_path, [row])
-    with pytest.raises(DataError, match=rf"^{source}: row 0: chosen and rejected do not share a prompt"):
+    with pytest.raises(DataError, match=rf"^{source}: line 1: chosen and rejected do not share a prompt"):
         load_preferences(source, tokenizer)
 
 
@@ -348,14 +352,14 @@ def test_implicit_preferences_last_message_must_be_assistant(tmp_path, tokenizer
         "rejected": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "no"}],
     }
     source = rows_file(tmp_path, [row])
-    with pytest.raises(DataError, match=rf"^{source}: row 0: column 'chosen' must end with an assistant message"):
+    with pytest.raises(DataError, match=rf"^{source}: line 1: column 'chosen' must end with an assistant message"):
         load_preferences(source, tokenizer)
 
 
 def test_empty_chosen_or_rejected(tmp_path, tokenizer):
     rows = [{"prompt": "Q", "chosen": "a", "rejected": "b"}, {"prompt": "Q", "chosen": "a", "rejected": " "}]
     source = rows_file(tmp_path, rows)
-    with pytest.raises(DataError, match=rf"^{source}: row 1: column 'rejected' is empty$"):
+    with pytest.raises(DataError, match=rf"^{source}: line 2: column 'rejected' is empty$"):
         load_preferences(source, tokenizer)
     source = rows_file(tmp_path, [{"prompt": "Q", "rejected": "b"}], name="nochosen.jsonl")
     with pytest.raises(DataError, match=r"missing column 'chosen'; columns present: prompt, rejected"):
@@ -432,3 +436,37 @@ def test_text_prompts_as_chat_applies_the_template(tmp_path, tokenizer):
     assert chat.prompt == [{"role": "user", "content": "Tell me about rivers."}]
     assert chat.prompt_ids == encode_prompt(tokenizer, chat.prompt)
     assert tokenizer.decode(chat.prompt_ids).startswith("<s><|user|>")
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_offset(tmp_path, tokenizer):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"prompt": "ok"}\n{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        load_prompts(str(path), tokenizer)
+    # Line 2 starts at byte 17, and its first 15 bytes are '{"prompt": "caf': the é (0xe9 in latin-1) is byte 32.
+    assert str(info.value) == f"dataset file '{path}' line 2: not UTF-8 (byte 0xe9 at offset 32); save it as UTF-8"
+
+
+def test_a_malformed_json_line_is_named_with_the_parsers_reason(tmp_path, tokenizer):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n{"prompt": "c",}\n')
+    with pytest.raises(DataError) as info:
+        load_prompts(str(path), tokenizer)
+    assert str(info.value) == (
+        f"dataset file '{path}' line 4: invalid JSON: Expecting property name enclosed in double quotes (column 16)"
+    )
+    path.write_text('{"prompt": "a"}\n["not", "an", "object"]\n')
+    with pytest.raises(DataError, match="line 2: expected one JSON object per line, got list$"):
+        load_prompts(str(path), tokenizer)
+
+
+def test_rows_are_named_by_their_line_in_json_lines_and_by_index_elsewhere(tmp_path, tokenizer):
+    rows = [{"prompt": "a"}, {"prompt": "b"}, {"prompt": " "}]
+    path = tmp_path / "blank_lines.jsonl"  # a blank line between rows: row 2 is on line 4
+    path.write_text('{"prompt": "a"}\n{"prompt": "b"}\n\n{"prompt": " "}\n')
+    with pytest.raises(DataError, match=rf"^{path}: line 4: column 'prompt' is empty$"):
+        load_prompts(str(path), tokenizer)
+    for name in ("rows.json", "rows.parquet"):  # (CSV drops a blank row)
+        source = write_rows(tmp_path / name, rows)
+        with pytest.raises(DataError, match=rf"^{source}: row 2 \(counting from 0\): column 'prompt' is empty$"):
+            load_prompts(source, tokenizer)

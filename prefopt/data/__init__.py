@@ -5,8 +5,9 @@ Sources are local files (``.json``, ``.jsonl``, ``.parquet``, ``.csv``), folders
 prompt is a string ("standard") or a list of ``{"role", "content"}`` messages ("conversational").
 
 Every row is validated before anything is returned, so bad data stops a run before any compute. Errors are
-one-line :class:`DataError` messages ``SOURCE: row N: PROBLEM``, where N is the 0-based row index of the loaded
-split (``dataset[N]``; for a ``.jsonl`` file that is line N + 1).
+one-line :class:`DataError` messages ``FILE: line N: PROBLEM`` for a JSON Lines file (its line, counting from 1),
+else ``SOURCE: row N (counting from 0): PROBLEM`` (``dataset[N]``). A local file that is not UTF-8, or a JSON Lines
+line that does not parse, is named by its line before ``datasets`` reads it.
 
 The chat template is applied here and only here (:func:`encode_prompt`, :func:`encode_response`): the rendered
 text already holds the BOS, so it is tokenized without special tokens and the result carries exactly one BOS
@@ -24,7 +25,7 @@ from prefopt.data.prompts import (
     load_prompts,
     reference_text,
 )
-from prefopt.data.sources import FILE_BUILDERS, load_dataset_source
+from prefopt.data.sources import FILE_BUILDERS, load_dataset_rows, load_dataset_source
 from prefopt.data.splits import holdout_split, iteration_prompts
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "encode_response",
     "holdout_split",
     "iteration_prompts",
+    "load_dataset_rows",
     "load_dataset_source",
     "load_preferences",
     "load_prompts",

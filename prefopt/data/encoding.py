@@ -7,6 +7,10 @@ from typing import Any
 from prefopt.errors import DataError, first_line
 from prefopt.judges.base import Prompt
 
+# The roles of TRL's conversational format (and of OpenAI's chat API); a chat template renders any string it is given,
+# so a misspelt role would otherwise train silently on a turn the model never sees in use.
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+
 
 def prompt_problem(value: Any, column: str) -> str | None:
     """What is wrong with a prompt-like value (a string or a list of messages), or None when it is valid."""
@@ -24,6 +28,10 @@ def prompt_problem(value: Any, column: str) -> str | None:
         for key in ("role", "content"):
             if not isinstance(message.get(key), str):
                 return f"column '{column}' message {i} has no string '{key}'"
+        if message["role"] not in CHAT_ROLES:
+            return (
+                f"column '{column}' message {i} has role {message['role']!r}; roles allowed: {', '.join(CHAT_ROLES)}"
+            )
     return None
 
 

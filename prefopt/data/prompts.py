@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefopt.data.encoding import as_chat, encode_prompt, encode_response, prompt_problem
-from prefopt.data.sources import load_dataset_source
+from prefopt.data.sources import load_dataset_rows
 from prefopt.errors import DataError
 from prefopt.judges.base import Prompt
 
@@ -28,18 +28,17 @@ def _check_columns(source: str, present: Sequence[str], required: Sequence[str])
             raise DataError(f"{source}: missing column '{column}'; columns present: {', '.join(present)}")
 
 
-def encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode) -> tuple[list[int], bool]:
-    """(prompt ids, whether they were truncated); keep_end keeps the last tokens, as TRL does: they hold the ask."""
+def encode_row_prompt(where, prompt, tokenizer, max_prompt_length, truncation_mode) -> tuple[list[int], bool]:
+    """(prompt ids, whether they were truncated); keep_end keeps the last tokens, as TRL does: they hold the ask.
+    ``where`` names the row in errors (``FILE: line N``)."""
     try:
         ids = encode_prompt(tokenizer, prompt)
     except DataError as err:
-        raise DataError(f"{source}: row {row}: {err}") from err
+        raise DataError(f"{where}: {err}") from err
     if len(ids) <= max_prompt_length:
         return ids, False
     if truncation_mode == "error":
-        raise DataError(
-            f"{source}: row {row}: prompt has {len(ids)} tokens, more than max_prompt_length={max_prompt_length}"
-        )
+        raise DataError(f"{where}: prompt has {len(ids)} tokens, more than max_prompt_length={max_prompt_length}")
     return ids[-max_prompt_length:], True
 
 
@@ -97,16 +96,16 @@ def load_prompts(
         DataError: naming the source, the row and the problem, for the first bad row.
     """
     _check_truncation_mode(truncation_mode)
-    dataset = load_dataset_source(source, split=split, config_name=config_name)
+    dataset, where = load_dataset_rows(source, split=split, config_name=config_name)
     _check_columns(source, dataset.column_names, [prompt_column, *require_columns])
     examples, num_truncated = [], 0
     for row, record in enumerate(dataset):
         prompt = record[prompt_column]
         problem = prompt_problem(prompt, prompt_column)
         if problem:
-            raise DataError(f"{source}: row {row}: {problem}")
+            raise DataError(f"{where(row)}: {problem}")
         prompt = as_chat(prompt) if text_prompts_as_chat else prompt
-        ids, truncated = encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
+        ids, truncated = encode_row_prompt(where(row), prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         extra = {key: value for key, value in record.items() if key != prompt_column}
         examples.append(PromptExample(index=row, prompt=prompt, prompt_ids=ids, extra=extra))
@@ -201,24 +200,24 @@ def load_preferences(
         DataError: naming the source, the row and the problem, for the first bad row.
     """
     _check_truncation_mode(truncation_mode)
-    dataset = load_dataset_source(source, split=split, config_name=config_name)
+    dataset, where = load_dataset_rows(source, split=split, config_name=config_name)
     _check_columns(source, dataset.column_names, ["chosen", "rejected"])
     explicit = "prompt" in dataset.column_names
     examples, num_truncated = [], 0
     for row, record in enumerate(dataset):
         parsed, problem = _parse_preference(record, explicit)
         if problem:
-            raise DataError(f"{source}: row {row}: {problem}")
+            raise DataError(f"{where(row)}: {problem}")
         prompt, chosen, rejected = parsed
         prompt = as_chat(prompt) if text_prompts_as_chat else prompt
-        ids, truncated = encode_row_prompt(source, row, prompt, tokenizer, max_prompt_length, truncation_mode)
+        ids, truncated = encode_row_prompt(where(row), prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         try:
             # Responses follow the untruncated prompt: the template prefix check needs the whole prompt.
             chosen_ids = encode_response(tokenizer, prompt, chosen)
             rejected_ids = encode_response(tokenizer, prompt, rejected)
         except DataError as err:
-            raise DataError(f"{source}: row {row}: {err}") from err
+            raise DataError(f"{where(row)}: {err}") from err
         examples.append(PreferenceExample(row, prompt, ids, chosen, rejected, chosen_ids, rejected_ids))
     logger.info(
         "%s: %d rows, %d prompts cut to their last %d tokens", source, len(examples), num_truncated, max_prompt_length

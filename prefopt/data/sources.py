@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from prefopt.errors import DataError, first_line
 
@@ -35,6 +36,55 @@ def _load_saved(path: str, source: str, split: str):
     return datasets.load_from_disk(path)
 
 
+def scan_text_file(path: str, source: str) -> list[int] | None:
+    """Check a local JSON, JSON Lines or CSV file before ``datasets`` reads it, whose own errors name no line: the
+    file must be UTF-8 and, for JSON Lines, hold one JSON object per non-blank line.
+
+    Returns:
+        the 1-based line number of each row of a JSON Lines file (None for a JSON document or CSV).
+
+    Raises:
+        DataError: naming the file, the line (and byte offset for bad UTF-8) and the parser's reason.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"dataset file '{source}' line {line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    if ext == ".csv":
+        return None
+    if ext == ".json" and text.lstrip().startswith("["):  # one JSON document: a list of rows
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"dataset file '{source}' line {err.lineno}: invalid JSON: {err.msg}") from None
+        return None
+    lines = []
+    for number, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028, which splitlines cuts at
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            if ext == ".json" and number == 1:  # a single JSON object spanning lines, e.g. {"train": [...]}
+                return None
+            raise DataError(
+                f"dataset file '{source}' line {number}: invalid JSON: {err.msg} (column {err.colno})"
+            ) from None
+        if not isinstance(value, dict):
+            raise DataError(
+                f"dataset file '{source}' line {number}: expected one JSON object per line, got {type(value).__name__}"
+            )
+        lines.append(number)
+    return lines
+
+
 def _load_file(path: str, source: str, split: str):
     import datasets
 
@@ -42,9 +92,10 @@ def _load_file(path: str, source: str, split: str):
     if os.path.getsize(path) == 0:
         raise _no_rows(source, split)
     builder = FILE_BUILDERS[os.path.splitext(path)[1].lower()]
+    lines = scan_text_file(path, source) if builder != "parquet" else None
     try:
         # A single file is one split named "train"; any other split name fails with the list of splits.
-        return datasets.load_dataset(builder, data_files=path, split=split)
+        return datasets.load_dataset(builder, data_files=path, split=split), lines
     except ValueError as err:
         if "corresponds to no data" in str(err):
             raise _no_rows(source, split) from err
@@ -63,27 +114,47 @@ def load_dataset_source(source: str, split: str = "train", config_name: str | No
         A ``datasets.Dataset`` with at least one row.
 
     Raises:
-        DataError: the source does not exist, cannot be loaded, lacks the split, or has no rows.
+        DataError: the source does not exist, is not UTF-8 or valid JSON (naming the line), cannot be loaded, lacks
+            the split, or has no rows.
     """
+    return load_dataset_rows(source, split, config_name)[0]
+
+
+def load_dataset_rows(
+    source: str, split: str = "train", config_name: str | None = None
+) -> tuple[object, Callable[[int], str]]:
+    """``load_dataset_source``, and how errors name row ``i``: ``FILE: line N`` for a JSON Lines file (its line,
+    counting from 1), else ``SOURCE: row i (counting from 0)``, the index of ``dataset[i]``."""
     import datasets
 
     path = os.path.expanduser(source)
     if not os.path.exists(path) and _looks_like_path(source):
         raise DataError(f"dataset file '{source}' does not exist")
+    lines = None
     try:
         if os.path.isdir(path) and any(
             os.path.exists(os.path.join(path, marker)) for marker in ("dataset_dict.json", "state.json")
         ):
             dataset = _load_saved(path, source, split)
         elif os.path.isfile(path) and os.path.splitext(path)[1].lower() in FILE_BUILDERS:
-            dataset = _load_file(path, source, split)
+            dataset, lines = _load_file(path, source, split)
         else:
             # A Hub name, or a local folder of data files that datasets can infer a builder for.
             dataset = datasets.load_dataset(path if os.path.exists(path) else source, config_name, split=split)
     except DataError:
         raise
     except Exception as err:  # any loader failure is a problem with the user's data or name
-        raise DataError(f"cannot load dataset '{source}' (split {split}): {first_line(err)}") from err
+        raise DataError(f"cannot load dataset '{source}' (split {split}): {_reason(err)}") from err
     if len(dataset) == 0:
         raise _no_rows(source, split)
-    return dataset
+    if lines is not None and len(lines) == len(dataset):
+        return dataset, lambda i: f"{source}: line {lines[i]}"
+    return dataset, lambda i: f"{source}: row {i} (counting from 0)"
+
+
+def _reason(err: BaseException) -> str:
+    """The error's first line, or its cause's where datasets wrapped a parser error in "An error occurred while
+    generating the dataset", which says nothing of the problem."""
+    while "error occurred while generating the dataset" in str(err) and (err.__cause__ or err.__context__):
+        err = err.__cause__ or err.__context__
+    return first_line(err)
