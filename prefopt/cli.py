@@ -28,7 +28,9 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
         return 0
     yaml_values = read_yaml(args.config) if args.config else {}
     cli_values = parse_cli_overrides(rest)
-    train_cfg, algo_cfg = build_configs(algorithm.config_class, yaml_values, cli_values, args.config)
+    train_cfg, algo_cfg = build_configs(
+        algorithm.config_class, yaml_values, cli_values, args.config, algorithm=args.algorithm
+    )
 
     from prefopt.loop import train
 
@@ -266,7 +268,7 @@ def _add_eval_parser(sub) -> None:
         "length_controlled_minimal, length_controlled_noreg, length_controlled_v1.",
     )
     ev.add_argument("--lc_data", help="AlpacaEval's df_gamed.csv (per-instruction difficulty, gamed annotations).")
-    ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95% interval.")
+    ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95%% interval.")
     ev.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the bootstrap.")
 
 

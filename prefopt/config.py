@@ -18,7 +18,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from prefopt.errors import ConfigError
+from prefopt.errors import ConfigError, first_line
 
 
 def _f(default, help: str, **kw):
@@ -53,7 +53,7 @@ class TrainConfig:
     )
     # Run
     output_dir: str | None = _f(None, "Run directory (required); never overwritten without --overwrite.")
-    overwrite: bool = _f(False, "Delete an existing run directory first.")
+    overwrite: bool = _f(False, "Delete an existing run directory first (--resume on the command line overrides it).")
     resume: bool = _f(False, "Continue the run in output_dir from its last completed iteration.")
     seed: int = _f(42, "Seed for prompt splits, sampling and shuffling.")
     num_iterations: int = _f(3, "Online iterations (collect, optimise, checkpoint).")
@@ -301,14 +301,25 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file '{path}'{where}: invalid YAML") from err
+        reason = getattr(err, "problem", None) or first_line(err)
+        raise ConfigError(f"config file '{path}'{where}: invalid YAML: {reason}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys to values")
     return data
 
 
-def build_configs(algo_config_cls: type, yaml_values: dict, cli_values: dict, yaml_path: str | None = None):
+def build_configs(
+    algo_config_cls: type,
+    yaml_values: dict,
+    cli_values: dict,
+    yaml_path: str | None = None,
+    algorithm: str | None = None,
+):
     """Merge YAML and CLI values into (TrainConfig, algo config), checking every key and type.
+
+    A YAML may name its algorithm (``algorithm: egpo``) for readers; given ``algorithm`` (what ``prefopt train
+    ALGO`` trains) a different name is an error. ``--resume`` on the command line turns off a YAML's
+    ``overwrite: true`` (the shipped configs set it so that a second run replaces the first).
 
     Returns:
         (TrainConfig, algorithm config instance); ``validate()`` has been called on both.
@@ -323,7 +334,12 @@ def build_configs(algo_config_cls: type, yaml_values: dict, cli_values: dict, ya
     for values, origin in sources:
         for key, value in values.items():
             if key == "algorithm":
-                continue  # a YAML may name its algorithm for readers; `prefopt train ALGO` decides
+                if algorithm is not None and value != algorithm:
+                    raise ConfigError(
+                        f"config key 'algorithm' ({origin}) is {value!r}, but the command trains {algorithm!r}: "
+                        f"run `prefopt train {value}`, or change the key"
+                    )
+                continue
             if key not in train_hints and key not in algo_hints:
                 close = difflib.get_close_matches(key, valid, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -332,6 +348,8 @@ def build_configs(algo_config_cls: type, yaml_values: dict, cli_values: dict, ya
                 train_kw[key] = _coerce(value, train_hints[key], key, origin)
             else:
                 algo_kw[key] = _coerce(value, algo_hints[key], key, origin)
+    if train_kw.get("resume") and "resume" in cli_values and "overwrite" not in cli_values:
+        train_kw["overwrite"] = False  # the command line's --resume wins over a YAML's overwrite: true
     train = TrainConfig(**train_kw)
     algo = algo_config_cls(**algo_kw)
     train.validate()
