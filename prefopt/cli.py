@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from prefopt.errors import ConfigError, PrefoptError
+from prefopt.errors import ConfigError, PrefoptError, describe_storage_error, storage_errors
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -290,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"prefopt: error: {err}", file=sys.stderr)
+        return 2
+    except storage_errors() as err:  # the file system said no (permissions, a full disk): the user's to fix
+        if args.debug:
+            raise
+        print(f"prefopt: error: {describe_storage_error(err)}", file=sys.stderr)
         return 2
 
 

@@ -55,6 +55,10 @@ class TrainConfig:
     output_dir: str | None = _f(None, "Run directory (required); never overwritten without --overwrite.")
     overwrite: bool = _f(False, "Delete an existing run directory first (--resume on the command line overrides it).")
     resume: bool = _f(False, "Continue the run in output_dir from its last completed iteration.")
+    resume_from_iteration: int | None = _f(
+        None,
+        "With --resume: continue after this iteration's checkpoint instead of the last (its later ones are redone).",
+    )
     seed: int = _f(42, "Seed for prompt splits, sampling and shuffling.")
     num_iterations: int = _f(3, "Online iterations (collect, optimise, checkpoint).")
     prompts_per_iteration: int | None = _f(None, "Prompts per iteration; None: disjoint equal splits (SPPO).")
@@ -199,6 +203,10 @@ class TrainConfig:
             raise ConfigError(
                 f"config key 'eval_baseline_outputs': file '{self.eval_baseline_outputs}' does not exist"
             )
+        if self.resume_from_iteration is not None and not self.resume:
+            raise ConfigError("config key 'resume_from_iteration' needs --resume")
+        if self.resume_from_iteration is not None and self.resume_from_iteration < 0:
+            raise ConfigError(f"config key 'resume_from_iteration' must be >= 0, got {self.resume_from_iteration}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         if self.deepspeed and not Path(self.deepspeed).is_file():

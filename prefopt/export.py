@@ -19,14 +19,14 @@ cache: prefopt never sees, prints or stores it.
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from prefopt.errors import ConfigError, DataError, PrefoptError, first_line
-from prefopt.rundir import atomic_dir, commit_dir, refuse_non_empty
+from prefopt.rundir import RunDir, atomic_dir, refuse_non_empty
 
 
 @dataclass
@@ -50,16 +50,15 @@ def locate(run_dir: str | Path, iteration: int | None = None) -> RunSource:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise DataError(f"'{run_dir}' is not a prefopt run directory (no config.yaml)")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"last_completed_iteration": -1}
-    last = state["last_completed_iteration"]
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except yaml.YAMLError as err:
+        raise DataError(f"'{run_dir / 'config.yaml'}' is damaged: {first_line(err)}") from None
+    rundir = RunDir(run_dir)
+    last = (rundir.read_state() or {"last_completed_iteration": -1})["last_completed_iteration"]
     if last < 0:
         raise DataError(f"run '{run_dir}' has no finished iteration to export")
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics = (
-        [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()] if metrics_path.exists() else []
-    )
+    metrics = rundir.read_jsonl("metrics.jsonl")
     checkpoints = sorted(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("iter_*"))
     if iteration is not None:
         if iteration not in checkpoints:
@@ -159,21 +158,16 @@ def export_run(
         raise ConfigError(f"--adapter-only: run '{source.run_dir}' trained every weight (adapter: none)")
     evaluation = model_card.read_eval_results(eval_results, eval_generator, source) if eval_results else None
     repo_id = _check_repo_id(push_to_hub) if push_to_hub else None
+    if base_model:
+        _check_base_model(base_model, source)
     base_model = base_model or model_card.hub_id(source.config["model_name_or_path"])
     policy, tokenizer = load_policy(source), _load_tokenizer(source)
-    staging = atomic_dir(out)
-    try:
+    with atomic_dir(out) as staging:
         _save_weights(policy, staging, adapter_only, max_shard_size, base_model)
         tokenizer.save_pretrained(str(staging))
         (staging / "training_config.yaml").write_text(yaml.safe_dump(source.config, sort_keys=False))
         card = model_card.render(source, adapter_only, base_model, license, evaluation, repo_id)
         (staging / "README.md").write_text(card, encoding="utf-8")
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    commit_dir(staging, out)
     if repo_id:
         push(out, repo_id, private)
     return out
@@ -192,6 +186,35 @@ def _save_weights(policy, folder: Path, adapter_only: bool, max_shard_size: str,
         model.save_pretrained(str(folder), safe_serialization=True, max_shard_size=max_shard_size)
     generation = model.generation_config or GenerationConfig.from_model_config(model.config)
     generation.save_pretrained(str(folder))
+
+
+# The config entries that fix the weights' shapes: an adapter or merged model only loads on a base that has them all.
+_SHAPE_KEYS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+def _check_base_model(base_model: str, source) -> None:
+    """--base_model names a base the weights fit: a local folder's config is compared with the run's base model's
+    (a Hub id is taken as given: it cannot be read offline)."""
+    from prefopt.models import check_source, load_model_config
+
+    trained_on = source.config["model_name_or_path"]
+    if not os.path.exists(check_source(base_model, "--base_model")) or not os.path.exists(trained_on):
+        return
+    trust = source.config.get("trust_remote_code", False)
+    given, trained = (load_model_config(m, "base model", trust) for m in (base_model, trained_on))
+    for key in _SHAPE_KEYS:
+        if getattr(given, key, None) != getattr(trained, key, None):
+            raise ConfigError(
+                f"--base_model '{base_model}' is not the run's base model '{trained_on}': {key} "
+                f"{getattr(given, key, None)!r} there, {getattr(trained, key, None)!r} in the run's"
+            )
 
 
 def _check_shard_size(size: str) -> None:

@@ -42,12 +42,30 @@ def _load(loader, name_or_path: str, what: str, **kwargs):
         raise ModelError(f"cannot load {what} '{name_or_path}': {first_line(err)}") from err
 
 
+def load_model_config(name_or_path: str, what: str, trust_remote_code: bool = False):
+    """The model's configuration alone (config.json): what can be checked before any weights load."""
+    from transformers import AutoConfig
+
+    return _load(AutoConfig, name_or_path, what, trust_remote_code=trust_remote_code)
+
+
+def position_limit(config) -> int | None:
+    """The longest sequence the model's position embeddings cover (None where the config does not say)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_side: str = "left"):
     """A tokenizer with a pad token (EOS when the checkpoint has none) and the requested padding side."""
     from transformers import AutoTokenizer
 
     tokenizer = _load(AutoTokenizer, name_or_path, "tokenizer", trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:  # responses end at EOS and batches pad: the policy needs one of them at least
+            raise ModelError(
+                f"tokenizer '{name_or_path}' has neither a pad token nor an EOS token; set eos_token (and pad_token) "
+                "in its tokenizer_config.json"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer

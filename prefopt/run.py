@@ -6,6 +6,7 @@ every process holds its own Run; the main process alone writes the run directory
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ class Run:
     step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
     steps_written: int = 0  # step records already appended to steps.jsonl
     prefetched: tuple | None = None  # (batch, collect seconds) of iteration 0 when setup collected it (LoRA-GA)
+    resumed: dict | None = None  # with --resume: the saved state it continues from
 
     @property
     def start_iteration(self) -> int:
@@ -81,6 +83,11 @@ class Run:
         """Iteration data and metrics every iteration; every save_every iterations (and after the last) also the
         checkpoint, then state.json: a resume continues after the last iteration that has all of them."""
         main = self.backend.is_main
+        with self.rundir.rollback_on_failure(iteration) if main else contextlib.nullcontext():
+            self._commit(iteration, metrics)
+
+    def _commit(self, iteration: int, metrics: dict) -> None:
+        main = self.backend.is_main
         if main and not (self.rundir.path / "config.yaml").exists():
             self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
         self.history.append(metrics)
@@ -102,7 +109,8 @@ class Run:
             torch.save(self.ctx.algo_state, staging / f"algo_state_{self.rank}.pt")
         self.backend.wait()
         self.state["last_completed_iteration"] = iteration
-        if main:
+        if main:  # the checkpoint keeps its own state too: --resume_from_iteration continues from it
+            (staging / "state.json").write_text(json.dumps(self.state))
             commit_dir(staging, target)
             self.rundir.write_state(self.state)
             self.rundir.prune_checkpoints(self.cfg.save_total_limit)
@@ -135,14 +143,12 @@ class Run:
         OUTPUT_DIR/final."""
         state_dict = self.backend.state_dict_for_saving()
         if self.backend.is_main:
-            target = self.rundir.path / "final"
-            tmp = atomic_dir(target)
-            if self.backend.has_adapter:  # the adapter for the original base model (LoRA-GA's offset folded in)
-                save_adapter(self.backend.unwrapped, tmp, state_dict)
-            else:
-                self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            commit_dir(tmp, target)
+            with atomic_dir(self.rundir.path / "final") as tmp:
+                if self.backend.has_adapter:  # the adapter for the original base model (LoRA-GA's offset folded in)
+                    save_adapter(self.backend.unwrapped, tmp, state_dict)
+                else:
+                    self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
         if self.cfg.report_to != ["none"]:
             self.backend.accelerator.end_training()
         if self.backend.world_size > 1:  # leave together: no process exits while another still has collectives

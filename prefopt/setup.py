@@ -7,6 +7,7 @@ optimizer and run directory created.
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -21,12 +22,12 @@ from prefopt.config import config_to_dict
 from prefopt.context import Context
 from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.data.prompts import encode_row_prompt
-from prefopt.errors import ConfigError
+from prefopt.errors import ConfigError, StorageError
 from prefopt.eval.formats import align_outputs, read_outputs
 from prefopt.eval.generation import as_prompt
 from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.judges import build_judge
-from prefopt.models import check_source, load_causal_lm, load_tokenizer
+from prefopt.models import check_source, load_causal_lm, load_model_config, load_tokenizer, position_limit
 from prefopt.optim import make_optimizer, make_scheduler, start_schedule
 from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
@@ -151,14 +152,17 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     algorithm = get_algorithm(algorithm_name)
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
     rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
-    rundir.check(config)
+    rundir.check(config, cfg.resume_from_iteration)
+    resumed = _resume_state(cfg, rundir)
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
     if cfg.disable_tqdm:
+        from datasets.utils.logging import disable_progress_bar
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # also transformers' own weight loading/saving bars
+        disable_progress_bar()  # and datasets' while it reads the data files
     check_source(cfg.model_name_or_path, "model")  # name the model, not its tokenizer, when the path is wrong
     tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
     examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
@@ -166,6 +170,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     baseline_outputs = []
     if cfg.eval_baseline_outputs:
         eval_prompts, baseline_outputs = _baseline_eval_prompts(cfg, tokenizer)
+    _check_fits(cfg, examples, eval_prompts, train_prompts)
     backend = Backend(cfg)
     judge = _build_judge(cfg, backend.device)
     if judge.needs_references and not cfg.answer_column:
@@ -175,6 +180,8 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
             f"judge '{cfg.judge}' needs reference answers, which eval_baseline_outputs lacks; use eval_num_prompts"
         )
     allowed = allowed_token_ids(judge, tokenizer, cfg.response_choices)
+    if algorithm.check_examples:
+        algorithm.check_examples(algo_cfg, examples, tokenizer, allowed, cfg.max_new_tokens)
     if cfg.use_vllm:
         _check_vllm(algorithm, algo_cfg, allowed)
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
@@ -188,12 +195,13 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
     run = Run(cfg, config, algorithm, ctx, backend, None, tokenizer, judge, rundir, train_prompts, eval_prompts)
     judge.recorder = run.judge_records
+    run.resumed = resumed
     lo, hi = ctx.shard(eval_prompts)  # this process's block of the fixed baseline, as of the held-out prompts
     run.initial_eval_responses = [y for y in baseline_outputs[lo:hi] for _ in range(cfg.eval_samples_per_prompt)]
-    if cfg.adapter == "lora_ga" and _resume_state(run) is None:
+    if cfg.adapter == "lora_ga" and resumed is None:
         run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
     if backend.is_main:
-        rundir.clear_for_overwrite()
+        rundir.prepare(resumed)
     backend.wait()  # no process writes into the folder before the old run is gone
     trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
     if cfg.report_to != ["none"]:
@@ -214,7 +222,7 @@ def _prepare_anchors_and_resume(run: Run) -> None:
     run.game_monitor = _game_monitor(run)
     if run.eval_prompts and not run.initial_eval_responses:  # no fixed baseline file: the initial policy's
         run.initial_eval_responses = run.sample_eval_responses(stream="eval")
-    saved = _resume_state(run)
+    saved = run.resumed
     if saved is not None:
         checkpoint = run.rundir.checkpoint_dir(saved["last_completed_iteration"])
         run.backend.load_state(str(checkpoint))
@@ -234,6 +242,32 @@ def _prepare_anchors_and_resume(run: Run) -> None:
             run.rundir.write_jsonl("steps.jsonl", run.step_history)
         if run.backend.is_main:
             print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+
+
+def _check_fits(cfg, examples, eval_prompts, train_prompts) -> None:
+    """Before the policy loads: an iteration's prompts come from the training set without repeats, and the longest
+    prompt and response fit the model's positions (config.json alone is read)."""
+    per_iteration, available = cfg.prompts_per_iteration, len(train_prompts)
+    if per_iteration is not None and per_iteration > available:
+        held = f" ({cfg.eval_num_prompts} held out for eval)" if cfg.eval_num_prompts else ""
+        raise ConfigError(
+            f"config key 'prompts_per_iteration' is {per_iteration}, but the training set has {available} prompts"
+            f"{held}: each would be used about {per_iteration / available:.0f} times per iteration; set at most "
+            f"{available}"
+        )
+    limit = position_limit(load_model_config(cfg.model_name_or_path, "model", cfg.trust_remote_code))
+    if limit is None:
+        return
+    longest = max(
+        len(e.prompt_ids) + max(cfg.max_new_tokens, *(len(e.extra.get(k, ())) for k in ("chosen_ids", "rejected_ids")))
+        for e in [*examples, *eval_prompts]
+    )
+    if longest > limit:
+        raise ConfigError(
+            f"a prompt and its response take up to {longest} tokens (max_new_tokens {cfg.max_new_tokens}), more than "
+            f"the {limit} positions of model '{cfg.model_name_or_path}' (max_position_embeddings); lower "
+            f"max_new_tokens or max_prompt_length"
+        )
 
 
 def _check_vllm(algorithm: Algorithm, algo_cfg, allowed) -> None:
@@ -259,10 +293,19 @@ def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[st
     return prompts, baseline
 
 
-def _resume_state(run: Run) -> dict | None:
-    """The saved state of a --resume run that has a completed iteration, else None."""
-    saved = run.rundir.read_state() if run.cfg.resume else None
-    return saved if saved is not None and saved["last_completed_iteration"] >= 0 else None
+def _resume_state(cfg, rundir: RunDir) -> dict | None:
+    """The state a --resume run continues from (its last completed iteration, or resume_from_iteration's), else
+    None when there is nothing to resume."""
+    saved = rundir.read_state() if cfg.resume else None
+    if saved is None or saved["last_completed_iteration"] < 0:
+        return None
+    chosen, last = cfg.resume_from_iteration, saved["last_completed_iteration"]
+    if chosen is None or chosen == last:
+        return saved
+    kept = rundir.checkpoint_dir(chosen) / "state.json"
+    if not kept.is_file():
+        raise StorageError(f"--resume_from_iteration {chosen}: checkpoint '{kept.parent}' has no state.json")
+    return json.loads(kept.read_text())
 
 
 def _game_monitor(run: Run) -> GameMonitor | None:

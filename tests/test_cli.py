@@ -74,7 +74,7 @@ def test_unknown_algorithm(capsys):
 def test_bad_rows_name_file_and_row(capsys, base, tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok"}, {"prompt": "  "}])
     code, _, err = run_main(capsys, *base, "--dataset_name", data)
-    assert code == 2 and f"{data}: row 1" in err and "empty" in err
+    assert code == 2 and f"{data}: line 2" in err and "empty" in err
     data = write_jsonl(tmp_path / "q.jsonl", [{"question": "no prompt column"}])
     code, _, err = run_main(capsys, *base, "--dataset_name", data)
     assert code == 2 and "missing column 'prompt'" in err and "question" in err

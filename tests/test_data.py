@@ -135,7 +135,7 @@ def test_unparseable_file_is_one_line_naming_the_line(tmp_path):
     path.write_text('{"prompt": "ok"}\n{not json\n')
     with pytest.raises(DataError) as info:
         load_dataset_source(str(path))
-    assert str(info.value).startswith(f"dataset file '{path}' line 2: invalid JSON: ") and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: line 2: invalid JSON: ") and "\n" not in str(info.value)
 
 
 def test_hub_name_offline_is_a_data_error():
@@ -444,7 +444,7 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line_and_offset(tmp_path, tok
     with pytest.raises(DataError) as info:
         load_prompts(str(path), tokenizer)
     # Line 2 starts at byte 17, and its first 15 bytes are '{"prompt": "caf': the é (0xe9 in latin-1) is byte 32.
-    assert str(info.value) == f"dataset file '{path}' line 2: not UTF-8 (byte 0xe9 at offset 32); save it as UTF-8"
+    assert str(info.value) == f"{path}: line 2: not UTF-8 (byte 0xe9 at offset 32); save it as UTF-8"
 
 
 def test_a_malformed_json_line_is_named_with_the_parsers_reason(tmp_path, tokenizer):
@@ -453,7 +453,7 @@ def test_a_malformed_json_line_is_named_with_the_parsers_reason(tmp_path, tokeni
     with pytest.raises(DataError) as info:
         load_prompts(str(path), tokenizer)
     assert str(info.value) == (
-        f"dataset file '{path}' line 4: invalid JSON: Expecting property name enclosed in double quotes (column 16)"
+        f"{path}: line 4: invalid JSON: Expecting property name enclosed in double quotes (column 16)"
     )
     path.write_text('{"prompt": "a"}\n["not", "an", "object"]\n')
     with pytest.raises(DataError, match="line 2: expected one JSON object per line, got list$"):

@@ -60,12 +60,12 @@ def test_cli_iteration(tmp_path, tiny_model_dir):
 
 
 def test_reference_from_a_conversational_completion():
-    from types import SimpleNamespace
-
-    from prefopt.data import reference_text
+    from prefopt.data import PromptExample, reference_text
     from prefopt.errors import DataError
 
     chosen = [{"role": "assistant", "content": "Sure."}]
-    assert reference_text(SimpleNamespace(index=0, extra={"chosen": chosen}), "chosen") == "Sure."
-    with pytest.raises(DataError, match="row 3: column 'chosen'"):
-        reference_text(SimpleNamespace(index=3, extra={"chosen": 5}), "chosen")
+    assert reference_text(PromptExample(0, "Hi", [1], {"chosen": chosen}), "chosen") == "Sure."
+    with pytest.raises(DataError, match=r"^p.jsonl: line 4: column 'chosen' must be a string"):
+        reference_text(PromptExample(3, "Hi", [1], {"chosen": 5}, where="p.jsonl: line 4"), "chosen")
+    with pytest.raises(DataError, match=r"^row 3 \(counting from 0\): column 'chosen'"):  # built without a source
+        reference_text(PromptExample(3, "Hi", [1], {"chosen": 5}), "chosen")

@@ -6,6 +6,7 @@ state is a per-process singleton: a DeepSpeed run must not leak into the next te
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -95,10 +96,29 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tiny_model_di
         "--eval_num_prompts",
         "4",
     ]
+    import shutil
+
     train(tiny_model_dir, tmp_path / "full", *args)
-    train(tiny_model_dir, tmp_path / "crashed", *args)
-    roll_back_to(tmp_path / "crashed", 1)
-    resumed = train(tiny_model_dir, tmp_path / "crashed", *args, "--resume")
+    # The last checkpoint cut short (a full disk while it was written): --resume names it and the intact one before.
+    shutil.copytree(tmp_path / "full", tmp_path / "crashed")
+    weights = tmp_path / "crashed/checkpoints/iter_002/model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    refused = prefopt(
+        "train",
+        "sppo",
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--output_dir",
+        tmp_path / "crashed",
+        *BASE,
+        *args,
+        "--resume",
+    )
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"prefopt: error: --resume: '{weights}' is damaged (truncated or not a checkpoint file); checkpoint "
+        f"'{tmp_path / 'crashed/checkpoints/iter_001'}' is intact: resume from it with --resume_from_iteration 1"
+    ]
+    resumed = train(tiny_model_dir, tmp_path / "crashed", *args, "--resume", "--resume_from_iteration", "1")
     assert "resuming after iteration 1" in resumed.stdout
     full, crashed = final_weights(tmp_path / "full"), final_weights(tmp_path / "crashed")
     assert all(torch.equal(full[k], crashed[k]) for k in full)

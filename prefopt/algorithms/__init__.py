@@ -33,6 +33,8 @@ class Algorithm:
             ``(cfg) -> bool`` when a hyperparameter decides (REBEL's KL penalty).
         required_columns: ``(cfg) -> tuple[str, ...]``, dataset columns collect reads besides the prompt (checked
             on every row before any compute).
+        check_examples: ``(cfg, examples, tokenizer, allowed_token_ids, max_new_tokens) -> None``, raising a
+            DataError for the first row collect could not use (GRAO's reference answers), before any compute.
         game_beta: ``(cfg) -> float``, the KL coefficient of the regularised game the method solves, for the
             ``game/*`` metrics under a matrix-game judge (None: the unregularised game, β = 0).
         reads_pairs: ``(cfg) -> bool``, whether collect trains on the dataset's chosen/rejected pairs (TRL's
@@ -54,6 +56,7 @@ class Algorithm:
     reads_pairs: Callable[[Any], bool] | None = None
     mixes_reference: Callable[[Any], bool] | None = None
     game_beta: Callable[[Any], float] | None = None
+    check_examples: Callable[..., None] | None = None
 
 
 def uses_reference(algorithm: Algorithm, cfg) -> bool:

@@ -48,16 +48,26 @@ class GRAOConfig:
 
 
 def reference_ids(ctx, prompt) -> list[int]:
+    sampling = ctx.sampling
+    return _reference_ids(ctx.algo_cfg, prompt, ctx.tokenizer, sampling.allowed_token_ids, sampling.max_new_tokens)
+
+
+def _reference_ids(cfg, prompt, tokenizer, allowed, max_new_tokens: int) -> list[int]:
     """The reference answer of ``prompt`` as the policy emits it; without the final EOS when responses are restricted
     to single tokens (``response_choices``), as the policy's own responses are."""
-    text = reference_text(prompt, ctx.algo_cfg.reference_column)
-    ids = encode_response(ctx.tokenizer, prompt.prompt, text)
-    allowed = ctx.sampling.allowed_token_ids
+    text = reference_text(prompt, cfg.reference_column)
+    ids = encode_response(tokenizer, prompt.prompt, text)
     if allowed is not None:
         ids = ids[:-1]
-        if not ids or len(ids) > ctx.sampling.max_new_tokens or any(i not in allowed for i in ids):
-            raise DataError(f"row {prompt.index}: reference {text!r} is not one of the allowed responses")
+        if not ids or len(ids) > max_new_tokens or any(i not in allowed for i in ids):
+            raise DataError(f"{prompt.where}: reference {text!r} is not one of the allowed responses")
     return ids
+
+
+def check_examples(cfg, examples, tokenizer, allowed, max_new_tokens: int) -> None:
+    """Every row's reference is a response the policy could emit (before any compute)."""
+    for example in examples:
+        _reference_ids(cfg, example, tokenizer, allowed, max_new_tokens)
 
 
 def collect(ctx, prompts) -> Batch:
@@ -107,4 +117,5 @@ GRAO = Algorithm(
     collect=collect,
     loss=loss,
     required_columns=lambda cfg: (cfg.reference_column,),
+    check_examples=check_examples,
 )

@@ -51,12 +51,17 @@ class PromptExample:
         prompt: the raw prompt (a string or a list of messages), what judges receive.
         prompt_ids: encoded prompt [L], truncated to max_prompt_length.
         extra: every other column of the row (``chosen``, ``reference``, ``answer``, ...).
+        where: the row as error messages name it (``FILE: line N``, ``SOURCE: row N (counting from 0)``).
     """
 
     index: int
     prompt: Prompt
     prompt_ids: list[int]
     extra: dict = field(default_factory=dict)
+    where: str = ""
+
+    def __post_init__(self):
+        self.where = self.where or f"row {self.index} (counting from 0)"
 
 
 def reference_text(prompt: PromptExample, column: str) -> str:
@@ -67,7 +72,7 @@ def reference_text(prompt: PromptExample, column: str) -> str:
         answers = [m.get("content") for m in value if m.get("role") == "assistant"]
         value = answers[-1] if answers else None
     if not isinstance(value, str):
-        raise DataError(f"row {prompt.index}: column '{column}' must be a string or messages with an assistant turn")
+        raise DataError(f"{prompt.where}: column '{column}' must be a string or messages with an assistant turn")
     return value
 
 
@@ -108,7 +113,7 @@ def load_prompts(
         ids, truncated = encode_row_prompt(where(row), prompt, tokenizer, max_prompt_length, truncation_mode)
         num_truncated += truncated
         extra = {key: value for key, value in record.items() if key != prompt_column}
-        examples.append(PromptExample(index=row, prompt=prompt, prompt_ids=ids, extra=extra))
+        examples.append(PromptExample(index=row, prompt=prompt, prompt_ids=ids, extra=extra, where=where(row)))
     logger.info(
         "%s: %d rows, %d prompts cut to their last %d tokens", source, len(examples), num_truncated, max_prompt_length
     )

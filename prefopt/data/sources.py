@@ -54,8 +54,7 @@ def scan_text_file(path: str, source: str) -> list[int] | None:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise DataError(
-            f"dataset file '{source}' line {line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
-            "save it as UTF-8"
+            f"{source}: line {line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); save it as UTF-8"
         ) from None
     if ext == ".csv":
         return None
@@ -63,7 +62,7 @@ def scan_text_file(path: str, source: str) -> list[int] | None:
         try:
             json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"dataset file '{source}' line {err.lineno}: invalid JSON: {err.msg}") from None
+            raise DataError(f"{source}: line {err.lineno}: invalid JSON: {err.msg}") from None
         return None
     lines = []
     for number, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028, which splitlines cuts at
@@ -74,13 +73,9 @@ def scan_text_file(path: str, source: str) -> list[int] | None:
         except json.JSONDecodeError as err:
             if ext == ".json" and number == 1:  # a single JSON object spanning lines, e.g. {"train": [...]}
                 return None
-            raise DataError(
-                f"dataset file '{source}' line {number}: invalid JSON: {err.msg} (column {err.colno})"
-            ) from None
+            raise DataError(f"{source}: line {number}: invalid JSON: {err.msg} (column {err.colno})") from None
         if not isinstance(value, dict):
-            raise DataError(
-                f"dataset file '{source}' line {number}: expected one JSON object per line, got {type(value).__name__}"
-            )
+            raise DataError(f"{source}: line {number}: expected one JSON object per line, got {type(value).__name__}")
         lines.append(number)
     return lines
 

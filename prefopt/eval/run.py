@@ -41,7 +41,7 @@ from prefopt.eval.formats import (
 )
 from prefopt.eval.generation import Decoding, generate_outputs
 from prefopt.eval.length_control import LC_VARIANTS, LCData
-from prefopt.rundir import atomic_dir, atomic_write_text, commit_dir, refuse_non_empty
+from prefopt.rundir import atomic_dir, atomic_write_text, refuse_non_empty
 
 PACKAGES = ("prefopt", "torch", "transformers", "peft", "datasets", "numpy", "alpaca-eval")
 
@@ -186,28 +186,27 @@ def _results(request, eval_set, generators, judge, pairs, lc_data) -> dict:
 
 
 def _write(out: Path, request, eval_set, generators, pairs, results) -> None:
-    staging = atomic_dir(out)
-    instructions = [row["instruction"] for row in eval_set]
-    by_name = {g.name: g for g in generators}
-    header = {k: results[k] for k in ("eval_set", "judge", "length_control", "bootstrap", "versions", "created")}
-    for g in generators:
-        write_json(staging / safe_name(g.name) / "model_outputs.json", outputs_rows(eval_set, g.outputs, g.name))
-    for (model, baseline), (metrics, probs) in pairs.items():
-        folder = staging / safe_name(model) / f"vs_{safe_name(baseline)}"
-        pair = ((baseline, by_name[baseline].outputs), (model, by_name[model].outputs))
-        write_json(folder / "annotations.json", annotation_rows(instructions, *pair, probs, judge_label(results)))
-        sources = {"model_source": by_name[model].source, "baseline_source": by_name[baseline].source}
-        write_json(folder / "metrics.json", {**metrics, **sources, **header})
-    names, baseline = [g.name for g in generators], results["baseline"]
-    lc_variant = results["length_control"]["variant"]
-    rows = results["leaderboard"]
-    atomic_write_text(staging / "leaderboard.md", lb.to_markdown(rows, baseline, judge_label(results), lc_variant))
-    atomic_write_text(staging / "leaderboard.csv", lb.to_csv(results["leaderboard"], baseline))
-    matrix = results["pairwise_win_rate"]["matrix"]
-    plotted = lb.plot(names, matrix, rows, baseline, staging / "win_rates.png")
-    results["plot"] = "win_rates.png" if plotted else None
-    write_json(staging / "results.json", results)
-    commit_dir(staging, out)
+    with atomic_dir(out) as staging:
+        instructions = [row["instruction"] for row in eval_set]
+        by_name = {g.name: g for g in generators}
+        header = {k: results[k] for k in ("eval_set", "judge", "length_control", "bootstrap", "versions", "created")}
+        for g in generators:
+            write_json(staging / safe_name(g.name) / "model_outputs.json", outputs_rows(eval_set, g.outputs, g.name))
+        for (model, baseline), (metrics, probs) in pairs.items():
+            folder = staging / safe_name(model) / f"vs_{safe_name(baseline)}"
+            pair = ((baseline, by_name[baseline].outputs), (model, by_name[model].outputs))
+            write_json(folder / "annotations.json", annotation_rows(instructions, *pair, probs, judge_label(results)))
+            sources = {"model_source": by_name[model].source, "baseline_source": by_name[baseline].source}
+            write_json(folder / "metrics.json", {**metrics, **sources, **header})
+        names, baseline = [g.name for g in generators], results["baseline"]
+        lc_variant = results["length_control"]["variant"]
+        rows = results["leaderboard"]
+        atomic_write_text(staging / "leaderboard.md", lb.to_markdown(rows, baseline, judge_label(results), lc_variant))
+        atomic_write_text(staging / "leaderboard.csv", lb.to_csv(results["leaderboard"], baseline))
+        matrix = results["pairwise_win_rate"]["matrix"]
+        plotted = lb.plot(names, matrix, rows, baseline, staging / "win_rates.png")
+        results["plot"] = "win_rates.png" if plotted else None
+        write_json(staging / "results.json", results)
 
 
 def judge_label(results: dict) -> str:

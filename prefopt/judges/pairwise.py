@@ -87,15 +87,11 @@ class PairwiseModelJudge(PreferenceJudge):
         from prefopt.models import load_sequence_classifier
 
         self.template = check_template(template or DEFAULT_PAIRWISE_TEMPLATE, "pairwise_model")
+        need = ((1, 2), "pairwise_model needs a classifier with 1 label (σ(logit) = P(A ≻ B)) or 2 (label 0: A wins)")
         self.model, self.tokenizer = load_judge_model(
-            model_name_or_path, model, tokenizer, dtype, device, trust_remote_code, load_sequence_classifier
+            model_name_or_path, model, tokenizer, dtype, device, trust_remote_code, load_sequence_classifier, need
         )
         self.num_labels = int(self.model.config.num_labels)
-        if self.num_labels not in (1, 2):
-            raise JudgeError(
-                f"pairwise_model needs a classifier with 1 label (σ(logit) = P(A ≻ B)) or 2 labels "
-                f"(label 0 = A is better); '{model_name_or_path}' has {self.num_labels}"
-            )
         self.batch_size = batch_size
         self.max_length = max_length
         self.name = f"pairwise_model:{model_name_or_path}" if model_name_or_path else "pairwise_model"

@@ -74,6 +74,15 @@ def load_function(spec: str) -> Callable:
     return function
 
 
+def _call(function, spec: str, args: list):
+    """The user's function on ``args``; an exception it raises is the user's to fix: one JudgeError line (the
+    traceback stays available with --debug, chained)."""
+    try:
+        return function(*args)
+    except Exception as err:
+        raise JudgeError(f"judge function '{spec}' raised {type(err).__name__}: {first_line(err)}") from err
+
+
 def _as_values(output, spec: str, expected: int) -> torch.Tensor:
     """The function's output as a float64 tensor [expected], or a JudgeError naming the spec."""
     try:
@@ -117,7 +126,7 @@ class PythonRewardJudge(RewardJudge):
         args = [list(prompts), list(responses)]
         if self.takes_references and references is not None:
             args.append(list(references))
-        return _as_values(self.function(*args), self.spec, len(prompts))
+        return _as_values(_call(self.function, self.spec, args), self.spec, len(prompts))
 
 
 class PythonPreferenceJudge(PreferenceJudge):
@@ -134,5 +143,5 @@ class PythonPreferenceJudge(PreferenceJudge):
     def _preference(
         self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
-        output = self.function(list(prompts), list(responses_a), list(responses_b))
+        output = _call(self.function, self.spec, [list(prompts), list(responses_a), list(responses_b)])
         return _as_values(output, self.spec, len(prompts))

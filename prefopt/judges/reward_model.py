@@ -153,18 +153,36 @@ def classifier_logits(model, tokenizer, sequences: Sequence[Sequence[int]], batc
 
 
 def load_judge_model(
-    model_name_or_path: str | None, model, tokenizer, dtype: str, device: str, trust_remote_code: bool, loader
+    model_name_or_path: str | None,
+    model,
+    tokenizer,
+    dtype: str,
+    device: str,
+    trust_remote_code: bool,
+    loader,
+    labels: tuple[tuple[int, ...], str] | None = None,
 ):
     """(model, tokenizer) from a path, or the already-loaded pair.
 
-    A model loaded here is put in eval mode without gradients; a model passed in is used as given (it may be
-    shared with other code), so callers pass it in eval mode.
+    ``labels``: (the classifier head sizes the judge reads, what it needs in words); any other ``num_labels`` is a
+    JudgeError, raised from the config alone before the weights load. A model loaded here is put in eval mode
+    without gradients; a model passed in is used as given (it may be shared with other code), so callers pass it in
+    eval mode.
     """
-    from prefopt.models import load_tokenizer
+    from prefopt.models import load_model_config, load_tokenizer
 
+    if model is None and model_name_or_path is None:
+        raise JudgeError("a model judge needs model_name_or_path (or an already-loaded model= and tokenizer=)")
+    if labels is not None:
+        config = (
+            model.config
+            if model is not None
+            else load_model_config(model_name_or_path, "judge model", trust_remote_code)
+        )
+        if config.num_labels not in labels[0]:
+            name = f"'{model_name_or_path}'" if model_name_or_path else "the model given"
+            raise JudgeError(f"{labels[1]}; {name} has num_labels {config.num_labels}")
     if model is None:
-        if model_name_or_path is None:
-            raise JudgeError("a model judge needs model_name_or_path (or an already-loaded model= and tokenizer=)")
         model = loader(model_name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
         model = model.to(device).eval().requires_grad_(False)
     if tokenizer is None:
@@ -204,8 +222,9 @@ class RewardModelJudge(RewardJudge):
     ):
         from prefopt.models import load_sequence_classifier
 
+        need = ((1,), "reward_model needs a classifier with one output (num_labels 1), the reward r(x, y)")
         self.model, self.tokenizer = load_judge_model(
-            model_name_or_path, model, tokenizer, dtype, device, trust_remote_code, load_sequence_classifier
+            model_name_or_path, model, tokenizer, dtype, device, trust_remote_code, load_sequence_classifier, need
         )
         self.batch_size = batch_size
         self.max_length = max_length
