@@ -116,3 +116,16 @@ def test_a_failed_commit_puts_the_run_directory_back(tmp_path):
                 (staging / "model.safetensors").write_bytes(b"partial")
                 raise OSError(28, "No space left on device")
     assert tree() == before
+
+
+def test_resume_compares_paths_resolved_and_lets_the_run_folder_move(tmp_path, monkeypatch):
+    data = tmp_path / "data.jsonl"
+    data.write_text("{}\n")
+    write_run(tmp_path / "old", last=1, leftovers=False)
+    (tmp_path / "old/config.yaml").write_text(f"dataset_name: {data}\noutput_dir: {tmp_path / 'old'}\nseed: 1\n")
+    (tmp_path / "old").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    moved = RunDir("moved", resume=True)
+    moved.check({"dataset_name": "./data.jsonl", "output_dir": "moved", "seed": 1})  # the same file, another way
+    with pytest.raises(ConfigError, match="config key 'dataset_name' differs"):
+        moved.check({"dataset_name": "./other.jsonl", "output_dir": "moved", "seed": 1})
