@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from prefopt.anchors import Anchors
 from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
@@ -132,6 +134,28 @@ class Context:
         texts = [[s.text for s in g] for g in groups]
         choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts, self.references(prompts))
         return [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
+
+    def sample_labelled_pairs(
+        self, prompts: list[PromptExample], k: int, labels: str
+    ) -> tuple[list[tuple[Sample, Sample]], torch.Tensor]:
+        """⌊k/2⌋ pairs per prompt of independent samples from the current policy, (y_1, y_2), (y_3, y_4), …, and each
+        pair's label [pairs]: the judge's P(first ≻ second) (``soft``), or a draw of Bernoulli(P) (``bernoulli``,
+        the binary preference a human gives; its seed depends on the run, the iteration and the row only)."""
+        groups = self.sample(prompts, k).groups()
+        pairs = [(g[i], g[i + 1]) for g in groups for i in range(0, len(g) - 1, 2)]
+        owner = [p for p, g in zip(prompts, groups) for _ in range(len(g) // 2)]
+        refs = self.references(owner)
+        probs = self.judge.preference(
+            [p.prompt for p in owner], [a.text for a, _ in pairs], [b.text for _, b in pairs], refs
+        )
+        if labels == "soft":
+            return pairs, probs.float()
+        draws = []
+        for p, g in zip(prompts, groups):
+            gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "pair_labels", self.iteration, p.index))
+            draws.append(torch.rand(len(g) // 2, generator=gen, dtype=torch.float64))
+        uniform = torch.cat(draws) if draws else torch.zeros(0, dtype=torch.float64)
+        return pairs, (uniform < probs.double()).float()
 
 
 def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], it: int):

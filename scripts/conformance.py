@@ -40,9 +40,19 @@ ALGORITHMS = {
     ],
     "online_ipo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
     "nash_md": [*"--beta 0.1 --mixture 0.125 --normalize_logprobs false --pair_temperature 1 --pair_top_k 0".split()],
-    "inpo": ["--eta", "1.0", "--tau", "0.1", "--num_samples", "4"],  # τ = β = 0.1; OMD step τ/η = 0.1
+    # τ = β = 0.1, OMD step τ/η = 0.1; one i.i.d. pair per prompt with a Bernoulli label (the default), and the
+    # paper's LLM recipe: one pair of K = 4 by knock-out tournament.
+    "inpo": ["--eta", "1.0", "--tau", "0.1", "--num_samples", "2"],
+    "inpo_tournament": ["--eta", "1.0", "--tau", "0.1", "--num_samples", "4", "--pairs", "tournament"],
     "sppo": ["--eta", "1.0", "--num_samples", "4", "--train_on", "all"],  # β = 0: the unregularised game
 }
+
+
+# Runs of one trainer under another name (its settings above differ).
+TRAINER = {"inpo_tournament": "inpo"}
+# Learning-rate multipliers: INPO's regression gradient is (2/η)(τ·Δlog-ratio − (P − ½)) where online IPO's is
+# (2/β)(β·Δlog-ratio − (P − P′)), so at η = 1, β = 0.1 the same step takes 10 times the learning rate.
+LR_SCALE = {"inpo": 10, "inpo_tournament": 10}
 
 
 def bandit_model(out: Path, game: str, seed: int) -> int:
@@ -102,10 +112,11 @@ def train(algorithm, model, data, out, game_args, iterations, prompts, *extra) -
     return kept
 
 
-def run(algorithm, model, data, out, game_args, lr, iterations, prompts) -> list[dict]:
-    """A conformance run: the algorithm's settings from ALGORITHMS, learning rate ``lr`` decaying linearly."""
+def run(name, model, data, out, game_args, lr, iterations, prompts) -> list[dict]:
+    """A conformance run: the settings ALGORITHMS[name], learning rate ``lr`` decaying linearly."""
     schedule = ["--learning_rate", lr, "--lr_scheduler_type", "linear"]
-    return train(algorithm, model, data, out, game_args, iterations, prompts, *schedule, *ALGORITHMS[algorithm])
+    trainer = TRAINER.get(name, name)
+    return train(trainer, model, data, out, game_args, iterations, prompts, *schedule, *ALGORITHMS[name])
 
 
 def sppo_cycling(tmp: Path, out: Path) -> None:
@@ -217,7 +228,8 @@ def main() -> None:
             n = bandit_model(model, kind, int(seed or 1))
             game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
             for algorithm in args.algorithms.split(","):
-                for lr in args.lrs.split(","):
+                for base_lr in args.lrs.split(","):
+                    lr = f"{float(base_lr) * LR_SCALE.get(algorithm, 1):g}"
                     run_dir = Path(tmp) / f"{game}-{algorithm}-{lr}"
                     results[(game, algorithm, lr)] = run(
                         algorithm, model, data, run_dir, game_args, lr, args.iterations, args.prompts

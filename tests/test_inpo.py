@@ -16,10 +16,26 @@ def test_inpo_loss_hand_computed():
     # η = 0.5, τ = 0.25: τ/η = 0.5, (η − τ)/η = 0.5, 1/(2η) = 1.
     # policy margin (−1) − (−3) = 2; ref margin (−2) − (−2) = 0; π_t margin (−1) − (−2) = 1.
     # h = 2 − 0.5·0 − 0.5·1 = 1.5; loss = (1.5 − 1)² = 0.25.
-    batch = minibatch(ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]))
+    batch = minibatch(
+        ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]), label=torch.ones(1)
+    )
     losses, metrics = loss(INPOConfig(eta=0.5, tau=0.25), batch, policy([[-1.0, -3.0]]))
     assert losses.tolist() == pytest.approx([0.25])
     assert metrics["pref/h"].tolist() == pytest.approx([1.5])
+
+
+def test_inpo_labels_order_the_pair_and_a_soft_label_is_their_expectation():
+    # The same numbers as above: h(y, y′) = 1.5, 1/(2η) = 1.
+    cfg, logps = INPOConfig(eta=0.5, tau=0.25), policy([[-1.0, -3.0]])
+    rows = dict(ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]))
+    lost = loss(cfg, minibatch(**rows, label=torch.zeros(1)), logps)[0]
+    assert lost.tolist() == pytest.approx([(1.5 + 1) ** 2])  # y′ won: (h(y′, y) − 1)² = (−1.5 − 1)²
+    swapped = {k: v.flip(-1) for k, v in rows.items()}
+    assert loss(cfg, minibatch(**swapped, label=torch.ones(1)), policy([[-3.0, -1.0]]))[0].tolist() == lost.tolist()
+    # ℓ = P = 0.8: target (2·0.8 − 1)/(2η) = 0.6, loss (1.5 − 0.6)² = 0.81, which differs from the expected binary
+    # loss 0.8·0.25 + 0.2·6.25 = 1.45 by a constant (1 − 0.6²) = 0.64 whatever h is.
+    soft = loss(cfg, minibatch(**rows, label=torch.tensor([0.8])), logps)[0]
+    assert soft.tolist() == pytest.approx([0.81]) and 0.8 * 0.25 + 0.2 * 6.25 - soft.item() == pytest.approx(0.64)
 
 
 def test_inpo_gradient_vanishes_at_the_omd_target():
@@ -28,10 +44,11 @@ def test_inpo_gradient_vanishes_at_the_omd_target():
     # Choose the policy margin so that h = 1/(2η) exactly.
     target_margin = 1 / (2 * cfg.eta) + (cfg.tau / cfg.eta) * (-1.0) + ((cfg.eta - cfg.tau) / cfg.eta) * 0.0
     logps = torch.tensor([[target_margin - 4.0, -4.0]], requires_grad=True)
-    loss(cfg, minibatch(ref_logps=ref, anchor_logps=anchor), policy(logps))[0].sum().backward()
+    won = minibatch(ref_logps=ref, anchor_logps=anchor, label=torch.ones(1))
+    loss(cfg, won, policy(logps))[0].sum().backward()
     assert torch.allclose(logps.grad, torch.zeros(1, 2), atol=1e-5)
     at_anchor = anchor.clone().requires_grad_(True)
-    loss(cfg, minibatch(ref_logps=ref, anchor_logps=anchor), policy(at_anchor))[0].sum().backward()
+    loss(cfg, won, policy(at_anchor))[0].sum().backward()
     assert at_anchor.grad[0, 0] < 0 < at_anchor.grad[0, 1]  # descent raises the winner, lowers the loser
 
 

@@ -42,9 +42,17 @@ class INPOConfig:
     eta: float = field(default=0.005, metadata={"help": "η, the OMD prox coefficient (1/η is the step)."})
     tau: float | None = field(default=None, metadata={"help": "τ, the KL-to-π_ref coefficient (None: η/3)."})
     num_samples: int = field(default=8, metadata={"help": "K, responses sampled per prompt from π_t."})
-    pairs: Literal["auto", "best_worst", "tournament"] = field(
-        default="auto",
-        metadata={"help": "best_worst by reward (a reward judge), tournament with a pairwise judge; auto picks."},
+    pairs: Literal["iid", "auto", "best_worst", "tournament"] = field(
+        default="iid",
+        metadata={
+            "help": "iid: K/2 independent pairs per prompt, labelled (the derivation's data); the paper's LLM "
+            "recipe picks one pair of K: best_worst by reward, tournament with a pairwise judge, auto by the judge "
+            "(a biased fixed point: see docs/algorithms/inpo.md)."
+        },
+    )
+    labels: Literal["bernoulli", "soft"] = field(
+        default="bernoulli",
+        metadata={"help": "With pairs: iid, a binary preference drawn from Bernoulli(P), or P itself (soft)."},
     )
 
     @property
@@ -58,27 +66,39 @@ class INPOConfig:
             raise ConfigError(f"config key 'tau' must be in [0, eta] (so that 1 − τ/η >= 0), got {self.tau}")
         if self.num_samples < 2:
             raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
+        if self.pairs == "iid" and self.num_samples % 2:
+            raise ConfigError(f"config key 'num_samples' must be even with pairs: iid, got {self.num_samples}")
 
 
 def collect(ctx, prompts) -> Batch:
+    """Rows (y, y′) with their label ℓ = P(y ≻ y′) or its Bernoulli draw (pairs: iid), or the selected (y_w, y_l)
+    with ℓ = 1; row data ``anchor_logps`` (π_t, from the rollout), ``ref_logps`` [R, 2] and ``label`` [R]."""
     cfg: INPOConfig = ctx.algo_cfg
-    pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
+    if cfg.pairs == "iid":
+        pairs, label = ctx.sample_labelled_pairs(prompts, cfg.num_samples, cfg.labels)
+        metrics = {"pref/label_mean": float(label.mean()) if len(label) else 0.0}
+    else:
+        pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
+        label = torch.ones(len(pairs))
+        metrics = {"pref/pairs_kept": len(pairs) / max(len(prompts), 1)}
     prompt_ids, response_ids, anchor = pair_sequences(pairs)
     ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
     return Batch(
         prompt_ids,
         response_ids,
         seqs_per_row=2,
-        row_data={"anchor_logps": anchor, "ref_logps": ref},
-        metrics={"pref/pairs_kept": len(pairs) / max(len(prompts), 1)},
+        row_data={"anchor_logps": anchor, "ref_logps": ref, "label": label},
+        metrics=metrics,
     )
 
 
 def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
-    """Per-pair INPO loss (h_t − 1/(2η))².
+    """Per-pair INPO loss (h_t − (2ℓ − 1)/(2η))²: the paper's (h_t(y_w, y_l) − 1/(2η))² with the pair ordered by its
+    label (ℓ = 1: the first won; ℓ = 0 is the same loss with the two swapped, h_t being antisymmetric), and its
+    expectation over the label (up to a constant) for a soft ℓ = P(y ≻ y′).
 
-    Shapes: policy.logps, batch.row["anchor_logps"] (π_t), batch.row["ref_logps"] (π_ref): [B, 2] as
-    (winner, loser). Returns loss [B].
+    Shapes: policy.logps, batch.row["anchor_logps"] (π_t), batch.row["ref_logps"] (π_ref): [B, 2];
+    batch.row["label"]: [B]. Returns loss [B].
     """
     eta, tau = cfg.eta, cfg.tau_value
 
@@ -87,7 +107,7 @@ def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
     h = margin(policy.logps) - (tau / eta) * margin(batch.row["ref_logps"])
     h = h - ((eta - tau) / eta) * margin(batch.row["anchor_logps"])
-    losses = (h - 1.0 / (2.0 * eta)) ** 2
+    losses = (h - (2.0 * batch.row["label"] - 1.0) / (2.0 * eta)) ** 2
     metrics = {
         "loss/inpo": losses.detach(),
         "pref/h": h.detach(),
