@@ -47,6 +47,11 @@ class TrainConfig:
     max_prompt_length: int = _f(512, "Longest prompt in tokens, chat template included.")
     truncation_mode: Literal["keep_end", "error"] = _f("keep_end", "Longer prompts: keep the last tokens, or stop.")
     text_prompts_as_chat: bool = _f(False, "Wrap string prompts as a user message so the chat template applies.")
+    completion_end: Literal["eos", "template"] = _f(
+        "eos",
+        "Conversational chosen/rejected end at the end-of-turn token, as the policy generates them (eos), or keep "
+        "what the chat template adds after it (template: TRL's DPOTrainer tokens, e.g. ChatML's trailing newline).",
+    )
     answer_column: str | None = _f(None, "Column with each prompt's reference answer, for judges that check it.")
     response_choices: list[str] | None = _f(
         None, "Restrict responses to these single-token strings (digit or multiple-choice tasks)."

@@ -88,7 +88,7 @@ def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer) -> list[Promp
         text_prompts_as_chat=cfg.text_prompts_as_chat,
     )
     if algorithm.reads_pairs and algorithm.reads_pairs(algo_cfg):
-        pairs = load_preferences(cfg.dataset_name, tokenizer, **source)
+        pairs = load_preferences(cfg.dataset_name, tokenizer, **source, completion_end=cfg.completion_end)
         return [
             PromptExample(
                 p.index,

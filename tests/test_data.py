@@ -323,6 +323,27 @@ def test_explicit_preferences_strings_and_messages(tmp_path, tokenizer):
         assert example.rejected_ids[-1] == tokenizer.eos_token_id
 
 
+def test_completion_end_template_gives_the_tokens_of_trls_dpo_trainer(tmp_path, tokenizer):
+    """TRL's DPOTrainer tokenises a conversational completion as everything the chat template renders after the
+    prompt (here the newline after </s>); prefopt ends it at the end-of-turn token, which is what the policy
+    generates. completion_end: template gives TRL's tokens exactly (its own tokenisation steps, called here)."""
+    from trl.data_utils import _tokenize
+    from trl.trainer.dpo_trainer import common_prefix_length
+
+    user = [{"role": "user", "content": "Tell me about the moon."}]
+    chosen, rejected = [{"role": "assistant", "content": "It is bright."}], [{"role": "assistant", "content": "No."}]
+    source = rows_file(tmp_path, [{"prompt": user, "chosen": chosen, "rejected": rejected}])
+    (ours,) = load_preferences(source, tokenizer, completion_end="template")
+    prompt_ids = _tokenize(tokenizer, user, add_generation_prompt=True)["input_ids"]
+    for completion, ids in ((chosen, ours.chosen_ids), (rejected, ours.rejected_ids)):
+        full = _tokenize(tokenizer, user + completion)["input_ids"]
+        start = common_prefix_length(prompt_ids, full)
+        assert (ours.prompt_ids, ids) == (prompt_ids[:start], full[start:])
+    (default,) = load_preferences(source, tokenizer)
+    assert default.chosen_ids == ours.chosen_ids[:-1] and default.chosen_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ours.chosen_ids[-1:]) == "\n"
+
+
 def test_implicit_preferences_share_the_prompt(tmp_path, tokenizer):
     prompt = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."}]
     prompt += [{"role": "user", "content": "Tell me about the moon."}]

@@ -67,15 +67,17 @@ def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_response(tokenizer, prompt: Prompt, response: str) -> list[int]:
+def encode_response(tokenizer, prompt: Prompt, response: str, completion_end: str = "eos") -> list[int]:
     """Token ids of ``response`` as the policy emits them after ``encode_prompt(prompt)``, ending with EOS.
 
     Conversational: the template of prompt + assistant message, minus the prompt's ids, cut right after the
     first EOS (templates often add a newline after it, which the policy never generates). If the template
-    emits no EOS, one is appended: a response must end with EOS for generation to stop.
+    emits no EOS, one is appended: a response must end with EOS for generation to stop. ``completion_end =
+    "template"`` keeps everything the template renders after the prompt instead (ChatML's newline after
+    ``<|im_end|>`` included), as TRL's DPOTrainer tokenises a conversational completion.
 
     Returns:
-        token ids [T], the last one ``tokenizer.eos_token_id``.
+        token ids [T], the last one ``tokenizer.eos_token_id`` (with ``template``: the template's last token).
 
     Raises:
         DataError: no EOS token, or a chat template whose prompt rendering is not a token prefix of the
@@ -95,6 +97,8 @@ def encode_response(tokenizer, prompt: Prompt, response: str) -> list[int]:
             "tokenize to a prefix of the prompt + assistant response, so responses cannot be split off"
         )
     response_ids = full_ids[len(prompt_ids) :]
+    if completion_end == "template" and response_ids:
+        return response_ids
     if eos_id in response_ids:
         return response_ids[: response_ids.index(eos_id) + 1]
     return response_ids + [eos_id]

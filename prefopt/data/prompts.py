@@ -194,12 +194,14 @@ def load_preferences(
     max_prompt_length: int = 512,
     truncation_mode: str = "keep_end",
     text_prompts_as_chat: bool = False,
+    completion_end: str = "eos",
 ) -> list[PreferenceExample]:
     """Load, validate and encode preference pairs in TRL's explicit- or implicit-prompt format.
 
     Explicit: columns ``prompt``, ``chosen``, ``rejected``; responses are strings or lists of one assistant
     message. Implicit (no ``prompt`` column): ``chosen`` and ``rejected`` are whole conversations that share
-    every message but the last assistant one, and that shared prefix is the prompt.
+    every message but the last assistant one, and that shared prefix is the prompt. ``completion_end``: see
+    :func:`prefopt.data.encoding.encode_response`.
 
     Raises:
         DataError: naming the source, the row and the problem, for the first bad row.
@@ -219,8 +221,8 @@ def load_preferences(
         num_truncated += truncated
         try:
             # Responses follow the untruncated prompt: the template prefix check needs the whole prompt.
-            chosen_ids = encode_response(tokenizer, prompt, chosen)
-            rejected_ids = encode_response(tokenizer, prompt, rejected)
+            chosen_ids = encode_response(tokenizer, prompt, chosen, completion_end)
+            rejected_ids = encode_response(tokenizer, prompt, rejected, completion_end)
         except DataError as err:
             raise DataError(f"{where(row)}: {err}") from err
         examples.append(PreferenceExample(row, prompt, ids, chosen, rejected, chosen_ids, rejected_ids))
