@@ -8,6 +8,9 @@ arXiv 2407.05000, section 3.2 and eq. 6-8).
    G is accumulated from the layer's input x and output gradient g as Σ gᵀx (forward and tensor hooks), so no base
    weight needs requires_grad and no full-size gradient reaches the optimizer.
 2. **SVD** G ≈ U S Vᵀ (``torch.svd_lowrank``, q = min(4r, d), 4 power iterations, as the paper's code; seeded).
+   Departure: each singular pair's sign is fixed (the largest entry of u_i positive, v_i flipped with it). The
+   SVD's own choice flips under rounding-level changes of G, so the same run under ZeRO-3 or another process count
+   started from other adapters (B_0 columns of the opposite sign; the offset hides it at step 0, training does not).
 3. **Assignment** (``lora_ga_direction``, default ArB2r): A_0 = V[:, 1..r]ᵀ, B_0 = U[:, r+1..2r].
 4. **Scaling** (``lora_ga_variant``):
    - ``paper`` (default): A_0 and B_0 both times ζ = d_out^{1/4}/√γ, γ = ``lora_ga_gamma`` (16), no singular values
@@ -89,6 +92,11 @@ def svd_factors(G: torch.Tensor, r: int, variant: str, direction: str, gamma: fl
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         U, S, V = torch.svd_lowrank(G.float(), q=min(4 * r, min(G.shape)), niter=4)
+    # Each singular pair's sign is arbitrary, and the SVD's choice flips under rounding-level changes of G (another
+    # process layout, ZeRO-3's gathered gradient): fix it, the largest entry of each u_i positive (v_i flips along,
+    # so G = U S Vᵀ still), so that the same gradient gives the same A_0 and B_0 wherever it was computed.
+    signs = torch.sign(U.gather(0, U.abs().argmax(0, keepdim=True)))[0]
+    U, V = U * signs, V * signs
     a_idx, b_idx = (list(i) for i in DIRECTIONS[direction](r))
     A, B = V.T[a_idx], U[:, b_idx]
     zeta = d_out**0.25 / gamma**0.5

@@ -104,4 +104,6 @@ def test_zero3_with_lora_ga_matches_plain_training(tiny_model_dir, tmp_path):
     args = [*ADAPTER, "--num_iterations", "1", *ADAM_ARGS]
     train(tiny_model_dir, tmp_path / "plain", *args)
     train(tiny_model_dir, tmp_path / "zero3", *args, "--deepspeed", REPO / "configs/deepspeed/zero3.json")
-    assert_same_weights(tmp_path / "plain", tmp_path / "zero3")
+    # ZeRO-3's gathered gradient differs from the plain one by ~2e-7 (relative); the singular vectors LoRA-GA starts
+    # from move by that over the relative gap between neighbouring singular values (>= 1e-2 here): ~1e-5 measured.
+    assert_same_weights(tmp_path / "plain", tmp_path / "zero3", init=1e-4)
