@@ -9,6 +9,7 @@ game/kl_to_ne every iteration; the preference queries are counted from the saved
     python scripts/conformance.py --out docs            # writes the table, the plot and the runs' histories
     python scripts/conformance.py --algorithms nash_md  # reruns one algorithm; the others' saved runs are kept
     python scripts/conformance.py --sppo_cycling        # SPPO at β = 0: last vs average iterate (2 minutes)
+    python scripts/conformance.py --floor               # the gap's floor against samples per iteration
 
 Needs matplotlib (`pip install -e ".[scripts]"`).
 """
@@ -145,6 +146,45 @@ def sppo_cycling(tmp: Path, out: Path) -> None:
     print(f"sppo average iterate: final {rows[-1]['game/avg_duality_gap']:.3f}")
 
 
+def noise_floor(tmp: Path, out: Path, games: list[str], sizes: list[int], lr: str, iterations: int) -> None:
+    """The gap each method settles at against the samples per iteration, at a constant learning rate (the step does
+    not decay, so what remains is the sampling noise and the step's own bias): floor = the mean last-iterate gap of
+    the final five iterations. Writes conformance_floor.md and conformance_floor.png (one panel per game)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("online_ipo", "egpo", "nash_mp")
+    lines = ["| game | samples per iteration | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    fig, axes = plt.subplots(1, len(games), figsize=(4.6 * len(games), 3.4), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        kind, _, seed = game.partition(":")
+        model = tmp / f"model-floor-{kind}{seed}"
+        n = bandit_model(model, kind, int(seed or 1))
+        game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
+        floors: dict[str, list[float]] = {}
+        for name in names:
+            for size in sizes:
+                data = tmp / f"floor-{size}.jsonl"
+                data.write_text("".join(json.dumps({"prompt": PROMPT}) + "\n" for _ in range(size)))
+                schedule = ["--learning_rate", lr, "--lr_scheduler_type", "constant"]
+                rows = train(name, model, data, tmp / f"floor-{name}-{size}", game_args, iterations, size, *schedule,
+                             *ALGORITHMS[name])  # fmt: skip
+                floors.setdefault(name, []).append(sum(r["game/duality_gap"] for r in rows[-5:]) / 5)
+                print(game, name, size, f"{floors[name][-1]:.2e}", flush=True)
+            ax.loglog(sizes, floors[name], marker="o", label=name)
+        for i, size in enumerate(sizes):
+            lines.append(f"| {game} | {size} | " + " | ".join(f"{floors[name][i]:.1e}" for name in names) + " |")
+        ax.set(title=f"{game}, constant lr {lr}", xlabel="samples per iteration", ylabel="gap (mean of last 5)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "conformance_floor.png", dpi=110)
+    (out / "conformance_floor.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 GAME_KEYS = ("game/duality_gap", "game/kl_to_ne", "game/avg_duality_gap")
 
 
@@ -210,9 +250,18 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=512)
     parser.add_argument("--fresh", action="store_true", help="drop the saved runs of algorithms not rerun")
     parser.add_argument("--sppo_cycling", action="store_true", help="only the SPPO β = 0 cycling demonstration")
+    parser.add_argument("--floor", action="store_true", help="only the gap floor against samples per iteration")
+    parser.add_argument("--floor_sizes", default="256,512,1024,2048")
+    parser.add_argument("--floor_lr", default="0.006")
+    parser.add_argument("--floor_games", default="random:1,rps", help="games of the --floor measurement")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.floor:
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = [int(x) for x in args.floor_sizes.split(",")]
+            noise_floor(Path(tmp), out, args.floor_games.split(","), sizes, args.floor_lr, args.iterations)
+        return
     if args.sppo_cycling:
         with tempfile.TemporaryDirectory() as tmp:
             sppo_cycling(Path(tmp), out)
