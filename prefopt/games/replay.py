@@ -12,6 +12,7 @@ target given the pair. Its solution (the weighted graph Laplacian's pseudo-inver
 minimised by in expectation, so iterating it shows where the trainer's data lead: to the method's theoretical
 update when the data are as its derivation assumes, elsewhere when they are not. D is computed by running the
 trainer's own selection code (``prefopt.judges.selection``) on every K-tuple of actions with its probability.
+SPPO regresses each response's own log-ratio instead (:func:`sppo_replay_step`).
 """
 
 from __future__ import annotations
@@ -106,3 +107,42 @@ def online_ipo_replay_target(theta: Tensor, P: Tensor, beta: float, theta_ref: T
     wins = preference_against(P, pi)
     m = (wins[:, None] - wins[None, :]) / beta  # E over y″ of the target, given (y, y′)
     return fit_differences(torch.outer(pi, pi), m) + theta_ref
+
+
+def sppo_replay_step(theta: Tensor, P: Tensor, eta: float, k: int, train_on: str = "all") -> Tensor:
+    """θ_{t+1} [N] that SPPO's loss (log π_θ(y) − log π_t(y) − η(P̂(y) − ½))² is minimised by, in expectation over
+    its data: K samples of π_t, P̂(y_i) = (1/K) Σ_j P(y_i ≻ y_j) with the j = i term (as the trainer computes it), and
+    every sample as a row (``all``) or the best and worst by P̂ (``best_worst``, ties to the lowest index). The
+    population loss is Σ_a W_a (log π_θ(a) − log π_t(a) − T_a)² (W_a: expected rows of action a, T_a: their mean
+    target), minimised over the logits (the log-probs are normalised, so this is not a per-action mean)."""
+    pi = torch.softmax(theta, -1)
+    n = len(pi)
+    tuples = torch.tensor(list(itertools.product(range(n), repeat=k)))
+    weight = pi[tuples].prod(-1)  # [T]
+    estimate = P[tuples[:, :, None], tuples[:, None, :]].mean(-1)  # [T, K]: P̂ of each sample of the tuple
+    if train_on == "all":
+        rows = [torch.arange(k).expand(len(tuples), k)]
+    elif train_on == "best_worst":
+        rows = [estimate.argmax(-1, keepdim=True), estimate.argmin(-1, keepdim=True)]
+    else:
+        raise ValueError(f"train_on must be all or best_worst, got {train_on!r}")
+    count, total = torch.zeros(n, dtype=pi.dtype), torch.zeros(n, dtype=pi.dtype)
+    for idx in rows:
+        actions = tuples.gather(1, idx).flatten()
+        mass = weight[:, None].expand_as(idx).flatten()
+        count.index_add_(0, actions, mass)
+        total.index_add_(0, actions, mass * eta * (estimate.gather(1, idx).flatten() - 0.5))
+    target = torch.where(count > 0, total / count.clamp_min(torch.finfo(pi.dtype).tiny), 0.0)
+    anchor = torch.log_softmax(theta, -1)
+    logits = theta.detach().clone().requires_grad_(True)
+    solver = torch.optim.LBFGS([logits], max_iter=200, tolerance_grad=1e-14, tolerance_change=1e-16,
+                               line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure():
+        solver.zero_grad()
+        value = (count * (torch.log_softmax(logits, -1) - anchor - target) ** 2).sum()
+        value.backward()
+        return value
+
+    solver.step(closure)
+    return logits.detach()
