@@ -106,22 +106,23 @@ class RunDir:
         self.resume = resume
         self.fresh_resume = False  # --resume on a folder with no completed iteration: it starts over
 
-    def check(self, config: dict, resume_from: int | None = None) -> None:
+    def check(self, config: dict, resume_from: int | None = None) -> dict | None:
         """Before any compute: refuse to touch an existing run unless asked, make sure the folder can be written,
-        and on resume require the same config and an intact checkpoint to resume from."""
+        and on resume require the same config and an intact checkpoint to resume from. Returns the state a resume
+        continues from (the last completed iteration's, or ``resume_from``'s), None when there is nothing to resume."""
         exists = self.path.exists() and any(self.path.iterdir())
         if exists and not (self.overwrite or self.resume):
             raise ConfigError(f"output_dir '{self.path}' exists and is not empty; pass --overwrite or --resume")
         self._check_writable()
         if not self.resume:
-            return
+            return None
         state = self.read_state() if exists else None
         if state is None or state["last_completed_iteration"] < 0:
             ours = not exists or (self.path / "config.yaml").exists() or all(map(_is_leftover, self.path.iterdir()))
             if not ours:  # never clear a folder prefopt did not write
                 raise ConfigError(f"--resume: output_dir '{self.path}' is not a prefopt run (no config.yaml)")
             self.fresh_resume, self.overwrite = exists, True
-            return
+            return None
         if (self.path / "config.yaml").exists():
             saved = yaml.safe_load((self.path / "config.yaml").read_text())
             changed = sorted(
@@ -140,7 +141,14 @@ class RunDir:
             raise ConfigError(
                 f"config key 'resume_from_iteration' is {resume_from}, but the run completed iterations up to {last}"
             )
-        self._check_checkpoint(last if resume_from is None else resume_from)
+        chosen = last if resume_from is None else resume_from
+        self._check_checkpoint(chosen)
+        if chosen == last:
+            return state
+        kept = self.checkpoint_dir(chosen) / "state.json"
+        if not kept.is_file():
+            raise StorageError(f"--resume_from_iteration {chosen}: checkpoint '{kept.parent}' has no state.json")
+        return json.loads(kept.read_text())
 
     def _check_writable(self) -> None:
         """Create and delete a file in output_dir (or the nearest folder above it that exists)."""
@@ -302,7 +310,7 @@ class RunDir:
                     f.write(json.dumps(row) + "\n")
 
     def prune_checkpoints(self, keep: int) -> None:
-        ckpts = sorted((self.path / "checkpoints").glob("iter_*"))
+        ckpts = self.checkpoints()
         for old in ckpts[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
 

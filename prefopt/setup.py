@@ -7,7 +7,6 @@ optimizer and run directory created.
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
@@ -22,7 +21,7 @@ from prefopt.config import config_to_dict
 from prefopt.context import Context
 from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.data.prompts import encode_row_prompt
-from prefopt.errors import ConfigError, StorageError
+from prefopt.errors import ConfigError
 from prefopt.eval.formats import align_outputs, read_outputs
 from prefopt.eval.generation import as_prompt
 from prefopt.game_metrics import GameMonitor, action_probs
@@ -152,8 +151,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     algorithm = get_algorithm(algorithm_name)
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
     rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
-    rundir.check(config, cfg.resume_from_iteration)
-    resumed = _resume_state(cfg, rundir)
+    resumed = rundir.check(config, cfg.resume_from_iteration)
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
@@ -291,21 +289,6 @@ def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[st
         ids, _ = encode_row_prompt(where, prompt, tokenizer, cfg.max_prompt_length, cfg.truncation_mode)
         prompts.append(PromptExample(i, prompt, ids, {}))
     return prompts, baseline
-
-
-def _resume_state(cfg, rundir: RunDir) -> dict | None:
-    """The state a --resume run continues from (its last completed iteration, or resume_from_iteration's), else
-    None when there is nothing to resume."""
-    saved = rundir.read_state() if cfg.resume else None
-    if saved is None or saved["last_completed_iteration"] < 0:
-        return None
-    chosen, last = cfg.resume_from_iteration, saved["last_completed_iteration"]
-    if chosen is None or chosen == last:
-        return saved
-    kept = rundir.checkpoint_dir(chosen) / "state.json"
-    if not kept.is_file():
-        raise StorageError(f"--resume_from_iteration {chosen}: checkpoint '{kept.parent}' has no state.json")
-    return json.loads(kept.read_text())
 
 
 def _game_monitor(run: Run) -> GameMonitor | None:

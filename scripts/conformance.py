@@ -63,6 +63,14 @@ def bandit_model(out: Path, game: str, seed: int) -> int:
     return n
 
 
+def game_setup(tmp: Path, game: str) -> tuple[Path, list]:
+    """The bandit model of ``game`` ("rps" or "random:SEED") written under ``tmp``, and the CLI flags of its judge."""
+    kind, _, seed = game.partition(":")
+    model = tmp / f"model-{kind}{seed}"
+    n = bandit_model(model, kind, int(seed or 1))
+    return model, ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
+
+
 def train(algorithm, model, data, out, game_args, iterations, prompts, *extra) -> list[dict]:
     """One CLI run on the bandit (SGD, no clipping, one minibatch per epoch); its metrics rows with the cumulative
     number of preference queries (counted from the saved judge outputs)."""
@@ -159,10 +167,7 @@ def noise_floor(tmp: Path, out: Path, games: list[str], sizes: list[int], lr: st
     lines = ["| game | samples per iteration | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     fig, axes = plt.subplots(1, len(games), figsize=(4.6 * len(games), 3.4), squeeze=False)
     for ax, game in zip(axes[0], games):
-        kind, _, seed = game.partition(":")
-        model = tmp / f"model-floor-{kind}{seed}"
-        n = bandit_model(model, kind, int(seed or 1))
-        game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
+        model, game_args = game_setup(tmp, game)
         floors: dict[str, list[float]] = {}
         for name in names:
             for size in sizes:
@@ -272,10 +277,7 @@ def main() -> None:
         data = Path(tmp) / "bandit.jsonl"
         data.write_text("".join(json.dumps({"prompt": PROMPT}) + "\n" for _ in range(args.prompts)))
         for game in args.games.split(","):
-            kind, _, seed = game.partition(":")
-            model = Path(tmp) / f"model-{kind}{seed}"
-            n = bandit_model(model, kind, int(seed or 1))
-            game_args = ["--game", kind] + (["--game_size", n, "--game_seed", seed] if kind == "random" else [])
+            model, game_args = game_setup(Path(tmp), game)
             for algorithm in args.algorithms.split(","):
                 for base_lr in args.lrs.split(","):
                     lr = f"{float(base_lr) * LR_SCALE.get(algorithm, 1):g}"
