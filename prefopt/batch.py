@@ -26,6 +26,8 @@ class Batch:
         metrics: collect-time statistics logged with the iteration (e.g. ``pref/pairs_kept``), each a mean.
         metric_weights: how many items each metric averages over, to combine the processes' values exactly
             (e.g. the responses behind ``reward/mean``); a metric without one averages over collect's prompts.
+        row_weights: [R], each row's weight in the loss (rows that are an exact expectation, ``game_exact``);
+            None: every row weighs the same.
     """
 
     prompt_ids: list[list[int]]
@@ -35,6 +37,7 @@ class Batch:
     token_data: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     metric_weights: dict[str, float] = field(default_factory=dict)
+    row_weights: torch.Tensor | None = None
 
     def __post_init__(self):
         if len(self.prompt_ids) != len(self.response_ids) or len(self.prompt_ids) % self.seqs_per_row:
@@ -42,6 +45,16 @@ class Batch:
         for key, value in self.row_data.items():
             if value.shape[0] != self.num_rows:
                 raise ValueError(f"row_data[{key!r}] has {value.shape[0]} rows, expected {self.num_rows}")
+        if self.row_weights is not None and self.row_weights.shape != (self.num_rows,):
+            raise ValueError(f"row_weights has shape {tuple(self.row_weights.shape)}, expected ({self.num_rows},)")
+
+    def weights(self) -> torch.Tensor:
+        """[R] float64 row weights scaled to mean 1 (all 1 without ``row_weights``): a step's loss is the weighted
+        mean of its rows' losses."""
+        if self.row_weights is None:
+            return torch.ones(self.num_rows, dtype=torch.float64)
+        w = self.row_weights.double()
+        return w * (self.num_rows / w.sum())
 
     @property
     def num_rows(self) -> int:
@@ -58,20 +71,27 @@ class Batch:
             seqs_per_row=s,
             row_data={k: v[index] for k, v in self.row_data.items()},
             token_data={k: [v[i] for i in seq_idx] for k, v in self.token_data.items()},
+            row_weights=None if self.row_weights is None else self.row_weights[index],
         )
 
     @classmethod
     def concat(cls, batches: list[Batch]) -> Batch:
         """The rows of several batches (e.g. every process's), in order; metrics are not carried over."""
         first = batches[0]
-        if any(b.seqs_per_row != first.seqs_per_row or b.row_data.keys() != first.row_data.keys() for b in batches):
-            raise ValueError("batches to concatenate must have the same sequences per row and row_data keys")
+        if any(
+            b.seqs_per_row != first.seqs_per_row
+            or b.row_data.keys() != first.row_data.keys()
+            or (b.row_weights is None) != (first.row_weights is None)
+            for b in batches
+        ):
+            raise ValueError("batches to concatenate need the same sequences per row, row_data keys and weighting")
         return cls(
             prompt_ids=[ids for b in batches for ids in b.prompt_ids],
             response_ids=[ids for b in batches for ids in b.response_ids],
             seqs_per_row=first.seqs_per_row,
             row_data={k: torch.cat([b.row_data[k] for b in batches]) for k in first.row_data},
             token_data={k: [t for b in batches for t in b.token_data[k]] for k in first.token_data},
+            row_weights=None if first.row_weights is None else torch.cat([b.row_weights for b in batches]),
         )
 
     def to_minibatch(self, pad_token_id: int, device: torch.device | str = "cpu") -> MiniBatch:

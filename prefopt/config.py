@@ -94,6 +94,11 @@ class TrainConfig:
     game_seed: int = _f(0, "matrix_game judge: seed of the random matrix.")
     game_matrix: list[list[float]] | None = _f(None, "matrix_game judge: an explicit preference matrix.")
     game_actions: list[str] | None = _f(None, "matrix_game judge: action strings (single tokens).")
+    game_exact: bool = _f(
+        False,
+        "Single-token actions: exact expectations over the action set instead of sampled rows (variance-free; "
+        "prefopt.exact).",
+    )
     # Adapters (LoRA through peft; TRL's names)
     adapter: Literal["none", "lora", "lora_ga"] = _f(
         "none", "none: full fine-tuning; lora; lora_ga: LoRA initialised from the gradient's SVD (LoRA-GA)."

@@ -6,10 +6,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from prefopt import exact
 from prefopt.anchors import Anchors
 from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
@@ -47,6 +48,15 @@ def combine_metrics(parts: list[dict[str, tuple[float, float]]]) -> dict[str, fl
         total = sum(w for _, w in pairs)
         out[key] = sum(v * w for v, w in pairs) / total if total else pairs[0][0]
     return out
+
+
+class PairData(NamedTuple):
+    """Training pairs with their targets [R], and each pair's weight [R] when the rows are an exact expectation
+    (``game_exact``; None: sampled rows, each weighing the same)."""
+
+    pairs: list[tuple[Sample, Sample]]
+    targets: torch.Tensor
+    weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -114,6 +124,8 @@ class Context:
         The seed of each prompt's samples depends on (run seed, stream, iteration, dataset row), never on batch
         layout; give a second sampling in the same iteration its own ``stream`` name.
         """
+        if self.cfg.game_exact:  # an algorithm declaring exact_expectation reads its data through the estimators
+            raise RuntimeError("game_exact: collect drew samples outside the Context's estimators")
         params = dataclasses.replace(self.sampling, **overrides)
         seeds = [derive_seed(self.cfg.seed, stream, self.iteration, p.index) for p in prompts]
         start = time.perf_counter()
@@ -135,12 +147,13 @@ class Context:
         choice = select_pairs(mode, self.judge, [p.prompt for p in prompts], texts, self.references(prompts))
         return [(g[w], g[lo]) for g, (w, lo, keep) in zip(groups, choice) if keep]
 
-    def sample_labelled_pairs(
-        self, prompts: list[PromptExample], k: int, labels: str
-    ) -> tuple[list[tuple[Sample, Sample]], torch.Tensor]:
+    def sample_labelled_pairs(self, prompts: list[PromptExample], k: int, labels: str) -> PairData:
         """⌊k/2⌋ pairs per prompt of independent samples from the current policy, (y_1, y_2), (y_3, y_4), …, and each
-        pair's label [pairs]: the judge's P(first ≻ second) (``soft``), or a draw of Bernoulli(P) (``bernoulli``,
-        the binary preference a human gives; its seed depends on the run, the iteration and the row only)."""
+        pair's label: the judge's P(first ≻ second) (``soft``), or a draw of Bernoulli(P) (``bernoulli``, the binary
+        preference a human gives; its seed depends on the run, the iteration and the row only). Under
+        ``game_exact``: every pair of actions with its probability and the soft label (``prefopt.exact``)."""
+        if self.cfg.game_exact:
+            return PairData(*exact.labelled_pairs(self, prompts))
         groups = self.sample(prompts, k).groups()
         pairs = [(g[i], g[i + 1]) for g in groups for i in range(0, len(g) - 1, 2)]
         owner = [p for p, g in zip(prompts, groups) for _ in range(len(g) // 2)]
@@ -149,13 +162,36 @@ class Context:
             [p.prompt for p in owner], [a.text for a, _ in pairs], [b.text for _, b in pairs], refs
         )
         if labels == "soft":
-            return pairs, probs.float()
+            return PairData(pairs, probs.float())
         draws = []
         for p, g in zip(prompts, groups):
             gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "pair_labels", self.iteration, p.index))
             draws.append(torch.rand(len(g) // 2, generator=gen, dtype=torch.float64))
         uniform = torch.cat(draws) if draws else torch.zeros(0, dtype=torch.float64)
-        return pairs, (uniform < probs.double()).float()
+        return PairData(pairs, (uniform < probs.double()).float())
+
+    def pairs_against(
+        self, prompts: list[PromptExample], stream: str, pair_sampling: dict, mixture: float = 0.0
+    ) -> PairData:
+        """One pair (y, y′) per prompt from the sampler with ``pair_sampling`` (SamplingParams overrides), one
+        opponent y″ from the current policy (or with ``mixture`` = μ > 0 its geometric mixture with π_ref), and the
+        target P(y ≻ y″) − P(y′ ≻ y″). Under ``game_exact``: every pair of actions with its probability and the
+        target's expectation over y″ (``prefopt.exact``)."""
+        if self.cfg.game_exact:
+            pair_params = dataclasses.replace(self.sampling, **pair_sampling)
+            opponent_params = dataclasses.replace(self.sampling, ref_mixture=mixture)
+            return PairData(*exact.pairs_against(self, prompts, stream, pair_params, opponent_params))
+        ys = self.sample(prompts, 2, stream=f"{stream}/pair", **pair_sampling).groups()
+        y2 = [g[0].text for g in self.sample(prompts, 1, stream=f"{stream}/opponent", ref_mixture=mixture).groups()]
+        refs = self.references(prompts)
+        probs = self.judge.preference(
+            [p.prompt for p in prompts] * 2,
+            [g[0].text for g in ys] + [g[1].text for g in ys],
+            y2 * 2,
+            None if refs is None else refs * 2,
+        )
+        n = len(prompts)
+        return PairData([(g[0], g[1]) for g in ys], (probs[:n] - probs[n:]).float())
 
 
 def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], it: int):

@@ -88,12 +88,14 @@ def optimise(run: Run, local_batch: Batch) -> dict:
     The processes' batches are gathered (in rank order: with contiguous prompt blocks, the rows of a one-process
     run), so every process shuffles the same rows. A minibatch holds per_device_train_batch_size ×
     gradient_accumulation_steps × world_size rows; each process takes every world_size-th row and accumulates over
-    its micro-batches. Each row weighs the same: a micro-batch contributes sum(losses) / rows_in_minibatch
-    (× world_size, since DDP/DeepSpeed average over processes). Every process runs as many micro-batches as the
-    busiest one (a spare one on a repeated row with weight 0), so DeepSpeed's collectives stay in step.
+    its micro-batches. Each row weighs the same (or its ``Batch.weights()`` entry, mean 1): a micro-batch contributes
+    sum(weight · loss) / rows_in_minibatch (× world_size, since DDP/DeepSpeed average over processes). Every process
+    runs as many micro-batches as the busiest one (a spare one on a repeated row with weight 0), so DeepSpeed's
+    collectives stay in step.
     """
     cfg, backend = run.cfg, run.backend
     batch = Batch.concat(backend.all_gather_object(local_batch))
+    row_weights = batch.weights()  # [R], mean 1
     if run.state["steps_per_iteration"] == 0:  # the first iteration's data fixes the schedule's length
         steps = steps_per_iteration(batch.num_rows, cfg, run.world_size) * run.algorithm.phases
         run.state["steps_per_iteration"] = steps
@@ -114,12 +116,8 @@ def optimise(run: Run, local_batch: Batch) -> dict:
             micro = _micro_batches(step_rows, run.rank, run.world_size, cfg.per_device_train_batch_size)
             for k, (rows, weight) in enumerate(micro):
                 with backend.accumulation(is_last=k == len(micro) - 1):
-                    losses, step_metrics = loss_on_rows(run.ctx, run.algorithm.loss, batch, rows)
-                    backend.backward(losses.sum() * (weight * run.world_size / len(step_rows)))
-                if weight:
-                    for key, value in step_metrics.items():
-                        step_sums[key] += float(value.detach().float().sum())
-                    step_count += len(rows)
+                    scale = weight * run.world_size / len(step_rows)
+                    step_count += _backward_micro_batch(run, batch, rows, row_weights[rows], scale, step_sums)
             grad_norms.append(backend.step())
             run.scheduler.step()
             run.state["global_step"] += 1
@@ -137,12 +135,25 @@ def optimise(run: Run, local_batch: Batch) -> dict:
     return out
 
 
-def mean_over_processes(backend, sums: dict[str, float], count: int) -> dict[str, float]:
-    """Each metric's mean over every process's rows, from each process's sums and row count (collective)."""
+def _backward_micro_batch(run: Run, batch: Batch, rows: list[int], w: torch.Tensor, scale: float, sums) -> float:
+    """Backward of scale · Σ w · loss over the rows; a counted micro-batch (scale > 0) adds its loss metrics'
+    weighted sums to ``sums`` and returns its total weight (0 for a padding one)."""
+    losses, step_metrics = loss_on_rows(run.ctx, run.algorithm.loss, batch, rows)
+    run.backend.backward((losses * w.to(losses)).sum() * scale)
+    if not scale:
+        return 0.0
+    for key, value in step_metrics.items():
+        sums[key] += float((value.detach().double().cpu() * w.view(-1, *[1] * (value.dim() - 1))).sum())
+    return float(w.sum())
+
+
+def mean_over_processes(backend, sums: dict[str, float], count: float) -> dict[str, float]:
+    """Each metric's mean over every process's rows, from each process's sums and row count (its total row weight:
+    a count, or a sum of ``Batch.weights()``; collective)."""
     parts = backend.all_gather_object((dict(sums), count))
     total = sum(c for _, c in parts)
     keys = dict.fromkeys(k for s, _ in parts for k in s)  # a process that had no rows has no sums
-    return {key: sum(s.get(key, 0.0) for s, _ in parts) / max(total, 1) for key in keys}
+    return {key: sum(s.get(key, 0.0) for s, _ in parts) / (total or 1) for key in keys}
 
 
 def _micro_batches(step_rows: list[int], rank: int, world: int, size: int) -> list[tuple[list[int], float]]:

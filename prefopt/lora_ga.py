@@ -145,7 +145,13 @@ def _objective(ctx, algorithm, train_prompts, count: int):
     batch = Batch.concat(ctx.backend.all_gather_object(local))  # every process's rows, as the loop trains on
     if batch.num_rows == 0:
         raise ConfigError("adapter lora_ga: the first iteration produced no training rows to estimate a gradient on")
-    return batch.num_rows, lambda rows: loss_on_rows(ctx, algorithm.loss, batch, rows)[0], (local, elapsed)
+    weights = batch.weights()
+
+    def losses(rows: list[int]) -> torch.Tensor:
+        per_row = loss_on_rows(ctx, algorithm.loss, batch, rows)[0]
+        return per_row * weights[rows].to(per_row)
+
+    return batch.num_rows, losses, (local, elapsed)
 
 
 def initialise(ctx, algorithm, train_prompts) -> tuple | None:

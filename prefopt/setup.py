@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from prefopt import lora_ga
+from prefopt import exact, lora_ga
 from prefopt.adapters import attach_adapter
 from prefopt.algorithms import Algorithm, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
@@ -182,6 +182,8 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
         algorithm.check_examples(algo_cfg, examples, tokenizer, allowed, cfg.max_new_tokens)
     if cfg.use_vllm:
         _check_vllm(algorithm, algo_cfg, allowed)
+    if cfg.game_exact:
+        exact.check_supported(cfg, algorithm, algo_cfg, allowed)
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

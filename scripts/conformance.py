@@ -10,6 +10,7 @@ game/kl_to_ne every iteration; the preference queries are counted from the saved
     python scripts/conformance.py --algorithms nash_md  # reruns one algorithm; the others' saved runs are kept
     python scripts/conformance.py --sppo_cycling        # SPPO at β = 0: last vs average iterate (2 minutes)
     python scripts/conformance.py --floor               # the gap's floor against samples per iteration
+    python scripts/conformance.py --exact --iterations 100   # variance-free runs: each method's own rate
 
 Needs matplotlib (`pip install -e ".[scripts]"`).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -190,6 +192,60 @@ def noise_floor(tmp: Path, out: Path, games: list[str], sizes: list[int], lr: st
     print("\n".join(lines))
 
 
+EXACT = ("online_ipo", "egpo", "nash_mp", "inpo", "nash_md")  # the trainers game_exact supports
+EXACT_MARKS = (10, 25, 50, 100)
+
+
+def exact_rates(tmp: Path, out: Path, games: list[str], lr: float, iterations: int) -> None:
+    """The variance-free runs (``--game_exact``): one prompt whose rows are every pair of actions weighted by its
+    probability, one full-batch SGD step per epoch at a constant learning rate, so each iteration is the expected
+    update and the gap follows the method's own rate. Writes conformance_exact.md (the gap at a few iterations and
+    the per-iteration contraction) and conformance_exact.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = tmp / "one.jsonl"
+    data.write_text(json.dumps({"prompt": PROMPT}) + "\n")
+    marks = [m for m in EXACT_MARKS if m <= iterations]
+    lines = ["| game | algorithm | lr | " + " | ".join(f"gap at {m}" for m in marks) + " | rate per iteration |"]
+    lines.append("|---|---|---|" + "---|" * (len(marks) + 1))
+    fig, axes = plt.subplots(1, len(games), figsize=(4.6 * len(games), 3.4), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        model, game_args = game_setup(tmp, game)
+        for name in EXACT:
+            step = f"{lr * LR_SCALE.get(name, 1):g}"
+            flags = ["--learning_rate", step, "--lr_scheduler_type", "constant", "--game_exact", "true",
+                     "--max_new_tokens", "1", "--per_device_train_batch_size", "64"]  # fmt: skip
+            rows = train(name, model, data, tmp / f"exact-{name}", game_args, iterations, 1, *flags, *ALGORITHMS[name])
+            gaps = [r["game/duality_gap"] for r in rows]
+            ax.semilogy(range(1, len(gaps) + 1), [max(g, 1e-16) for g in gaps], label=name)
+            shown = " | ".join(f"{gaps[m - 1]:.1e}" for m in marks)
+            lines.append(f"| {game} | {name} | {step} | {shown} | {contraction(gaps)} |")
+            print(lines[-1], flush=True)
+        ax.set(title=f"{game}, exact expectations, lr {lr:g}", xlabel="iteration", ylabel="duality gap")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "conformance_exact.png", dpi=110)
+    (out / "conformance_exact.md").write_text("\n".join(lines) + "\n")
+
+
+def contraction(gaps: list[float], start: int = 10) -> str:
+    """The gap's contraction per iteration: exp of the least-squares slope of log gap from iteration ``start`` to the
+    last one above the float64 floor (1e-13); "no" where the gap does not trend down over that window (the largest
+    gap of its last quarter is not below the smallest of its first: a cycle)."""
+    window = [g for g in gaps[start - 1 :] if g > 1e-13]
+    quarter = max(len(window) // 4, 1)
+    if len(window) < 4 or max(window[-quarter:]) >= min(window[:quarter]):
+        return "no"
+    xs, ys = range(len(window)), [math.log(g) for g in window]
+    mx, my = (len(window) - 1) / 2, sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return f"{math.exp(slope):.3f}"
+
+
 GAME_KEYS = ("game/duality_gap", "game/kl_to_ne", "game/avg_duality_gap")
 
 
@@ -259,6 +315,8 @@ def main() -> None:
     parser.add_argument("--floor_sizes", default="256,512,1024,2048")
     parser.add_argument("--floor_lr", default="0.006")
     parser.add_argument("--floor_games", default="random:1,rps", help="games of the --floor measurement")
+    parser.add_argument("--exact", action="store_true", help="only the variance-free runs (game_exact)")
+    parser.add_argument("--exact_lr", type=float, default=0.003)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +324,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sizes = [int(x) for x in args.floor_sizes.split(",")]
             noise_floor(Path(tmp), out, args.floor_games.split(","), sizes, args.floor_lr, args.iterations)
+        return
+    if args.exact:
+        with tempfile.TemporaryDirectory() as tmp:
+            exact_rates(Path(tmp), out, args.games.split(","), args.exact_lr, args.iterations)
         return
     if args.sppo_cycling:
         with tempfile.TemporaryDirectory() as tmp:

@@ -173,6 +173,12 @@ DATA = [
                        data=w.jsonl("d.jsonl", [{"prompt": "1+1", "answer": "2"}, {"prompt": "5+5", "answer": "X"}])),
      "d.jsonl: line 2: reference 'X' is not one of the allowed responses"),  # fmt: skip
     ("missing-split", lambda w: w.train("--dataset_train_split", "validation"), "validation"),
+    ("game-exact-sampling-algorithm",
+     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact", "--max_new_tokens", "1"),
+     "config key 'game_exact': sppo"),  # fmt: skip
+    ("game-exact-long-responses",
+     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact", algorithm="egpo"),
+     "max_new_tokens 1, got max_new_tokens 4"),  # fmt: skip
 ]
 
 MODEL_AND_JUDGE = [

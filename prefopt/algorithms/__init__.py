@@ -42,6 +42,9 @@ class Algorithm:
             and ``rejected_ids``, tokenised as the policy would emit them.
         mixes_reference: ``(cfg) -> bool``, whether collect decodes from the token-level mixture with π_ref
             (Nash-MD's opponent), which only the transformers rollout engine can do (checked before any compute).
+        exact_expectation: ``(cfg) -> bool``, whether collect takes all its data from the Context's estimators
+            (``sample_labelled_pairs``, ``pairs_against``), so that ``game_exact`` can answer them with exact
+            expectations over a single-token game's actions (``prefopt.exact``).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Algorithm:
     mixes_reference: Callable[[Any], bool] | None = None
     game_beta: Callable[[Any], float] | None = None
     check_examples: Callable[..., None] | None = None
+    exact_expectation: Callable[[Any], bool] | None = None
 
 
 def uses_reference(algorithm: Algorithm, cfg) -> bool:

@@ -38,4 +38,5 @@ EGPO = Algorithm(
     phases=2,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
+    exact_expectation=lambda cfg: True,
 )

@@ -74,8 +74,9 @@ def collect(ctx, prompts) -> Batch:
     """Rows (y, y′) with their label ℓ = P(y ≻ y′) or its Bernoulli draw (pairs: iid), or the selected (y_w, y_l)
     with ℓ = 1; row data ``anchor_logps`` (π_t, from the rollout), ``ref_logps`` [R, 2] and ``label`` [R]."""
     cfg: INPOConfig = ctx.algo_cfg
+    weights = None
     if cfg.pairs == "iid":
-        pairs, label = ctx.sample_labelled_pairs(prompts, cfg.num_samples, cfg.labels)
+        pairs, label, weights = ctx.sample_labelled_pairs(prompts, cfg.num_samples, cfg.labels)
         metrics = {"pref/label_mean": float(label.mean()) if len(label) else 0.0}
     else:
         pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
@@ -89,6 +90,7 @@ def collect(ctx, prompts) -> Batch:
         seqs_per_row=2,
         row_data={"anchor_logps": anchor, "ref_logps": ref, "label": label},
         metrics=metrics,
+        row_weights=weights,
     )
 
 
@@ -123,4 +125,5 @@ INPO = Algorithm(
     loss=loss,
     needs_ref=True,
     game_beta=lambda cfg: cfg.tau_value,  # τ regularises the game; 1/η is the step
+    exact_expectation=lambda cfg: cfg.pairs == "iid",
 )

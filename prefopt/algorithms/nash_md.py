@@ -60,4 +60,5 @@ NASH_MD = Algorithm(
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
     mixes_reference=lambda cfg: cfg.mixture > 0,
+    exact_expectation=lambda cfg: True,
 )

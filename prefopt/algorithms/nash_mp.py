@@ -194,4 +194,5 @@ NASH_MP = Algorithm(
     phases=2,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
+    exact_expectation=lambda cfg: cfg.prox_step == "regression",
 )

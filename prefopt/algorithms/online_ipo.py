@@ -50,33 +50,27 @@ def sequence_logps(token_logps: list[torch.Tensor], cfg) -> torch.Tensor:
 
 def collect_against_opponent(ctx, prompts, stream: str = "policy", mixture: float = 0.0) -> Batch:
     """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the opponent: the current policy, or
-    with ``mixture`` = μ > 0 its token-level geometric mixture with π_ref (Nash-MD).
+    with ``mixture`` = μ > 0 its token-level geometric mixture with π_ref (Nash-MD). Under ``game_exact`` the rows
+    are every pair of actions, weighted, with the target's expectation (``Context.pairs_against``).
 
     Row data: ``ref_logps`` and ``sample_logps`` (the sampling policy's) [R, 2] for (y, y'), ``pref_diff`` [R].
     """
     cfg = ctx.algo_cfg
-    pairs = ctx.sample(prompts, 2, stream=f"{stream}/pair", temperature=cfg.pair_temperature, top_k=cfg.pair_top_k)
-    opponents = ctx.sample(prompts, 1, stream=f"{stream}/opponent", ref_mixture=mixture)
-    ys = pairs.groups()
-    y2 = [g[0].text for g in opponents.groups()]
-    texts = [p.prompt for p in prompts]
-    refs = ctx.references(prompts)
-    probs = ctx.judge.preference(
-        texts * 2, [g[0].text for g in ys] + [g[1].text for g in ys], y2 * 2, None if refs is None else refs * 2
-    )
-    n = len(prompts)
-    prompt_ids = [s.prompt_ids for g in ys for s in g]
-    response_ids = [s.response_ids for g in ys for s in g]
-    ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference"), cfg).view(n, 2)
+    sampler = {"temperature": cfg.pair_temperature, "top_k": cfg.pair_top_k}
+    pairs, pref_diff, weights = ctx.pairs_against(prompts, stream, sampler, mixture)
+    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
+    response_ids = [s.response_ids for pair in pairs for s in pair]
+    ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference"), cfg).view(-1, 2)
     # The rollout's log-probs are the sampling-time policy's own (temperature 1), whatever the sampler's settings.
-    sampled = sequence_logps([s.token_logps for g in ys for s in g], cfg).view(n, 2)
-    pref_diff = (probs[:n] - probs[n:]).float()
+    sampled = sequence_logps([s.token_logps for pair in pairs for s in pair], cfg).view(-1, 2)
+    mean_abs = pref_diff.abs().mean() if weights is None else (weights * pref_diff.abs()).sum() / weights.sum()
     return Batch(
         prompt_ids,
         response_ids,
         seqs_per_row=2,
         row_data={"ref_logps": ref, "sample_logps": sampled, "pref_diff": pref_diff},
-        metrics={f"pref/{stream}_abs_target": float(pref_diff.abs().mean())},
+        metrics={f"pref/{stream}_abs_target": float(mean_abs)},
+        row_weights=weights,
     )
 
 
@@ -118,4 +112,5 @@ ONLINE_IPO = Algorithm(
     loss=loss,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,
+    exact_expectation=lambda cfg: True,
 )

@@ -146,3 +146,21 @@ def sppo_replay_step(theta: Tensor, P: Tensor, eta: float, k: int, train_on: str
 
     solver.step(closure)
     return logits.detach()
+
+
+def rebel_replay_step(
+    theta: Tensor, eta: float, k: int, rewards: Tensor | None = None, P: Tensor | None = None
+) -> Tensor:
+    """θ_{t+1} [N] that REBEL's loss (Δ log π_θ/π_t − η·Δr)² is minimised by, in expectation over its data: with
+    ``rewards`` [N], the pair of K = 2 samples or the best and worst of K > 2, target η(r_a − r_b); with a preference
+    matrix ``P``, the pair of K = 2 or a knock-out tournament's winner and loser, target η(P(a ≻ b) − ½). The fit is
+    on log π_θ − log π_t, so θ_{t+1} = θ_t + g."""
+    pi = torch.softmax(theta, -1)
+    if rewards is not None:
+        m = eta * (rewards[:, None] - rewards[None, :])
+        dummy = torch.full((len(pi), len(pi)), 0.5, dtype=pi.dtype)
+        D = torch.outer(pi, pi) if k == 2 else selected_pairs(pi, dummy, k, "best_worst", rewards)
+    else:
+        m = eta * (P - 0.5)
+        D = torch.outer(pi, pi) if k == 2 else selected_pairs(pi, P, k, "tournament")
+    return theta + fit_differences(D, m)
