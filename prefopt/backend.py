@@ -192,6 +192,45 @@ class Backend:
         """The largest ``value`` of all processes."""
         return value if self.world_size == 1 else max(self.all_gather_object(value))
 
+    def sum_across_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over every process, in place (a device tensor; all-reduce)."""
+        if self.world_size > 1:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def broadcast_(self, t: torch.Tensor) -> torch.Tensor:
+        """The main process's ``t`` on every process, in place (a device tensor)."""
+        if self.world_size > 1:
+            torch.distributed.broadcast(t, src=0)
+        return t
+
+    def finish(self) -> None:
+        """End the trackers and, with several processes, leave together: no process exits while another still has
+        collectives, then the process group is destroyed."""
+        if self.cfg.report_to != ["none"]:
+            self.accelerator.end_training()
+        if self.world_size > 1:
+            self.wait()
+            torch.distributed.destroy_process_group()
+
+    # -- trackers (report_to) ---------------------------------------------------------------------------------
+    def init_trackers(self, run_name: str, config: dict) -> None:
+        """Start the configured trackers (tensorboard, wandb) with the run's scalar config values."""
+        if self.cfg.report_to != ["none"]:
+            scalars = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers(run_name, config=scalars)
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        """The numeric metrics to the trackers (a no-op with report_to none)."""
+        if self.cfg.report_to != ["none"]:
+            self.accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    @staticmethod
+    def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+        """(total, trainable) parameter counts of the whole model, also under ZeRO-3 (whose tensors are shards)."""
+        numel = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+        return sum(n for n, _ in numel), sum(n for n, grad in numel if grad)
+
     # -- setup ------------------------------------------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
         """Hold the model before ``prepare`` wraps it (LoRA-GA reads the objective before DeepSpeed starts)."""

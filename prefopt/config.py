@@ -22,7 +22,7 @@ from prefopt.errors import ConfigError, first_line
 
 
 def _f(default, help: str, **kw):
-    """A dataclass field with its help text (shown by ``prefopt train ALGO --help``)."""
+    """A dataclass field with its help text (listed by ``prefopt train ALGO --help-keys``)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})

@@ -17,19 +17,19 @@ import torch
 from tqdm.auto import tqdm
 
 from prefopt.batch import Batch
+from prefopt.build import build_run
 from prefopt.context import collect_shard
 from prefopt.eval import win_rate
 from prefopt.judges.base import RewardJudge
 from prefopt.objective import loss_on_rows
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
-from prefopt.run import Run
-from prefopt.setup import setup_run
+from prefopt.training_run import Run
 
 
 def train(algorithm_name: str, cfg, algo_cfg) -> dict:
     """Run (or resume) training and return the last iteration's metrics."""
-    run: Run = setup_run(algorithm_name, cfg, algo_cfg)
+    run: Run = build_run(algorithm_name, cfg, algo_cfg)
     ctx, algorithm = run.ctx, run.algorithm
     ctx.optimise = functools.partial(optimise, run)
     metrics: dict = run.history[-1] if run.history else {}

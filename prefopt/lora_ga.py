@@ -167,15 +167,14 @@ def initialise(ctx, algorithm, train_prompts) -> tuple | None:
     model.train()
     with backend.gathered():  # ZeRO-3 loads the model sharded: the estimate needs whole weights, as generation does
         rows, prefetched, grads = _estimate_gradients(ctx, algorithm, train_prompts, layers)
-    world = backend.accelerator.num_processes
     factors = {}
     for name, layer in layers.items():
         base = layer.get_base_layer()
         G = grads.pop(name, None)  # None: the objective did not reach this layer
         G = torch.zeros(base.out_features, base.in_features, device=backend.device) if G is None else G
-        _all_reduce(G, world)
+        backend.sum_across_(G)
         A, B = svd_factors(G, cfg.lora_r, cfg.lora_ga_variant, cfg.lora_ga_direction, cfg.lora_ga_gamma, cfg.seed)
-        factors[name] = (_broadcast(A.contiguous(), world), _broadcast(B.contiguous(), world))
+        factors[name] = (backend.broadcast_(A.contiguous()), backend.broadcast_(B.contiguous()))
     set_lora_ga(model, factors)
     if backend.is_main:
         print(
@@ -189,7 +188,7 @@ def initialise(ctx, algorithm, train_prompts) -> tuple | None:
 def _estimate_gradients(ctx, algorithm, train_prompts, layers):
     """(rows used in all, the first iteration's batch or None, this process's share of G per layer)."""
     cfg, backend = ctx.cfg, ctx.backend
-    world, rank = backend.accelerator.num_processes, backend.accelerator.process_index
+    world, rank = backend.world_size, backend.rank
     wanted = cfg.lora_ga_batches * cfg.per_device_train_batch_size * world
     num_rows, row_losses, prefetched = _objective(ctx, algorithm, train_prompts, wanted)
     total = min(num_rows, wanted)
@@ -200,14 +199,3 @@ def _estimate_gradients(ctx, algorithm, train_prompts, layers):
             loss = row_losses(local[i : i + cfg.per_device_train_batch_size]).sum() / total
             torch.autograd.backward(loss, inputs=inputs)
     return total, prefetched, sums
-
-
-def _all_reduce(t: torch.Tensor, world: int) -> None:
-    if world > 1:
-        torch.distributed.all_reduce(t)
-
-
-def _broadcast(t: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        torch.distributed.broadcast(t, src=0)
-    return t

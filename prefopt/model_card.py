@@ -15,25 +15,15 @@ from pathlib import Path
 
 from prefopt.errors import DataError
 
-PAPERS = {
-    "sppo": ("Self-Play Preference Optimization", "2405.00675"),
-    "sppo_hard": ("Self-Play Preference Optimization", "2405.00675"),
-    "inpo": ("Iterative Nash Policy Optimization", "2407.00617"),
-    "egpo": ("Extragradient Preference Optimization", "2503.08942"),
-    "nash_mp": ("Nash Mirror Prox", "2505.19731"),
-    "apo": ("Accelerated Preference Optimization", "2410.06293"),
-    "dpo": ("Direct Preference Optimization (iterative)", "2305.18290"),
-    "online_ipo": ("Online IPO (online mirror descent)", "2503.08942"),
-    "nash_md": ("Nash Learning from Human Feedback (Nash-MD)", "2312.00886"),
-    "rebel": ("REBEL: Reinforcement Learning via Regressing Relative Rewards", "2404.16767"),
-    "grao": ("Group Relative Alignment Optimization", "2508.07750"),
-    "gvm_raft": ("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization", "2505.02391"),
-    "gvm_raftpp": ("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization", "2505.02391"),
-    "gvm_grpo": ("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization", "2505.02391"),
-    "raft": ("RAFT: Reward rAnked FineTuning", "2304.06767"),
-    "raftpp": ("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization (RAFT++)", "2505.02391"),
-    "grpo": ("DeepSeekMath (GRPO)", "2402.03300"),
-}
+
+def _paper(algorithm: str) -> tuple[str, str | None]:
+    """(title, arXiv id) of the algorithm's paper; the bare name for one this version does not know."""
+    from prefopt.algorithms import ALGORITHMS, get_algorithm
+
+    paper = get_algorithm(algorithm).paper if algorithm in ALGORITHMS else None
+    return paper if paper is not None else (algorithm, None)
+
+
 SHARED_KEYS = (
     "num_iterations",
     "prompts_per_iteration",
@@ -156,7 +146,7 @@ def _hyperparameters(config: dict) -> list[tuple[str, object]]:
 def _training_section(source, adapter_only: bool, base_model: str | None) -> list[str]:
     config = source.config
     algorithm = config["algorithm"]
-    title, arxiv = PAPERS.get(algorithm, (algorithm, None))
+    title, arxiv = _paper(algorithm)
     paper = f"{title} ([arXiv {arxiv}](https://arxiv.org/abs/{arxiv}))" if arxiv else title
     judge = config.get("judge_model_name_or_path") or config.get("judge_function")
     lines = [

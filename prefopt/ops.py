@@ -46,11 +46,6 @@ def gather_token_logps(
     return torch.gather(logps, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Sum of values where mask is true."""
-    return (values * mask).sum(dim)
-
-
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = -1) -> torch.Tensor:
     """Mean of values where mask is true; 0 where the mask is empty (instead of NaN)."""
     mask = mask.to(values.dtype)
@@ -59,15 +54,15 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = -1) 
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def group_normalise(values: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(x − mean) / (std + eps) along the last dim, population std (GRPO/GRAO advantages).
+def group_advantages(values: torch.Tensor, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """Â = (x − mean) / (std + ε) along the last dim, population std (GRPO's and GRAO's advantages); x − mean
+    without ``scale`` (Dr. GRPO).
 
     Args:
         values: [..., G].
     """
-    mean = values.mean(-1, keepdim=True)
-    std = values.std(-1, unbiased=False, keepdim=True)
-    return (values - mean) / (std + eps)
+    centred = values - values.mean(-1, keepdim=True)
+    return centred / (values.std(-1, unbiased=False, keepdim=True) + eps) if scale else centred
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_value: int, side: str = "right") -> torch.Tensor:

@@ -60,9 +60,9 @@ DIGIT_ARGS = ["--response_choices", "0,1,2,3,4,5,6,7,8,9", "--judge", "exact_mat
 
 
 def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
-    """``setup_run`` of algorithm ``name`` on the digit-sum task, in this process (no iteration run yet)."""
+    """``build_run`` of algorithm ``name`` on the digit-sum task, in this process (no iteration run yet)."""
+    from prefopt.build import build_run
     from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
     cfg = TrainConfig(
         model_name_or_path=str(model_dir),
@@ -74,7 +74,7 @@ def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
         disable_tqdm=True,
         **overrides,
     )
-    return setup_run(name, cfg, algo_cfg)
+    return build_run(name, cfg, algo_cfg)
 
 
 # SPPO on the quickstart prompts, small enough for a CLI run in a test.

@@ -30,8 +30,8 @@ def test_online_ipo_loss_hand_computed():
 
 def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, **overrides):
     from prefopt.algorithms import get_algorithm
+    from prefopt.build import build_run
     from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
     cfg = TrainConfig(
         model_name_or_path=tiny_model_dir,
@@ -46,7 +46,7 @@ def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, **overrides):
         deepspeed=None if deepspeed is None else str(REPO / f"configs/deepspeed/{deepspeed}.json"),
         **overrides,
     )
-    return setup_run(name, cfg, get_algorithm(name).config_class(beta=0.5))
+    return build_run(name, cfg, get_algorithm(name).config_class(beta=0.5))
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def restored_environ():
 def test_optimizer_snapshot_round_trip(tiny_model_dir, tmp_path, deepspeed, restored_environ):
     """Weights and optimizer state go back exactly; under ZeRO also the fp32 master, or the next step would start
     from the discarded weights: a step after the restore equals the step taken from the snapshot."""
-    from prefopt.algorithms.online_ipo import collect_against_opponent
+    from prefopt.algorithms.opponent import collect_against_opponent
 
     run = _setup(tiny_model_dir, tmp_path, "online_ipo", deepspeed, lr_scheduler_type="constant")
     run.ctx.start_iteration(0, run.train_prompts[:4])
@@ -92,18 +92,18 @@ def _nested_equal(a, b) -> bool:
 
 
 def test_egpo_full_step_starts_from_theta_t(tiny_model_dir, tmp_path, monkeypatch):
-    from prefopt.algorithms import online_ipo
+    from prefopt.algorithms import egpo
 
     run = _setup(tiny_model_dir, tmp_path, "egpo")
     run.ctx.optimise = functools.partial(optimise, run)
     run.ctx.start_iteration(0, run.train_prompts[:4])
-    real, captured = online_ipo.collect_against_opponent, []
+    real, captured = egpo.collect_against_opponent, []
 
     def spy(ctx, prompts, stream="policy"):  # the real collect, its batch kept for the replay below
         captured.append(real(ctx, prompts, stream))
         return captured[-1]
 
-    monkeypatch.setattr(online_ipo, "collect_against_opponent", spy)
+    monkeypatch.setattr(egpo, "collect_against_opponent", spy)
     theta_t, optimizer_t = run.backend.snapshot(), run.backend.snapshot_optimizer()
     run.algorithm.train_step(run.ctx, real(run.ctx, run.ctx.prompts))
     theta_next = run.backend.snapshot()

@@ -215,7 +215,7 @@ def test_eval_module_imports_no_training_code():
     import subprocess
 
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
-    for training in ("prefopt.loop", "prefopt.setup", "prefopt.algorithms", "prefopt.backend", "prefopt.anchors"):
+    for training in ("prefopt.loop", "prefopt.build", "prefopt.algorithms", "prefopt.backend", "prefopt.anchors"):
         assert f"'{training}" not in modules, modules
 
 

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from prefopt.batch import Batch
 from prefopt.exact import sampler_probs
 from prefopt.game_metrics import action_probs
 from prefopt.loop import optimise
@@ -23,21 +22,10 @@ def test_sampler_probs_by_hand():
     assert sampler_probs(logps, SamplingParams(temperature=0.0)).tolist()[0] == [1.0, 0.0, 0.0]
 
 
-def test_batch_weights_are_scaled_to_mean_one_and_follow_rows():
-    batch = Batch([[1]] * 3, [[2]] * 3, seqs_per_row=1, row_weights=torch.tensor([0.1, 0.3, 0.2]))
-    assert batch.weights().tolist() == pytest.approx([0.5, 1.5, 1.0])
-    assert batch.select([2, 0]).row_weights.tolist() == pytest.approx([0.2, 0.1])
-    both = Batch.concat([batch, batch.select([1])])
-    assert both.row_weights.tolist() == pytest.approx([0.1, 0.3, 0.2, 0.3])
-    assert Batch([[1]], [[2]], seqs_per_row=1).weights().tolist() == [1.0]
-    with pytest.raises(ValueError, match="weighting"):
-        Batch.concat([batch, Batch([[1]], [[2]], seqs_per_row=1)])
-
-
 def _run(tiny_model_dir, tmp_path, name, algo_overrides=None, **overrides):
     from prefopt.algorithms import get_algorithm
+    from prefopt.build import build_run
     from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
     settings = dict(
         model_name_or_path=tiny_model_dir,
@@ -54,7 +42,7 @@ def _run(tiny_model_dir, tmp_path, name, algo_overrides=None, **overrides):
         disable_tqdm=True,
     )
     cfg = TrainConfig(**(settings | overrides))
-    run = setup_run(name, cfg, get_algorithm(name).config_class(**(algo_overrides or {})))
+    run = build_run(name, cfg, get_algorithm(name).config_class(**(algo_overrides or {})))
     run.ctx.start_iteration(0, run.train_prompts[:2])
     return run
 
@@ -69,7 +57,7 @@ def _policy(run) -> torch.Tensor:
 def test_online_ipo_exact_rows_are_every_pair_with_its_probability(tiny_model_dir, tmp_path):
     """Rows (a, b) for every ordered pair of rock, paper, scissors at each prompt, weight π_a π_b, target
     (Pπ)_a − (Pπ)_b: the expectation of P(a ≻ y″) − P(b ≻ y″) over the opponent y″ ~ π."""
-    from prefopt.algorithms.online_ipo import collect_against_opponent
+    from prefopt.algorithms.opponent import collect_against_opponent
 
     run = _run(tiny_model_dir, tmp_path, "online_ipo", {"pair_temperature": 1.0, "pair_top_k": 0})
     batch = collect_against_opponent(run.ctx, run.ctx.prompts)
@@ -98,7 +86,7 @@ def test_inpo_exact_rows_carry_the_soft_label(tiny_model_dir, tmp_path):
 def test_weighted_rows_step_as_their_weighted_mean(tiny_model_dir, tmp_path):
     """A step on rows weighted (2, 0) (mean 1) is the step on the first row alone: the loop's loss is the weighted
     mean, and a zero weight removes a row."""
-    from prefopt.algorithms.online_ipo import collect_against_opponent
+    from prefopt.algorithms.opponent import collect_against_opponent
 
     run = _run(tiny_model_dir, tmp_path, "online_ipo", {"pair_temperature": 1.0, "pair_top_k": 0})
     batch = collect_against_opponent(run.ctx, run.ctx.prompts).select([1, 5])

@@ -1,4 +1,5 @@
-"""GVM-RAFT sample allocation (prefopt.gvm): weights, integer budgets, caps, floors, padding and the variance bound.
+"""GVM-RAFT sample allocation (prefopt.algorithms.gvm_allocation): weights, integer budgets, caps, floors, padding
+and the variance bound.
 
 Expected values are computed by hand in the comments (w_i = G_i / sqrt(p_i + α/p_i^(β−1)), n_i = N·w_i/Σw).
 """
@@ -8,7 +9,7 @@ import math
 import pytest
 import torch
 
-from prefopt.gvm import allocate, allocation_weights, estimator_variance_bound
+from prefopt.algorithms.gvm_allocation import allocate, allocation_weights, estimator_variance_bound
 
 
 def _random_inputs(gen: torch.Generator, n: int, zero_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:

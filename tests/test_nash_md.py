@@ -22,8 +22,8 @@ def bandit(tmp_path):
 def test_opponent_is_the_geometric_mixture_of_the_moved_policy_and_the_reference(bandit, tmp_path):
     from prefopt.algorithms import get_algorithm
     from prefopt.algorithms.nash_md import NashMDConfig, collect
+    from prefopt.build import build_run
     from prefopt.config import TrainConfig
-    from prefopt.setup import setup_run
 
     model, data = bandit
     cfg = TrainConfig(
@@ -39,7 +39,7 @@ def test_opponent_is_the_geometric_mixture_of_the_moved_policy_and_the_reference
         disable_tqdm=True,
     )
     mu = 0.4
-    run = setup_run("nash_md", cfg, NashMDConfig(beta=0.1, mixture=mu, normalize_logprobs=False))
+    run = build_run("nash_md", cfg, NashMDConfig(beta=0.1, mixture=mu, normalize_logprobs=False))
     assert run.algorithm is get_algorithm("nash_md")
     run.ctx.start_iteration(0, run.train_prompts)
     optimise(run, collect(run.ctx, run.ctx.prompts))  # π_θ moves away from π_ref

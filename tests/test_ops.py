@@ -8,7 +8,7 @@ import torch
 from prefopt.ops import (
     build_sequence_batch,
     gather_token_logps,
-    group_normalise,
+    group_advantages,
     masked_mean,
     pad_sequences,
     response_token_logps,
@@ -41,11 +41,13 @@ def test_masked_mean_and_empty_mask():
     assert masked_mean(values, mask, dim=None).item() == 1.5
 
 
-def test_group_normalise_population_std():
-    out = group_normalise(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), eps=0.0)
-    # mean 2.5, population std sqrt(1.25)
+def test_group_advantages_population_std_along_the_last_dim():
+    out = group_advantages(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 2.0, 2.0]]), eps=0.0)
+    # mean 2.5, population std sqrt(1.25); the second group: mean 1, std 1
     expected = [(v - 2.5) / math.sqrt(1.25) for v in (1, 2, 3, 4)]
     assert out[0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert out[1].tolist() == [-1.0, -1.0, 1.0, 1.0]
+    assert group_advantages(torch.tensor([0.0, 2.0]), scale=False).tolist() == [-1.0, 1.0]
 
 
 def test_build_sequence_batch_layout():

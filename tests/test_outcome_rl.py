@@ -7,10 +7,11 @@ import pytest
 import torch
 from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
-from prefopt.algorithms.grpo import GRPOConfig, group_advantages
+from prefopt.algorithms.grpo import GRPOConfig
 from prefopt.algorithms.grpo import loss as grpo_loss
 from prefopt.algorithms.raft import RAFTConfig, raft_loss, raftpp_loss
 from prefopt.batch import MiniBatch, PolicyLogps
+from prefopt.ops import group_advantages
 
 
 def one_response(token_logps, advantage, **token):

@@ -81,11 +81,11 @@ def _config(tiny_model_dir, tmp_path, **overrides):
 
 def test_collect_builds_best_worst_rows_with_rollout_anchors(tiny_model_dir, tmp_path):
     from prefopt.algorithms.sppo import SPPO
+    from prefopt.build import build_run
     from prefopt.objective import policy_logps
-    from prefopt.setup import setup_run
 
     cfg = _config(tiny_model_dir, tmp_path)
-    run = setup_run("sppo", cfg, SPPOConfig(num_samples=4))
+    run = build_run("sppo", cfg, SPPOConfig(num_samples=4))
     prompts = run.train_prompts[:5]
     batch = SPPO.collect(run.ctx, prompts)
     assert batch.num_rows == 5 and batch.seqs_per_row == 2
@@ -108,8 +108,8 @@ def test_sppo_hard_from_dataset_pairs(tiny_model_dir, tmp_path):
     import json
 
     from prefopt.algorithms.sppo import SPPO_HARD
+    from prefopt.build import build_run
     from prefopt.data import encode_response
-    from prefopt.setup import setup_run
 
     rows = [
         {
@@ -121,7 +121,7 @@ def test_sppo_hard_from_dataset_pairs(tiny_model_dir, tmp_path):
     ]
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = setup_run(
+    run = build_run(
         "sppo_hard", _config(tiny_model_dir, tmp_path, dataset_name=str(data)), SPPOHardConfig(pairs_from="dataset")
     )
     batch = SPPO_HARD.collect(run.ctx, run.train_prompts)

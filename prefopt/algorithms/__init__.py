@@ -22,6 +22,7 @@ class Algorithm:
 
     Attributes:
         name: the CLI name (``prefopt train NAME``).
+        paper: (title, arXiv id) of the method's paper, cited by the exported model card.
         config_class: dataclass of the method's own hyperparameters (paper defaults).
         collect: builds the iteration's :class:`prefopt.batch.Batch` from prompts via ``ctx``.
         loss: ``(cfg, MiniBatch, PolicyLogps) -> (loss [B], metrics: dict[str, Tensor])``; pure tensors.
@@ -51,6 +52,7 @@ class Algorithm:
     config_class: type
     collect: Callable[..., Any]
     loss: Callable[..., Any]
+    paper: tuple[str, str] | None = None
     end_iteration: Callable[..., Any] | None = None
     train_step: Callable[..., Any] | None = None
     phases: int = 1

@@ -33,8 +33,7 @@ import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.dpo import dpo_loss
-from prefopt.algorithms.sppo import SPPOConfig, estimate_win_rates
-from prefopt.algorithms.sppo import loss as sppo_loss
+from prefopt.algorithms.sppo import best_worst, regression_loss, rows_from_groups, sample_and_score
 from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
 from prefopt.errors import ConfigError
 
@@ -86,30 +85,21 @@ def _collect_dpo(ctx, prompts) -> Batch:
 
 
 def _collect_sppo(ctx, prompts) -> Batch:
-    cfg: APOConfig = ctx.algo_cfg
-    groups = ctx.sample(prompts, cfg.num_samples).groups()
-    texts = [[s.text for s in g] for g in groups]
-    matrices = ctx.judge.preference_matrices([p.prompt for p in prompts], texts, ctx.references(prompts))
-    win_rates = torch.stack(estimate_win_rates(matrices)).float()  # [P, K]
-    flat = [s for g in groups for s in g]
-    current = torch.tensor([s.logp for s in flat], dtype=torch.float32).view(len(groups), -1)
-    extrapolated = _extrapolated(
-        ctx, [s.prompt_ids for s in flat], [s.response_ids for s in flat], current.flatten()
-    ).view_as(current)
+    """SPPO's data (K samples, P̂, best and worst rows) with the extrapolated anchor π̂_t in place of π_t."""
+    k = ctx.algo_cfg.num_samples
+    groups, win_rates = sample_and_score(ctx, prompts, k)
+    prompt_ids, response_ids, current = rows_from_groups(groups, [list(range(k))] * len(groups))  # [P, K]
+    extrapolated = _extrapolated(ctx, prompt_ids, response_ids, current.flatten()).view_as(current)
     # log Z of π̂_t ∝ π_t (π_t/π_{t−1})^α, estimated with π_t's own samples: log mean_k exp(α·Δ_k). Without
     # extrapolation (α = 0, the first iteration) π̂_t = π_t exactly and Z = 1: skip the estimate's round-off.
     anchor = current
     if not torch.equal(extrapolated, current):
-        anchor = extrapolated - (torch.logsumexp(extrapolated - current, 1, keepdim=True) - math.log(current.shape[1]))
-    idx = [[int(w.argmax()), int(w.argmin())] for w in win_rates]
-    rows = torch.tensor(idx)
-    pick = torch.arange(len(groups))[:, None]
-    return Batch(
-        [groups[p][i].prompt_ids for p, ii in enumerate(idx) for i in ii],
-        [groups[p][i].response_ids for p, ii in enumerate(idx) for i in ii],
-        seqs_per_row=2,
-        row_data={"anchor_logps": anchor[pick, rows], "win_rates": win_rates[pick, rows]},
-    )
+        anchor = extrapolated - (torch.logsumexp(extrapolated - current, 1, keepdim=True) - math.log(k))
+    idx = best_worst(win_rates)
+    prompt_ids, response_ids, _ = rows_from_groups(groups, idx)
+    rows, pick = torch.tensor(idx), torch.arange(len(groups))[:, None]
+    row_data = {"anchor_logps": anchor[pick, rows], "win_rates": win_rates[pick, rows].float()}
+    return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data=row_data)
 
 
 def collect(ctx, prompts) -> Batch:
@@ -121,7 +111,7 @@ def collect(ctx, prompts) -> Batch:
 def loss(cfg: APOConfig, batch: MiniBatch, policy: PolicyLogps):
     """The base method's per-row loss with the extrapolated reference π̂_t. Returns loss [B]."""
     if cfg.base == "sppo":
-        return sppo_loss(SPPOConfig(eta=cfg.eta, num_samples=cfg.num_samples), batch, policy)
+        return regression_loss(cfg.eta, batch, policy)
     losses, _, margin = dpo_loss(cfg.beta, policy.logps, batch.row["ref_logps"])
     return losses, {"loss/apo_dpo": losses.detach(), "reward/margin": margin.detach()}
 
@@ -135,4 +125,11 @@ def end_iteration(ctx) -> None:
     ctx.backend.restore({k: v + cfg.alpha * (v - start[k]) for k, v in now.items()})
 
 
-APO = Algorithm(name="apo", config_class=APOConfig, collect=collect, loss=loss, end_iteration=end_iteration)
+APO = Algorithm(
+    name="apo",
+    paper=("Accelerated Preference Optimization", "2410.06293"),
+    config_class=APOConfig,
+    collect=collect,
+    loss=loss,
+    end_iteration=end_iteration,
+)

@@ -85,8 +85,9 @@ def loss(cfg: DPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 DPO = Algorithm(
     name="dpo",
+    paper=("Direct Preference Optimization (iterative)", "2305.18290"),
     config_class=DPOConfig,
     collect=collect,
     loss=loss,
-    needs_ref=True,  # only used with reference: initial; the snapshot is free with an adapter
+    needs_ref=lambda cfg: cfg.reference == "initial",
 )

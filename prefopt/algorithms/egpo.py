@@ -7,7 +7,8 @@ with step η and softmax logits θ:
 Both steps start from θ_t; only the opponent changes. The paper proves last-iterate linear convergence to the
 NE of J_β, where one-step online mirror descent (online IPO) needs small steps.
 
-How each step is taken. One gradient step of the online-IPO squared loss (``online_ipo.py``) from θ_t against an
+How each step is taken. One gradient step of the online-IPO squared loss (``online_ipo.py``, on the data of
+``opponent.py``) from θ_t against an
 opponent π_s is one mirror-descent step against π_s (ALGORITHMS.md section 2: with the N²-normalised tabular
 loss, SGD with learning rate lr is the step ηβ = 4·lr/N). An iteration:
 1. collect y, y' (broadened sampler), y'' ~ π_t, judge, π_ref log-probs;
@@ -26,15 +27,57 @@ so the restore is exact (``Backend.snapshot_optimizer``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, collect_against_opponent, loss, two_phase_step
+from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
+from prefopt.algorithms.opponent import collect_against_opponent
+from prefopt.batch import Batch
+from prefopt.context import Context
+
+
+def two_phase_step(
+    ctx: Context,
+    batch: Batch,
+    sample_at_half: Callable[[Context], Any],
+    build_full: Callable[[Context, Any], Batch] | None = None,
+) -> dict:
+    """Extragradient / mirror prox: the half step from θ_t, then the full step again from θ_t, on data drawn with
+    the half-step policy; parameters and optimizer state are restored from snapshots in between.
+
+    Args:
+        sample_at_half: draws what the full step needs while θ_{t+½} is in place (fresh pairs and opponents).
+        build_full: turns that into the full step's batch once θ_t is back (e.g. adding π_t's log-probs); by
+            default it is the batch itself.
+    """
+    theta_t, optimizer_t = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
+    half = ctx.optimise(batch)
+    drawn = sample_at_half(ctx)
+    ctx.backend.restore(theta_t)
+    ctx.backend.restore_optimizer(optimizer_t)
+    full_batch = drawn if build_full is None else build_full(ctx, drawn)
+    full = ctx.optimise(full_batch)
+    return {**{f"half/{k}": v for k, v in half.items()}, **full, **ctx.gather_metrics(full_batch)}
+
+
+def resample_pairs(ctx: Context) -> Batch:
+    """The full step's rows: fresh pairs and opponents, sampled by θ_{t+½} (as the EGPO repository's trainer)."""
+    return collect_against_opponent(ctx, ctx.prompts, stream="half_step")
+
+
+def train_step(ctx: Context, batch: Batch) -> dict:
+    """The half step against π_t, then the full step against π_{t+½}, both from θ_t."""
+    return two_phase_step(ctx, batch, resample_pairs)
+
 
 EGPO = Algorithm(
     name="egpo",
+    paper=("Extragradient Preference Optimization", "2503.08942"),
     config_class=OnlineIPOConfig,
     collect=collect_against_opponent,
     loss=loss,
-    train_step=two_phase_step,  # half step against π_t, full step against π_{t+½}, both from θ_t
+    train_step=train_step,
     phases=2,
     needs_ref=True,
     game_beta=lambda cfg: cfg.beta,

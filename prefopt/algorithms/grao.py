@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.grpo import group_advantages
 from prefopt.algorithms.outcome import reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError, DataError
+from prefopt.ops import group_advantages
 
 
 @dataclass
@@ -113,6 +113,7 @@ def loss(cfg: GRAOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 GRAO = Algorithm(
     name="grao",
+    paper=("Group Relative Alignment Optimization", "2508.07750"),
     config_class=GRAOConfig,
     collect=collect,
     loss=loss,

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups, token_mean
+from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
+from prefopt.ops import group_advantages, masked_mean
 
 
 @dataclass
@@ -47,12 +48,6 @@ class GRPOConfig:
             raise ConfigError(f"config key 'beta' must be >= 0, got {self.beta}")
         if not 0 <= self.clip_low < 1 or self.clip_high < 0:
             raise ConfigError("config keys 'clip_low' (in [0, 1)) and 'clip_high' (>= 0) bound the ratio clip")
-
-
-def group_advantages(rewards: torch.Tensor, scale: bool, epsilon: float) -> torch.Tensor:
-    """Â = (r − mean(r)) / (std(r) + ε) over one group [G] (population std); r − mean(r) without ``scale``."""
-    centred = rewards - rewards.mean()
-    return centred / (rewards.std(unbiased=False) + epsilon) if scale else centred
 
 
 def collect(ctx, prompts, counts=None) -> Batch:
@@ -83,9 +78,16 @@ def loss(cfg: GRPOConfig, batch: MiniBatch, policy: PolicyLogps):
         log_ref_ratio = batch.token["ref_logps"] - policy.token_logps
         kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
         objective = objective - cfg.beta * kl
-        metrics["kl/k3"] = token_mean(kl.detach(), policy.mask).squeeze(1)
-    losses = -token_mean(objective, policy.mask).squeeze(1)
+        metrics["kl/k3"] = masked_mean(kl.detach(), policy.mask).squeeze(1)
+    losses = -masked_mean(objective, policy.mask).squeeze(1)
     return losses, {"loss/grpo": losses.detach(), **metrics}
 
 
-GRPO = Algorithm(name="grpo", config_class=GRPOConfig, collect=collect, loss=loss, needs_ref=lambda cfg: cfg.beta > 0)
+GRPO = Algorithm(
+    name="grpo",
+    paper=("DeepSeekMath (GRPO)", "2402.03300"),
+    config_class=GRPOConfig,
+    collect=collect,
+    loss=loss,
+    needs_ref=lambda cfg: cfg.beta > 0,
+)

@@ -9,7 +9,7 @@ Each iteration is one GVM window:
    gradient norm Ĝ_i = mean over the accepted probes of ‖∇_φ log π(y|x)‖ (summed log-prob; φ the parameters whose
    names contain ``grad_params``, default the input embeddings as in the official code; frozen ones included);
 2. allocate the budget N = ``num_samples`` × #prompts (the same total as uniform sampling) with
-   n_i ∝ Ĝ_i / sqrt(p̂_i + α/p̂_i^{β−1}) (``prefopt.gvm.allocate``; n_i = 0 where p̂_i = 0 or Ĝ_i = 0);
+   n_i ∝ Ĝ_i / sqrt(p̂_i + α/p̂_i^{β−1}) (``gvm_allocation.allocate``; n_i = 0 where p̂_i = 0 or Ĝ_i = 0);
 3. sample n_i fresh responses per prompt and build the base method's rows from them (RAFT's accepted responses,
    GRPO's variable-size groups);
 4. the loop's optimizer steps on those rows are the window's M-steps (the official code re-estimates every 10
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field, fields, make_dataclass
 import torch
 
 from prefopt.algorithms import Algorithm, grpo, raft
+from prefopt.algorithms.gvm_allocation import allocate, estimator_variance_bound
 from prefopt.algorithms.outcome import sample_groups
 from prefopt.errors import ConfigError
-from prefopt.gvm import allocate, estimator_variance_bound
 from prefopt.ops import build_sequence_batch, response_token_logps
 
 
@@ -144,6 +144,7 @@ def _with_allocation(base_collect):
 def _gvm(base: Algorithm, name: str, config_class: type) -> Algorithm:
     return Algorithm(
         name=name,
+        paper=("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization", "2505.02391"),
         config_class=config_class,
         collect=_with_allocation(base.collect),
         loss=base.loss,

@@ -120,6 +120,7 @@ def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 INPO = Algorithm(
     name="inpo",
+    paper=("Iterative Nash Policy Optimization", "2407.00617"),
     config_class=INPOConfig,
     collect=collect,
     loss=loss,

@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, collect_against_opponent, loss
+from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
+from prefopt.algorithms.opponent import collect_against_opponent
 from prefopt.errors import ConfigError
 
 
@@ -54,6 +55,7 @@ def collect(ctx, prompts):
 
 NASH_MD = Algorithm(
     name="nash_md",
+    paper=("Nash Learning from Human Feedback (Nash-MD)", "2312.00886"),
     config_class=NashMDConfig,
     collect=collect,
     loss=loss,

@@ -29,13 +29,15 @@ step per phase (the default), off-policy for more.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import collect_against_opponent, sequence_logps, two_phase_step
+from prefopt.algorithms.egpo import resample_pairs, two_phase_step
+from prefopt.algorithms.opponent import collect_against_opponent, sequence_logps
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
 
@@ -76,13 +78,15 @@ def collect(ctx, prompts, stream: str = "policy") -> Batch:
 def train_step(ctx, batch) -> dict:
     """The half step from θ_k against π_k, then the full step from θ_k against π_{k+½}."""
     if ctx.algo_cfg.prox_step == "pg":
-        return _train_step_pg(ctx, batch)
+        return two_phase_step(ctx, batch, _opponents_at_half, functools.partial(_pg_full_batch, batch))
+    return two_phase_step(ctx, batch, resample_pairs, _add_centre_logps)
 
-    def add_centre_logps(full_batch: Batch) -> None:  # θ_k is back: one pass gives lp_k of the new pairs
-        tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")
-        full_batch.row_data["centre_logps"] = sequence_logps(tokens, ctx.algo_cfg).view(-1, 2)
 
-    return two_phase_step(ctx, batch, add_centre_logps)
+def _add_centre_logps(ctx, full_batch: Batch) -> Batch:
+    """θ_k is back: one pass gives lp_k of the full step's pairs."""
+    tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")
+    full_batch.row_data["centre_logps"] = sequence_logps(tokens, ctx.algo_cfg).view(-1, 2)
+    return full_batch
 
 
 # -- pg: the paper's approximate prox steps --------------------------------------------------------------------
@@ -129,22 +133,17 @@ def _collect_pg(ctx, prompts) -> Batch:
     return Batch(prompt_ids, response_ids, seqs_per_row=cfg.num_samples, row_data=row)
 
 
-def _train_step_pg(ctx, batch) -> dict:
-    theta_k, optimizer_k = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
-    half = ctx.optimise(batch)
-    opponents = [g[0].text for g in ctx.sample(ctx.prompts, 1, stream="half_step/opponent").groups()]  # π_{k+½}
-    ctx.backend.restore(theta_k)
-    ctx.backend.restore_optimizer(optimizer_k)
-    samples = [s for stream, _, rollout in ctx.rollouts if stream == "policy" for s in rollout.samples]  # y ~ π_k
+def _opponents_at_half(ctx) -> list[str]:
+    """pg: one opponent per prompt from π_{k+½}."""
+    return [g[0].text for g in ctx.sample(ctx.prompts, 1, stream="half_step/opponent").groups()]
+
+
+def _pg_full_batch(batch: Batch, ctx, opponents: list[str]) -> Batch:
+    """pg: the half step's samples y ~ π_k again, their advantages now against π_{k+½}'s opponents."""
+    samples = [s for stream, _, rollout in ctx.rollouts if stream == "policy" for s in rollout.samples]
     r = batch.row_data
-    full_row = {
-        **r,
-        "advantage": _advantages(
-            ctx, ctx.prompts, samples, opponents, r["sample_logps"], r["ref_logps"], r["centre_logps"]
-        ),
-    }
-    full = ctx.optimise(Batch(batch.prompt_ids, batch.response_ids, batch.seqs_per_row, row_data=full_row))
-    return {**{f"half/{k}": v for k, v in half.items()}, **full}
+    advantage = _advantages(ctx, ctx.prompts, samples, opponents, r["sample_logps"], r["ref_logps"], r["centre_logps"])
+    return Batch(batch.prompt_ids, batch.response_ids, batch.seqs_per_row, row_data={**r, "advantage": advantage})
 
 
 def end_iteration(ctx) -> None:
@@ -186,6 +185,7 @@ def loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
 
 NASH_MP = Algorithm(
     name="nash_mp",
+    paper=("Nash Mirror Prox", "2505.19731"),
     config_class=NashMPConfig,
     collect=collect,
     loss=loss,

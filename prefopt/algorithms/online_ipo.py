@@ -1,4 +1,4 @@
-"""Online IPO (OMD): the one-phase baseline of EGPO, and the loss and data EGPO's two phases share.
+"""Online IPO (OMD): the one-phase baseline of EGPO, and the loss EGPO and Nash-MD optimise.
 
 Paper: the loss as EGPO (Zhou, Fazel, Du; arXiv 2503.08942) states it for the β-regularised game
 J_β(π, π') = P(π ≻ π') − β KL(π‖π_ref) + β KL(π'‖π_ref), against an opponent π_s (section 2 of ALGORITHMS.md):
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from prefopt.algorithms import Algorithm
-from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.algorithms.opponent import collect_against_opponent
+from prefopt.batch import MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
 
 
@@ -43,55 +42,6 @@ class OnlineIPOConfig:
             raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
 
 
-def sequence_logps(token_logps: list[torch.Tensor], cfg) -> torch.Tensor:
-    """[N] sequence log-probs from per-token ones: means with ``normalize_logprobs``, else sums."""
-    return torch.stack([t.mean() if cfg.normalize_logprobs else t.sum() for t in token_logps])
-
-
-def collect_against_opponent(ctx, prompts, stream: str = "policy", mixture: float = 0.0) -> Batch:
-    """Rows (y, y') with the target P(y ≻ y'') − P(y' ≻ y''), y'' drawn from the opponent: the current policy, or
-    with ``mixture`` = μ > 0 its token-level geometric mixture with π_ref (Nash-MD). Under ``game_exact`` the rows
-    are every pair of actions, weighted, with the target's expectation (``Context.pairs_against``).
-
-    Row data: ``ref_logps`` and ``sample_logps`` (the sampling policy's) [R, 2] for (y, y'), ``pref_diff`` [R].
-    """
-    cfg = ctx.algo_cfg
-    sampler = {"temperature": cfg.pair_temperature, "top_k": cfg.pair_top_k}
-    pairs, pref_diff, weights = ctx.pairs_against(prompts, stream, sampler, mixture)
-    prompt_ids = [s.prompt_ids for pair in pairs for s in pair]
-    response_ids = [s.response_ids for pair in pairs for s in pair]
-    ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference"), cfg).view(-1, 2)
-    # The rollout's log-probs are the sampling-time policy's own (temperature 1), whatever the sampler's settings.
-    sampled = sequence_logps([s.token_logps for pair in pairs for s in pair], cfg).view(-1, 2)
-    mean_abs = pref_diff.abs().mean() if weights is None else (weights * pref_diff.abs()).sum() / weights.sum()
-    return Batch(
-        prompt_ids,
-        response_ids,
-        seqs_per_row=2,
-        row_data={"ref_logps": ref, "sample_logps": sampled, "pref_diff": pref_diff},
-        metrics={f"pref/{stream}_abs_target": float(mean_abs)},
-        row_weights=weights,
-    )
-
-
-def two_phase_step(ctx, batch: Batch, before_full_step=None) -> dict:
-    """Extragradient / mirror prox: the half step from θ_t, then the full step again from θ_t, on fresh data
-    sampled by the half-step policy; parameters and optimizer state are restored from snapshots in between.
-
-    Args:
-        before_full_step: called with the full step's batch once θ_t is back (e.g. to add π_t's log-probs).
-    """
-    theta_t, optimizer_t = ctx.backend.snapshot(), ctx.backend.snapshot_optimizer()
-    half = ctx.optimise(batch)
-    full_batch = collect_against_opponent(ctx, ctx.prompts, stream="half_step")  # sampled by θ_{t+½}
-    ctx.backend.restore(theta_t)
-    ctx.backend.restore_optimizer(optimizer_t)
-    if before_full_step is not None:
-        before_full_step(full_batch)
-    full = ctx.optimise(full_batch)
-    return {**{f"half/{k}": v for k, v in half.items()}, **full, **ctx.gather_metrics(full_batch)}
-
-
 def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
     """Per-row online-IPO loss ([Δ log π_θ − Δ log π_ref] − (P(y≻y'') − P(y'≻y''))/β)².
 
@@ -107,6 +57,7 @@ def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 ONLINE_IPO = Algorithm(
     name="online_ipo",
+    paper=("Online IPO (online mirror descent)", "2503.08942"),
     config_class=OnlineIPOConfig,
     collect=collect_against_opponent,
     loss=loss,

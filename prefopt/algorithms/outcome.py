@@ -14,6 +14,7 @@ import torch
 
 from prefopt.errors import ConfigError
 from prefopt.judges.base import RewardJudge
+from prefopt.ops import masked_mean
 
 
 def sample_groups(ctx, prompts, counts: int | Sequence[int], stream: str = "policy"):
@@ -49,12 +50,7 @@ def clipped_surrogate(ratio: torch.Tensor, advantage: torch.Tensor, eps_low: flo
     return torch.minimum(ratio * advantage, ratio.clamp(1 - eps_low, 1 + eps_high) * advantage)
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over each response's tokens: [B, S, L] → [B, S] (0 for an empty response)."""
-    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-
-
 def clip_fraction(ratio: torch.Tensor, cfg, mask: torch.Tensor) -> torch.Tensor:
     """Per row, the fraction of response tokens whose ratio lies outside the clip range: [B, S, L] → [B]."""
     clipped = ((ratio < 1 - cfg.clip_low) | (ratio > 1 + cfg.clip_high)).float()
-    return token_mean(clipped.detach(), mask).mean(-1)
+    return masked_mean(clipped.detach(), mask).mean(-1)

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups, token_mean
+from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.errors import ConfigError
+from prefopt.ops import masked_mean
 
 
 @dataclass
@@ -73,7 +74,7 @@ def collect(ctx, prompts, counts=None) -> Batch:
 
 def raft_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):
     """−A·(mean token log-likelihood) per accepted response. Shapes: advantage [B, 1]; returns loss [B]."""
-    nll = -token_mean(policy.token_logps, policy.mask)
+    nll = -masked_mean(policy.token_logps, policy.mask)
     losses = (batch.row["advantage"] * nll).squeeze(1)
     return losses, {"loss/raft": losses.detach()}
 
@@ -82,9 +83,21 @@ def raftpp_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):
     """−A·mean_t min(s_t, clip(s_t)) per accepted response. Shapes: token["old_logps"] [B, 1, L]; loss [B]."""
     ratio = torch.exp(policy.token_logps - batch.token["old_logps"])
     surrogate = clipped_surrogate(ratio, batch.row["advantage"][..., None], cfg.clip_low, cfg.clip_high)
-    losses = -token_mean(surrogate, policy.mask).squeeze(1)
+    losses = -masked_mean(surrogate, policy.mask).squeeze(1)
     return losses, {"loss/raftpp": losses.detach(), "clip/fraction": clip_fraction(ratio, cfg, policy.mask)}
 
 
-RAFT = Algorithm(name="raft", config_class=RAFTConfig, collect=collect, loss=raft_loss)
-RAFT_PP = Algorithm(name="raftpp", config_class=RAFTConfig, collect=collect, loss=raftpp_loss)
+RAFT = Algorithm(
+    name="raft",
+    paper=("RAFT: Reward rAnked FineTuning", "2304.06767"),
+    config_class=RAFTConfig,
+    collect=collect,
+    loss=raft_loss,
+)
+RAFT_PP = Algorithm(
+    name="raftpp",
+    paper=("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization (RAFT++)", "2505.02391"),
+    config_class=RAFTConfig,
+    collect=collect,
+    loss=raftpp_loss,
+)

@@ -126,6 +126,7 @@ def loss(cfg: REBELConfig, batch: MiniBatch, policy: PolicyLogps):
 
 REBEL = Algorithm(
     name="rebel",
+    paper=("REBEL: Reinforcement Learning via Regressing Relative Rewards", "2404.16767"),
     config_class=REBELConfig,
     collect=collect,
     loss=loss,

@@ -86,7 +86,7 @@ def estimate_win_rates(matrices: list[torch.Tensor]) -> list[torch.Tensor]:
     return [m.mean(dim=1) for m in matrices]
 
 
-def _sample_and_score(ctx, prompts, k: int):
+def sample_and_score(ctx, prompts, k: int):
     """K samples per prompt from π_t and their win-rate estimates P̂ [P, K]."""
     rollout = ctx.sample(prompts, k)
     groups = rollout.groups()
@@ -95,7 +95,7 @@ def _sample_and_score(ctx, prompts, k: int):
     return groups, torch.stack(estimate_win_rates(matrices))
 
 
-def _rows_from_groups(groups, chosen_idx: list[list[int]]) -> tuple[list, list, torch.Tensor]:
+def rows_from_groups(groups, chosen_idx: list[list[int]]) -> tuple[list, list, torch.Tensor]:
     """Flatten the selected samples of each prompt into (prompt_ids, response_ids, π_t logps [R, S])."""
     prompt_ids, response_ids, logps = [], [], []
     for group, idx in zip(groups, chosen_idx):
@@ -106,18 +106,19 @@ def _rows_from_groups(groups, chosen_idx: list[list[int]]) -> tuple[list, list, 
     return prompt_ids, response_ids, torch.tensor(logps, dtype=torch.float32).view(len(groups), -1)
 
 
-def _best_worst(win_rates: torch.Tensor) -> list[list[int]]:
+def best_worst(win_rates: torch.Tensor) -> list[list[int]]:
+    """Per prompt, the indices of its highest and lowest P̂ (ties: the first)."""
     return [[int(w.argmax()), int(w.argmin())] for w in win_rates]
 
 
 def collect(ctx, prompts) -> Batch:
     cfg: SPPOConfig = ctx.algo_cfg
-    groups, win_rates = _sample_and_score(ctx, prompts, cfg.num_samples)
+    groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)
     if cfg.train_on == "best_worst":
-        idx = _best_worst(win_rates)
+        idx = best_worst(win_rates)
     else:
         idx = [list(range(cfg.num_samples)) for _ in prompts]
-    prompt_ids, response_ids, anchor = _rows_from_groups(groups, idx)
+    prompt_ids, response_ids, anchor = rows_from_groups(groups, idx)
     targets = torch.stack([win_rates[p, i] for p, i in enumerate(idx)]).float()
     return Batch(
         prompt_ids, response_ids, seqs_per_row=len(idx[0]), row_data={"win_rates": targets, "anchor_logps": anchor}
@@ -129,8 +130,13 @@ def loss(cfg: SPPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
     Shapes: policy.logps, batch.row["anchor_logps"], batch.row["win_rates"]: [B, S]. Returns loss [B].
     """
+    return regression_loss(cfg.eta, batch, policy)
+
+
+def regression_loss(eta: float, batch: MiniBatch, policy: PolicyLogps):
+    """SPPO's regression with step η onto the anchor ``anchor_logps`` (π_t; APO's extrapolated π̂_t)."""
     logratios = policy.logps - batch.row["anchor_logps"]  # [B, S]
-    targets = cfg.eta * (batch.row["win_rates"] - 0.5)  # [B, S]
+    targets = eta * (batch.row["win_rates"] - 0.5)  # [B, S]
     losses = ((logratios - targets) ** 2).mean(-1)  # [B]
     metrics = {
         "loss/sppo": losses.detach(),
@@ -144,8 +150,8 @@ def loss(cfg: SPPOConfig, batch: MiniBatch, policy: PolicyLogps):
 def collect_hard(ctx, prompts) -> Batch:
     cfg: SPPOHardConfig = ctx.algo_cfg
     if cfg.pairs_from == "rollout":
-        groups, win_rates = _sample_and_score(ctx, prompts, cfg.num_samples)
-        prompt_ids, response_ids, anchor = _rows_from_groups(groups, _best_worst(win_rates))
+        groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)
+        prompt_ids, response_ids, anchor = rows_from_groups(groups, best_worst(win_rates))
         return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data={"anchor_logps": anchor})
     prompt_ids = [p.prompt_ids for p in prompts for _ in range(2)]
     response_ids = [p.extra[k] for p in prompts for k in ("chosen_ids", "rejected_ids")]
@@ -170,9 +176,16 @@ def loss_hard(cfg: SPPOHardConfig, batch: MiniBatch, policy: PolicyLogps):
     return losses, metrics
 
 
-SPPO = Algorithm(name="sppo", config_class=SPPOConfig, collect=collect, loss=loss)
+SPPO = Algorithm(
+    name="sppo",
+    paper=("Self-Play Preference Optimization", "2405.00675"),
+    config_class=SPPOConfig,
+    collect=collect,
+    loss=loss,
+)
 SPPO_HARD = Algorithm(
     name="sppo_hard",
+    paper=("Self-Play Preference Optimization", "2405.00675"),
     config_class=SPPOHardConfig,
     collect=collect_hard,
     loss=loss_hard,

@@ -1,6 +1,6 @@
 """One training run's objects and bookkeeping: what the loop reads, and how an iteration is committed.
 
-``prefopt.setup.setup_run`` builds a :class:`Run`; the loop (``prefopt.loop``) drives it. Under several processes
+``prefopt.build.build_run`` builds a :class:`Run`; the loop (``prefopt.loop``) drives it. Under several processes
 every process holds its own Run; the main process alone writes the run directory, from data gathered to it.
 """
 
@@ -116,10 +116,7 @@ class Run:
             self.rundir.prune_checkpoints(self.cfg.save_total_limit)
 
     def log(self, metrics: dict) -> None:
-        if self.cfg.report_to != ["none"]:
-            self.backend.accelerator.log(
-                {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["iteration"]
-            )
+        self.backend.log_metrics(metrics, step=metrics["iteration"])
         if self.backend.is_main:
             keys = [k for k in ("loss/total", "grad_norm", "rollout/mean_length", "eval/win_rate") if k in metrics]
             shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in keys)
@@ -149,11 +146,7 @@ class Run:
                 else:
                     self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
-        if self.cfg.report_to != ["none"]:
-            self.backend.accelerator.end_training()
-        if self.backend.world_size > 1:  # leave together: no process exits while another still has collectives
-            self.backend.wait()
-            torch.distributed.destroy_process_group()
+        self.backend.finish()
 
 
 def rollout_rows(ctx: Context) -> dict[str, list]:

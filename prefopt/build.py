@@ -1,4 +1,4 @@
-"""Building a run: everything the loop needs (a :class:`prefopt.run.Run`), validated before any compute.
+"""Building a run: everything the loop needs (a :class:`prefopt.training_run.Run`), validated before any compute.
 
 Order matters: config, run-directory checks, tokenizer, data (every row validated) and judge come first, so a
 bad input stops the run before a model is loaded or a file is written; only then are the model, backend,
@@ -30,8 +30,8 @@ from prefopt.models import check_source, load_causal_lm, load_model_config, load
 from prefopt.optim import make_optimizer, make_scheduler, start_schedule
 from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
-from prefopt.run import Run
 from prefopt.rundir import RunDir
+from prefopt.training_run import Run
 
 
 def seed_everything(seed: int) -> None:
@@ -146,7 +146,7 @@ def _sampling_services(cfg, backend, tokenizer, allowed):
     return sampling, anchors, rollout
 
 
-def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
+def build_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     """Validate inputs, then build model, backend, anchors, rollout engine and run directory."""
     algorithm = get_algorithm(algorithm_name)
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
@@ -203,9 +203,7 @@ def setup_run(algorithm_name: str, cfg, algo_cfg) -> Run:
     if backend.is_main:
         rundir.prepare(resumed)
     backend.wait()  # no process writes into the folder before the old run is gone
-    trackers_config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
-    if cfg.report_to != ["none"]:
-        backend.accelerator.init_trackers(cfg.run_name or "prefopt", config=trackers_config)
+    backend.init_trackers(cfg.run_name or "prefopt", config)
     optimizer = make_optimizer(model, cfg)
     backend.prepare(model, optimizer)
     run.scheduler = make_scheduler(optimizer, cfg)
@@ -310,8 +308,7 @@ def _print_header(run: Run, model) -> None:
     if not run.backend.is_main:
         return
     cfg, backend = run.cfg, run.backend
-    numel = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]  # ZeRO-3: sharded
-    total, trainable = sum(n for n, _ in numel), sum(n for n, grad in numel if grad)
+    total, trainable = backend.parameter_counts(model)
     replicas = "DDP" if run.world_size > 1 else "no DeepSpeed"
     sharding = f"DeepSpeed ZeRO-{backend.zero_stage}" if backend.uses_deepspeed else replicas
     per_iter = cfg.prompts_per_iteration or len(run.train_prompts) // cfg.num_iterations

@@ -1,0 +1,79 @@
+"""Every algorithm's declared capabilities against what its collect does: π_ref is kept (a full copy of the weights
+under full fine-tuning) exactly when the run reads it, and a two-phase train_step optimises as many times as its
+``phases`` tell the LR schedule."""
+
+import functools
+
+import pytest
+from helpers import digit_task_run
+
+from prefopt import loop
+from prefopt.algorithms import ALGORITHMS, get_algorithm, uses_reference
+from prefopt.anchors import Anchors
+from prefopt.context import collect_shard
+
+# Settings that switch the reference on where a config decides it (the defaults are tested as they are).
+VARIANTS = [(name, {}) for name in ALGORITHMS] + [
+    ("dpo", {"reference": "initial"}),
+    ("grpo", {"beta": 0.04}),
+    ("rebel", {"kl_coef": 0.05}),
+    ("nash_mp", {"prox_step": "pg"}),
+]
+FAST = {"num_samples": 2}  # where the config has it: fewer samples per prompt
+TASK = {"grao": {"reference_column": "answer"}}  # what the digit-sum task needs besides the defaults
+
+
+def _config(name, overrides):
+    config_class = get_algorithm(name).config_class
+    fields = config_class.__dataclass_fields__
+    return config_class(**{k: v for k, v in (FAST | TASK.get(name, {}) | overrides).items() if k in fields})
+
+
+def _ids(variants) -> list[str]:
+    return [name + "".join(f"-{k}" for k in overrides) for name, overrides in variants]
+
+
+@pytest.mark.parametrize(
+    "name, overrides", VARIANTS, ids=[f"{n}{'-' + '-'.join(o) if o else ''}" for n, o in VARIANTS]
+)
+def test_the_reference_is_kept_exactly_when_collect_reads_it(name, overrides, tiny_model_dir, tmp_path, monkeypatch):
+    algo_cfg = _config(name, overrides)
+    run = digit_task_run(name, algo_cfg, tiny_model_dir, tmp_path / "run", prompts_per_iteration=4, max_new_tokens=1)
+    declared = uses_reference(run.algorithm, algo_cfg)
+    assert (run.ctx.anchors.ref_snapshot is not None) == declared  # full fine-tuning: a copy only when declared
+    asked = []
+    real = Anchors.token_logps
+
+    def spy(self, prompt_ids, response_ids, policy="current"):
+        asked.append(policy)
+        return real(self, prompt_ids, response_ids, policy)
+
+    monkeypatch.setattr(Anchors, "token_logps", spy)
+    collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
+    reads = "reference" in asked or (
+        run.algorithm.mixes_reference is not None and run.algorithm.mixes_reference(algo_cfg)
+    )
+    assert reads == declared, (
+        f"{name}: declares needs_ref={declared}, collect asked for {sorted(set(map(str, asked)))}"
+    )
+
+
+TWO_PHASE = [name for name in ALGORITHMS if get_algorithm(name).train_step is not None]
+
+
+@pytest.mark.parametrize("name", TWO_PHASE)
+def test_a_train_step_optimises_as_often_as_its_phases(name, tiny_model_dir, tmp_path):
+    """The LR schedule spans phases × the steps of one optimisation: train_step must call ctx.optimise that often."""
+    algo_cfg = _config(name, {})
+    run = digit_task_run(name, algo_cfg, tiny_model_dir, tmp_path / "run", prompts_per_iteration=4, max_new_tokens=1)
+    calls = []
+    optimise = functools.partial(loop.optimise, run)
+
+    def counting(batch):
+        calls.append(batch.num_rows)
+        return optimise(batch)
+
+    run.ctx.optimise = counting
+    batch, _ = collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
+    run.algorithm.train_step(run.ctx, batch)
+    assert len(calls) == run.algorithm.phases
