@@ -4,20 +4,22 @@ The primitives algorithms may build on: ``accumulation(is_last)``, ``backward(lo
 ``snapshot()`` / ``restore(snapshot)`` / ``swapped(snapshot)``, ``inference_model()``, ``save_state`` /
 ``load_state``. With a DeepSpeed config (ZeRO-2 or ZeRO-3) the same calls drive the DeepSpeed engine; the
 config's ``"auto"`` entries are filled from the run config. On a machine without a launcher the backend sets up a
-one-process group itself (gloo on CPU), so a single-process ZeRO run needs no extra command.
+one-process group itself (gloo on CPU), so a single-process ZeRO run needs no extra command. What it needs of
+DeepSpeed beyond the public API is in ``prefopt.zero_internals``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 
 import torch
 
+from prefopt import zero_internals
 from prefopt.config import TrainConfig
 from prefopt.errors import ConfigError
+from prefopt.zero_internals import load_deepspeed_config
 
 # accelerate's launcher says so in the environment; a DeepSpeed Accelerator sets the same variable in its own
 # process, so it is read once, at import, before any run of this process could have set it.
@@ -30,34 +32,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fill_auto(ds: dict, cfg: TrainConfig) -> dict:
-    """Replace DeepSpeed's "auto" values with the run config's, so DeepSpeed and the loop agree."""
-    values = {
-        "train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "gradient_clipping": cfg.max_grad_norm,
-    }
-    for key, value in values.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-    ds.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
-    ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.bf16}
-    ds["fp16"] = {**ds.get("fp16", {}), "enabled": False}
-    zero = ds.get("zero_optimization", {})
-    for key in list(zero):
-        if zero[key] == "auto":
-            zero.pop(key)  # DeepSpeed's own defaults (bucket sizes need the model's hidden size otherwise)
-    return ds
-
-
-def load_deepspeed_config(path: str, cfg: TrainConfig) -> dict:
-    try:
-        ds = json.loads(open(path).read())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"deepspeed config '{path}' is not readable JSON: {err}") from err
-    return _fill_auto(ds, cfg)
-
-
 def _to_cpu(obj):
     """A deep copy of a nested state dict with every tensor on the CPU."""
     if isinstance(obj, torch.Tensor):
@@ -67,12 +41,6 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
-
-
-def _master_partitions(zero) -> list[torch.Tensor]:
-    """This process's flat fp32 master partitions inside a ZeRO-2 or ZeRO-3 optimizer."""
-    groups = getattr(zero, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
-    return list(groups if groups is not None else zero.fp32_partitioned_groups_flat)  # ZeRO-3
 
 
 class Backend:
@@ -125,6 +93,7 @@ class Backend:
         self.cfg = cfg
         self.model = None
         self.optimizer = None
+        self.scheduler = None  # made by prepare
         self._gathered = False
         # Bumped whenever the trainable weights change (an optimizer step, a restore): a rollout engine that keeps
         # its own copy of the weights (vLLM) compares it with the version it last synced.
@@ -237,11 +206,13 @@ class Backend:
         self.model = model
 
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Wrap model and optimizer (DDP or a DeepSpeed engine). The LR scheduler stays with the caller."""
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        """Wrap model and optimizer (DDP or a DeepSpeed engine) and make the LR schedule (its length is set by the
+        first optimisation, ``prefopt.optim.start_schedule``); the schedule is saved with every checkpoint."""
+        from prefopt.optim import make_scheduler
 
-    def register_for_checkpointing(self, obj) -> None:
-        self.accelerator.register_for_checkpointing(obj)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = make_scheduler(optimizer, self.cfg)
+        self.accelerator.register_for_checkpointing(self.scheduler)
 
     # -- optimisation primitives ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -323,7 +294,7 @@ class Backend:
         with self._inner_optimizer() as optimizer:
             state = {"optimizer": _to_cpu(optimizer.state_dict())}
         if self.uses_deepspeed:
-            state["fp32_master"] = _to_cpu(_master_partitions(self._zero_optimizer()))
+            state["fp32_master"] = _to_cpu(zero_internals.master_partitions(self._zero_optimizer()))
         return state
 
     @torch.no_grad()
@@ -331,25 +302,18 @@ class Backend:
         with self._inner_optimizer() as optimizer:
             optimizer.load_state_dict(state["optimizer"])  # moves each tensor to its parameter's device
         if self.uses_deepspeed:
-            for current, saved in zip(_master_partitions(self._zero_optimizer()), state["fp32_master"]):
+            for current, saved in zip(zero_internals.master_partitions(self._zero_optimizer()), state["fp32_master"]):
                 current.data.copy_(saved)
 
     @contextlib.contextmanager
     def _inner_optimizer(self):
-        """The torch optimizer that holds the state: ours, or the one inside DeepSpeed's ZeRO optimizer (which works
-        on flat fp32 partitions; ZeRO-3 attaches them to its param groups only around a step or a state_dict)."""
+        """The torch optimizer that holds the state: ours, or the one inside DeepSpeed's ZeRO optimizer."""
         zero = self._zero_optimizer()
         if zero is None:
             yield self.optimizer
             return
-        attach = getattr(zero, "_set_fp32_optimizer_param_groups", None)
-        if attach is not None:
-            attach()
-        try:
-            yield zero.optimizer
-        finally:
-            if attach is not None:
-                zero._clear_fp32_optimizer_param_groups()
+        with zero_internals.inner_optimizer(zero) as optimizer:
+            yield optimizer
 
     @contextlib.contextmanager
     def swapped(self, snapshot: dict[str, torch.Tensor]):
@@ -390,31 +354,8 @@ class Backend:
         if self.zero_stage != 3 or not gather:
             yield self.unwrapped
             return
-        with self.gathered(), self._zero3_hooks_removed():
+        with self.gathered(), zero_internals.hooks_removed(self.model):
             yield self.unwrapped
-
-    @contextlib.contextmanager
-    def _zero3_hooks_removed(self):
-        """DeepSpeed's per-module hooks fetch and release shards around every forward; with the weights already
-        gathered they are pure overhead at each generated token, and they are collectives (the root module's
-        start-of-forward hook compares step counts across processes), which would tie each process's forwards to
-        the others'. So the block runs without them; they are re-registered after. Before ``prepare`` the engine,
-        and so the hooks, do not exist yet."""
-        offload = getattr(getattr(self.model, "optimizer", None), "parameter_offload", None)
-        if offload is None:
-            yield
-            return
-        for param in offload.module.parameters():
-            param.ds_active_sub_modules.clear()
-        for hook in offload.forward_hooks + offload.backward_hooks:
-            hook.remove()
-        offload.forward_hooks, offload.backward_hooks = [], []
-        start_of_forward = offload.module._forward_pre_hooks.pop(offload.fwd_pre_hook.id)
-        try:
-            yield
-        finally:
-            offload.fwd_pre_hook = offload.module.register_forward_pre_hook(start_of_forward, prepend=True)
-            offload._register_deepspeed_module(offload.module)
 
     # -- state ------------------------------------------------------------------------------------------------
     def save_state(self, path: str) -> None:

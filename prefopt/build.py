@@ -17,7 +17,7 @@ from prefopt.adapters import attach_adapter
 from prefopt.algorithms import Algorithm, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.backend import Backend
-from prefopt.config import config_to_dict
+from prefopt.config import TrainConfig, config_to_dict
 from prefopt.context import Context
 from prefopt.data import PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.data.prompts import encode_row_prompt
@@ -27,11 +27,12 @@ from prefopt.eval.generation import as_prompt
 from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.judges import build_judge
 from prefopt.models import check_source, load_causal_lm, load_model_config, load_tokenizer, position_limit
-from prefopt.optim import make_optimizer, make_scheduler, start_schedule
+from prefopt.optim import make_optimizer, start_schedule
+from prefopt.optimise import Optimisation, fresh_state
 from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
 from prefopt.rundir import RunDir
-from prefopt.training_run import Run
+from prefopt.training_run import Run, eval_responses
 
 
 def seed_everything(seed: int) -> None:
@@ -146,12 +147,97 @@ def _sampling_services(cfg, backend, tokenizer, allowed):
     return sampling, anchors, rollout
 
 
-def build_run(algorithm_name: str, cfg, algo_cfg) -> Run:
+def build_run(algorithm_name: str, cfg: TrainConfig, algo_cfg) -> Run:
     """Validate inputs, then build model, backend, anchors, rollout engine and run directory."""
     algorithm = get_algorithm(algorithm_name)
     config = config_to_dict(cfg, algo_cfg, algorithm_name)
     rundir = RunDir(cfg.output_dir, overwrite=cfg.overwrite, resume=cfg.resume)
     resumed = rundir.check(config, cfg.resume_from_iteration)
+    _process_settings(cfg)
+    tokenizer, examples, train_prompts, eval_prompts, baseline_outputs = _load_inputs(algorithm, cfg, algo_cfg)
+    backend = Backend(cfg)
+    judge = _build_judge(cfg, backend.device)
+    allowed = _check_judge_and_actions(cfg, algorithm, algo_cfg, judge, tokenizer, examples)
+    model = _load_policy(cfg)
+    backend.attach(model)
+    state = fresh_state() if resumed is None else resumed
+    optimisation = Optimisation(cfg, backend, algorithm, state, rundir.saved_steps(resumed))
+    ctx = _context(cfg, algo_cfg, tokenizer, judge, backend, allowed, optimisation)
+    judge_records: list[dict] = []
+    judge.recorder = judge_records  # the iteration's judge outputs, saved with its data
+    prefetched = None  # LoRA-GA's estimate collects iteration 0 before training: that batch is trained on
+    if cfg.adapter == "lora_ga" and resumed is None:
+        prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
+    if backend.is_main:
+        rundir.prepare(resumed)
+    backend.wait()  # no process writes into the folder before the old run is gone
+    backend.init_trackers(cfg.run_name or "prefopt", config)
+    backend.prepare(model, make_optimizer(model, cfg))
+    # What needs the initial weights comes first (π_ref, the game's equilibria, the baseline eval responses).
+    if uses_reference(algorithm, algo_cfg):
+        ctx.anchors.keep_reference()
+    lo, hi = ctx.shard(eval_prompts)  # this process's block of the held-out prompts (and of a fixed baseline)
+    baseline = [y for y in baseline_outputs[lo:hi] for _ in range(cfg.eval_samples_per_prompt)]
+    if eval_prompts and not baseline:  # no fixed baseline file: the initial policy's
+        baseline = eval_responses(ctx, eval_prompts[lo:hi], stream="eval")
+    game_monitor = _game_monitor(judge, algorithm, ctx, train_prompts)
+    history = _resume(ctx, rundir, resumed)  # only now: the checkpoint replaces the initial weights
+    run = Run(
+        cfg=cfg,
+        config=config,
+        algorithm=algorithm,
+        ctx=ctx,
+        backend=backend,
+        optimisation=optimisation,
+        tokenizer=tokenizer,
+        judge=judge,
+        rundir=rundir,
+        train_prompts=train_prompts,
+        eval_prompts=eval_prompts,
+        local_eval_prompts=eval_prompts[lo:hi],
+        initial_eval_responses=baseline,
+        state=state,
+        history=history,
+        judge_records=judge_records,
+        game_monitor=game_monitor,
+        prefetched=prefetched,
+    )
+    _print_header(run, model)
+    return run
+
+
+def _load_inputs(algorithm: Algorithm, cfg: TrainConfig, algo_cfg):
+    """(tokenizer, every example, training prompts, held-out prompts, fixed baseline outputs), every row checked,
+    before any model loads."""
+    check_source(cfg.model_name_or_path, "model")  # name the model, not its tokenizer, when the path is wrong
+    tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
+    examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
+    train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
+    baseline_outputs = []
+    if cfg.eval_baseline_outputs:
+        eval_prompts, baseline_outputs = _baseline_eval_prompts(cfg, tokenizer)
+    _check_fits(cfg, examples, eval_prompts, train_prompts)
+    return tokenizer, examples, train_prompts, eval_prompts, baseline_outputs
+
+
+def _context(cfg: TrainConfig, algo_cfg, tokenizer, judge, backend: Backend, allowed, optimisation) -> Context:
+    """The services collect uses: sampling defaults, anchors, the rollout engine, the judge, the optimisation."""
+    sampling, anchors, rollout = _sampling_services(cfg, backend, tokenizer, allowed)
+    return Context(
+        cfg=cfg,
+        algo_cfg=algo_cfg,
+        tokenizer=tokenizer,
+        rollout=rollout,
+        judge=judge,
+        anchors=anchors,
+        backend=backend,
+        sampling=sampling,
+        optimisation=optimisation,
+    )
+
+
+def _process_settings(cfg: TrainConfig) -> None:
+    """Seeds, CPU threads and progress bars for this process."""
     seed_everything(cfg.seed)
     if cfg.torch_num_threads:
         torch.set_num_threads(cfg.torch_num_threads)
@@ -161,16 +247,11 @@ def build_run(algorithm_name: str, cfg, algo_cfg) -> Run:
 
         hf_logging.disable_progress_bar()  # also transformers' own weight loading/saving bars
         disable_progress_bar()  # and datasets' while it reads the data files
-    check_source(cfg.model_name_or_path, "model")  # name the model, not its tokenizer, when the path is wrong
-    tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
-    examples = _load_examples(algorithm, cfg, algo_cfg, tokenizer)
-    train_prompts, eval_prompts = holdout_split(examples, cfg.eval_num_prompts, cfg.seed)
-    baseline_outputs = []
-    if cfg.eval_baseline_outputs:
-        eval_prompts, baseline_outputs = _baseline_eval_prompts(cfg, tokenizer)
-    _check_fits(cfg, examples, eval_prompts, train_prompts)
-    backend = Backend(cfg)
-    judge = _build_judge(cfg, backend.device)
+
+
+def _check_judge_and_actions(cfg, algorithm: Algorithm, algo_cfg, judge, tokenizer, examples) -> tuple | None:
+    """What the judge, the action set and the algorithm need of each other, before the policy loads; returns the
+    action set's token ids (None: free text)."""
     if judge.needs_references and not cfg.answer_column:
         raise ConfigError(f"judge '{cfg.judge}' checks responses against reference answers: set answer_column")
     if judge.needs_references and cfg.eval_baseline_outputs:
@@ -184,62 +265,39 @@ def build_run(algorithm_name: str, cfg, algo_cfg) -> Run:
         _check_vllm(algorithm, algo_cfg, allowed)
     if cfg.game_exact:
         exact.check_supported(cfg, algorithm, algo_cfg, allowed)
+    return allowed
+
+
+def _load_policy(cfg: TrainConfig) -> torch.nn.Module:
+    """The policy with gradient checkpointing and its adapter, as configured."""
     model = load_causal_lm(cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if cfg.adapter != "none":
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input grad
-    model = attach_adapter(model, cfg)
-    backend.attach(model)
-    sampling, anchors, rollout = _sampling_services(cfg, backend, tokenizer, allowed)
-    ctx = Context(cfg, algo_cfg, tokenizer, rollout, judge, anchors, backend, sampling)
-    run = Run(cfg, config, algorithm, ctx, backend, None, tokenizer, judge, rundir, train_prompts, eval_prompts)
-    judge.recorder = run.judge_records
-    run.resumed = resumed
-    lo, hi = ctx.shard(eval_prompts)  # this process's block of the fixed baseline, as of the held-out prompts
-    run.initial_eval_responses = [y for y in baseline_outputs[lo:hi] for _ in range(cfg.eval_samples_per_prompt)]
-    if cfg.adapter == "lora_ga" and resumed is None:
-        run.prefetched = lora_ga.initialise(ctx, algorithm, train_prompts)
+    return attach_adapter(model, cfg)
+
+
+def _resume(ctx: Context, rundir: RunDir, saved: dict | None) -> list[dict]:
+    """With --resume: the checkpoint's weights, optimizer, schedule and RNG states and the algorithm's state
+    loaded, the logs cut back to it (their records after it are redone); returns the kept metrics records."""
+    if saved is None:
+        return []
+    backend, cfg = ctx.backend, ctx.cfg
+    last = saved["last_completed_iteration"]
+    checkpoint = rundir.checkpoint_dir(last)
+    backend.load_state(str(checkpoint))
+    algo_state = checkpoint / f"algo_state_{backend.rank}.pt"
+    if algo_state.exists():
+        ctx.algo_state.update(torch.load(algo_state, weights_only=True))
+    # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
+    start_schedule(backend.scheduler, saved["steps_per_iteration"] * cfg.num_iterations)
+    history = [r for r in rundir.read_jsonl("metrics.jsonl") if r["iteration"] <= last]
     if backend.is_main:
-        rundir.prepare(resumed)
-    backend.wait()  # no process writes into the folder before the old run is gone
-    backend.init_trackers(cfg.run_name or "prefopt", config)
-    optimizer = make_optimizer(model, cfg)
-    backend.prepare(model, optimizer)
-    run.scheduler = make_scheduler(optimizer, cfg)
-    backend.register_for_checkpointing(run.scheduler)
-    _prepare_anchors_and_resume(run)
-    _print_header(run, model)
-    return run
-
-
-def _prepare_anchors_and_resume(run: Run) -> None:
-    """Things that need the initial weights come first (π_ref, the baseline eval responses), then the resume."""
-    if uses_reference(run.algorithm, run.ctx.algo_cfg):
-        run.ctx.anchors.keep_reference()
-    run.game_monitor = _game_monitor(run)
-    if run.eval_prompts and not run.initial_eval_responses:  # no fixed baseline file: the initial policy's
-        run.initial_eval_responses = run.sample_eval_responses(stream="eval")
-    saved = run.resumed
-    if saved is not None:
-        checkpoint = run.rundir.checkpoint_dir(saved["last_completed_iteration"])
-        run.backend.load_state(str(checkpoint))
-        algo_state = checkpoint / f"algo_state_{run.rank}.pt"
-        if algo_state.exists():
-            run.ctx.algo_state = torch.load(algo_state, weights_only=True)
-        run.state = saved
-        # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
-        start_schedule(run.scheduler, saved["steps_per_iteration"] * run.cfg.num_iterations)
-        last = saved["last_completed_iteration"]
-        run.history = [r for r in run.rundir.read_jsonl("metrics.jsonl") if r["iteration"] <= last]
-        last_step = saved["global_step"]
-        run.step_history = [r for r in run.rundir.read_jsonl("steps.jsonl") if r["step"] <= last_step]
-        run.steps_written = len(run.step_history)
-        if run.backend.is_main:  # drop the records of iterations after the checkpoint: they are redone
-            run.rundir.write_jsonl("metrics.jsonl", run.history)
-            run.rundir.write_jsonl("steps.jsonl", run.step_history)
-        if run.backend.is_main:
-            print(f"[prefopt] resuming after iteration {saved['last_completed_iteration']}", flush=True)
+        rundir.write_jsonl("metrics.jsonl", history)
+        rundir.write_jsonl("steps.jsonl", ctx.optimisation.step_history)
+        print(f"[prefopt] resuming after iteration {last}", flush=True)
+    return history
 
 
 def _check_fits(cfg, examples, eval_prompts, train_prompts) -> None:
@@ -291,14 +349,14 @@ def _baseline_eval_prompts(cfg, tokenizer) -> tuple[list[PromptExample], list[st
     return prompts, baseline
 
 
-def _game_monitor(run: Run) -> GameMonitor | None:
+def _game_monitor(judge, algorithm: Algorithm, ctx: Context, train_prompts) -> GameMonitor | None:
     """With a matrix-game judge: π_ref and π*_β at the first (up to 8) training prompts, from the initial weights."""
-    matrix = run.judge.game_matrix()
+    matrix = judge.game_matrix()
     if matrix is None:
         return None
-    beta = run.algorithm.game_beta(run.ctx.algo_cfg) if run.algorithm.game_beta else 0.0
-    backend, allowed, pad = run.backend, run.ctx.sampling.allowed_token_ids, run.tokenizer.pad_token_id
-    probes = [p.prompt_ids for p in run.train_prompts[:8]]
+    beta = algorithm.game_beta(ctx.algo_cfg) if algorithm.game_beta else 0.0
+    backend, allowed, pad = ctx.backend, ctx.sampling.allowed_token_ids, ctx.tokenizer.pad_token_id
+    probes = [p.prompt_ids for p in train_prompts[:8]]
     return GameMonitor(
         matrix, beta, probes, lambda ids: action_probs(backend.model, ids, allowed, pad, backend.device)
     )
@@ -309,12 +367,12 @@ def _print_header(run: Run, model) -> None:
         return
     cfg, backend = run.cfg, run.backend
     total, trainable = backend.parameter_counts(model)
-    replicas = "DDP" if run.world_size > 1 else "no DeepSpeed"
+    replicas = "DDP" if backend.world_size > 1 else "no DeepSpeed"
     sharding = f"DeepSpeed ZeRO-{backend.zero_stage}" if backend.uses_deepspeed else replicas
     per_iter = cfg.prompts_per_iteration or len(run.train_prompts) // cfg.num_iterations
     print(
         f"[prefopt] {run.algorithm.name}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable), "
         f"{len(run.train_prompts)} train / {len(run.eval_prompts)} eval prompts, {per_iter} prompts per iteration, "
-        f"{cfg.num_iterations} iterations, {run.world_size} process(es), judge {run.judge.name}, {sharding}",
+        f"{cfg.num_iterations} iterations, {backend.world_size} process(es), judge {run.judge.name}, {sharding}",
         flush=True,
     )

@@ -164,9 +164,14 @@ class TrainConfig:
     save_every: int = _f(1, "Checkpoint every k iterations and after the last (metrics and data: every one).")
 
     def validate(self) -> None:
+        """Every key's range, then the combinations of keys; the first violation raises a ConfigError."""
         for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"config key '{name}' is required")
+        self._check_ranges()
+        self._check_combinations()
+
+    def _check_ranges(self) -> None:
         positive = (
             "num_iterations",
             "max_new_tokens",
@@ -203,6 +208,8 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
+
+    def _check_combinations(self) -> None:
         if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
             raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
         if self.eval_baseline_outputs and self.eval_num_prompts:

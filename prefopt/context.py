@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from prefopt import exact
 from prefopt.anchors import Anchors
+from prefopt.backend import Backend
+from prefopt.config import TrainConfig
 from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
 from prefopt.judges.selection import select_pairs
 from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, derive_seed
+
+if TYPE_CHECKING:
+    from prefopt.batch import Batch
+    from prefopt.optimise import Optimisation
 
 
 def shard_bounds(n: int, world: int, rank: int, weights: Sequence[float] | None = None) -> tuple[int, int]:
@@ -72,25 +79,30 @@ class Context:
         rollout_s: seconds spent sampling this iteration.
         algo_state: what an algorithm keeps from one iteration to the next (e.g. APO's previous iterate, as a
             snapshot of trainable tensors); saved with every checkpoint and restored on --resume.
-        optimise: ``optimise(batch) -> metrics``, the loop's epochs × minibatches of the algorithm's loss, for a
-            ``train_step`` hook that optimises in phases (EGPO's extragradient, Nash-MP's mirror prox).
+        optimisation: runs :meth:`optimise`.
     """
 
-    cfg: Any
-    algo_cfg: Any
-    tokenizer: Any
+    cfg: TrainConfig
+    algo_cfg: Any  # the algorithm's own config dataclass
+    tokenizer: PreTrainedTokenizerBase
     rollout: RolloutEngine
     judge: PreferenceJudge
     anchors: Anchors
-    backend: Any
+    backend: Backend
     sampling: SamplingParams
+    optimisation: Optimisation
     iteration: int = 0
     prompts: list[PromptExample] = dataclasses.field(default_factory=list)
     iteration_prompts: list[PromptExample] = dataclasses.field(default_factory=list)
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
-    optimise: Callable[[Any], dict] | None = None
     algo_state: dict = dataclasses.field(default_factory=dict)
+
+    def optimise(self, batch: Batch) -> dict:
+        """Epochs × minibatches of the algorithm's loss over ``batch`` (every process's rows), as the loop runs once
+        per iteration; a ``train_step`` that optimises in phases (EGPO's extragradient, Nash-MP's mirror prox)
+        calls it once per phase. Returns the loss metrics' means, the gradient norm and the learning rate."""
+        return self.optimisation.optimise(self, batch)
 
     # -- several processes ----------------------------------------------------------------------------------
     def shard(self, items: list, weights: Sequence[float] | None = None) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Exact expectations over a single-token action set: the variance-free mode of matrix-game runs (``game_exact``).
 
-In a single-token game (a matrix-game judge, ``max_new_tokens: 1``) every distribution the trainer samples from is
+In a single-token game (a matrix-game judge, or ``response_choices``) every distribution the trainer samples from is
 a vector over the N actions, so each Monte-Carlo estimate a collect makes has an exact value. The Context's
 estimators (:meth:`prefopt.context.Context.sample_labelled_pairs`, :meth:`~prefopt.context.Context.pairs_against`)
 answer with it under ``game_exact``: instead of sampled rows, every ordered pair of actions (a, b), weighted by the
@@ -12,12 +12,17 @@ optimizer step over the whole batch is the expected step. The loop weights each 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from prefopt.data import PromptExample
 from prefopt.errors import ConfigError
 from prefopt.rollout.engine import RolloutBatch, Sample, SamplingParams
 from prefopt.rollout.hf import filter_logits
+
+if TYPE_CHECKING:
+    from prefopt.context import Context
 
 
 def sampler_probs(logps: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -29,7 +34,7 @@ def sampler_probs(logps: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return torch.softmax(filter_logits(logps, params), dim=-1)
 
 
-def enumerate_actions(ctx, prompts: list[PromptExample], stream: str, params: SamplingParams):
+def enumerate_actions(ctx: Context, prompts: list[PromptExample], stream: str, params: SamplingParams):
     """Every action at each prompt as a Sample (its log-prob that of the distribution drawn from, as a rollout's),
     and the sampler's probability of each, q [P, N] float64; recorded in ``ctx.rollouts`` as the stream's data."""
     actions = list(params.allowed_token_ids)
@@ -50,7 +55,7 @@ def enumerate_actions(ctx, prompts: list[PromptExample], stream: str, params: Sa
     return [samples[i * n : (i + 1) * n] for i in range(len(prompts))], sampler_probs(logps, params)
 
 
-def preference_table(ctx, prompts: list[PromptExample], groups: list[list[Sample]]) -> torch.Tensor:
+def preference_table(ctx: Context, prompts: list[PromptExample], groups: list[list[Sample]]) -> torch.Tensor:
     """P [P, N, N]: the judge's P(a ≻ b) for every ordered pair of actions at each prompt (one call)."""
     n = len(groups[0]) if groups else 0
     owner = [p for p in prompts for _ in range(n * n)]
@@ -68,14 +73,14 @@ def all_pairs(groups: list[list[Sample]], q: torch.Tensor):
     return pairs, (q[:, :, None] * q[:, None, :]).flatten()
 
 
-def labelled_pairs(ctx, prompts: list[PromptExample]):
+def labelled_pairs(ctx: Context, prompts: list[PromptExample]):
     """Two independent samples of the current policy with the label's expectation P(a ≻ b), exactly."""
     groups, q = enumerate_actions(ctx, prompts, "policy", ctx.sampling)
     pairs, weights = all_pairs(groups, q)
     return pairs, preference_table(ctx, prompts, groups).flatten().float(), weights
 
 
-def pairs_against(ctx, prompts: list[PromptExample], stream: str, pair_params, opponent_params):
+def pairs_against(ctx: Context, prompts: list[PromptExample], stream: str, pair_params, opponent_params):
     """(y, y′) from the pair sampler, target P(y ≻ π_s) − P(y′ ≻ π_s) for the opponent's distribution π_s, exactly
     (the expectation of P(y ≻ y″) − P(y′ ≻ y″) over y″ ~ π_s)."""
     groups, q = enumerate_actions(ctx, prompts, f"{stream}/pair", pair_params)
@@ -86,15 +91,13 @@ def pairs_against(ctx, prompts: list[PromptExample], stream: str, pair_params, o
 
 
 def check_supported(cfg, algorithm, algo_cfg, allowed) -> None:
-    """``game_exact`` needs an action set, one-token responses and an algorithm whose collect reads its data
-    through the Context's estimators alone (``Algorithm.exact_expectation``)."""
+    """``game_exact`` needs an action set (responses are then one token) and an algorithm whose collect reads its
+    data through the Context's estimators alone (``Algorithm.exact_expectation``)."""
     from prefopt.algorithms import ALGORITHMS, get_algorithm
 
-    if allowed is None or cfg.max_new_tokens != 1:
+    if allowed is None:
         raise ConfigError(
-            "config key 'game_exact' needs single-token actions (a matrix_game judge or response_choices) and "
-            f"max_new_tokens 1, got max_new_tokens {cfg.max_new_tokens}"
-            + ("" if allowed is not None else " and no action set")
+            "config key 'game_exact' needs single-token actions: a matrix_game judge, or response_choices"
         )
     if algorithm.exact_expectation is None or not algorithm.exact_expectation(algo_cfg):
         raise ConfigError(

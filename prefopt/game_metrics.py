@@ -1,4 +1,4 @@
-"""Game metrics for a trainer whose judge is a matrix game (ALGORITHMS.md section 12).
+"""Game metrics for a trainer whose judge is a matrix game (docs/conformance.md).
 
 With a matrix-game judge the policy at a prompt is the softmax of the model's next-token logits restricted to
 the N action tokens, so the theory's quantities can be read off the real trainer: after every iteration, for a

@@ -36,7 +36,7 @@ import torch
 
 from prefopt.adapters import lora_layers, set_lora_ga
 from prefopt.batch import Batch
-from prefopt.context import collect_shard
+from prefopt.context import Context, collect_shard
 from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError
 from prefopt.objective import loss_on_rows
@@ -119,7 +119,7 @@ def _check_layers(layers: dict, r: int) -> None:
             )
 
 
-def _sft_rows(ctx, prompts, count: int):
+def _sft_rows(ctx: Context, prompts, count: int):
     """Per-row NLL of the response column on the first ``count`` training prompts (a seeded order)."""
     column = ctx.cfg.lora_ga_response_column
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(ctx.cfg.seed))[:count].tolist()
@@ -137,7 +137,7 @@ def _sft_rows(ctx, prompts, count: int):
     return len(chosen), loss
 
 
-def _objective(ctx, algorithm, train_prompts, count: int):
+def _objective(ctx: Context, algorithm, train_prompts, count: int):
     """(rows available, per-row loss of a row list, the first iteration's batch or None)."""
     if ctx.cfg.lora_ga_objective == "sft":
         return (*_sft_rows(ctx, train_prompts, count), None)
@@ -154,7 +154,7 @@ def _objective(ctx, algorithm, train_prompts, count: int):
     return batch.num_rows, losses, (local, elapsed)
 
 
-def initialise(ctx, algorithm, train_prompts) -> tuple | None:
+def initialise(ctx: Context, algorithm, train_prompts) -> tuple | None:
     """Estimate the gradient, set A_0/B_0 and the offset on ``ctx.backend.model`` (a peft model, not yet wrapped by
     DeepSpeed). Returns (first iteration's batch, its collect seconds) when the objective was the algorithm's."""
     cfg, backend = ctx.cfg, ctx.backend
@@ -185,7 +185,7 @@ def initialise(ctx, algorithm, train_prompts) -> tuple | None:
     return prefetched
 
 
-def _estimate_gradients(ctx, algorithm, train_prompts, layers):
+def _estimate_gradients(ctx: Context, algorithm, train_prompts, layers):
     """(rows used in all, the first iteration's batch or None, this process's share of G per layer)."""
     cfg, backend = ctx.cfg, ctx.backend
     world, rank = backend.world_size, backend.rank

@@ -7,17 +7,18 @@ training starts.
 from __future__ import annotations
 
 from prefopt.batch import Batch, PolicyLogps
+from prefopt.context import Context
 from prefopt.ops import response_token_logps
 
 
-def policy_logps(ctx, minibatch) -> PolicyLogps:
+def policy_logps(ctx: Context, minibatch) -> PolicyLogps:
     """The trained policy's token log-probs on a micro-batch (one forward, with gradient)."""
     token_logps = response_token_logps(ctx.backend.model, minibatch.model_inputs, ctx.anchors.allowed)
     b, s = minibatch.rows, minibatch.seqs_per_row
     return PolicyLogps(token_logps.view(b, s, -1), minibatch.mask)
 
 
-def loss_on_rows(ctx, loss_fn, batch: Batch, rows: list[int]):
+def loss_on_rows(ctx: Context, loss_fn, batch: Batch, rows: list[int]):
     """Per-row losses and metrics of ``loss_fn`` (an algorithm's ``loss``) on the given rows, forward included."""
     minibatch = batch.select(rows).to_minibatch(ctx.tokenizer.pad_token_id, ctx.backend.device)
     losses, step_metrics = loss_fn(ctx.algo_cfg, minibatch, policy_logps(ctx, minibatch))

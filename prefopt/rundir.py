@@ -257,6 +257,12 @@ class RunDir:
     def write_state(self, state: dict) -> None:
         atomic_write_text(self.path / "state.json", json.dumps(state, indent=2))
 
+    def saved_steps(self, saved: dict | None) -> list[dict]:
+        """The steps.jsonl records up to the resumed state's optimizer step (none for a fresh run)."""
+        if saved is None:
+            return []
+        return [r for r in self.read_jsonl("steps.jsonl") if r["step"] <= saved["global_step"]]
+
     def read_jsonl(self, name: str) -> list[dict]:
         """The records of a JSON-lines file; a last line cut off by a crash during an append is dropped."""
         f = self.path / name

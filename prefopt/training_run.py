@@ -9,75 +9,83 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from prefopt.adapters import save_adapter
 from prefopt.algorithms import Algorithm
 from prefopt.backend import Backend
+from prefopt.config import TrainConfig
 from prefopt.context import Context
 from prefopt.data import PromptExample
 from prefopt.game_metrics import GameMonitor
+from prefopt.judges.base import PreferenceJudge
+from prefopt.optimise import Optimisation
 from prefopt.rollout.engine import derive_seed
 from prefopt.rundir import RunDir, atomic_dir, commit_dir
 
 
+def eval_responses(ctx: Context, prompts: list[PromptExample], stream: str) -> list[str]:
+    """Responses of the current policy on this process's block of held-out ``prompts`` (fixed seeds: the same every
+    evaluation, and the same however the prompts are split across processes)."""
+    cfg = ctx.cfg
+    seeds = [derive_seed(cfg.seed, stream, p.index) for p in prompts]
+    batch = ctx.rollout.generate([p.prompt_ids for p in prompts], cfg.eval_samples_per_prompt, ctx.sampling, seeds)
+    return [s.text for s in batch.samples]
+
+
 @dataclass
 class Run:
-    """One training run's objects and bookkeeping (``state`` and ``history`` are what a resume restores)."""
+    """One training run's objects and bookkeeping, built once by ``build_run``.
 
-    cfg: Any
+    Attributes:
+        config: the run's config as saved in config.yaml.
+        state: progress (state.json: last completed iteration, optimizer steps, the game's policy sum), the dict
+            ``optimisation`` counts steps in; with --resume the saved one.
+        history: metrics.jsonl, one record per completed iteration (with --resume, the saved ones).
+        judge_records: the judge's outputs of the current iteration (the judge appends to this list).
+        local_eval_prompts: this process's contiguous block of ``eval_prompts``; initial_eval_responses: the
+            baseline's responses on them (the initial policy's, or the fixed baseline outputs).
+        prefetched: (batch, collect seconds) of iteration 0 when building collected it (LoRA-GA), else None.
+    """
+
+    cfg: TrainConfig
     config: dict
     algorithm: Algorithm
     ctx: Context
     backend: Backend
-    scheduler: Any
-    tokenizer: Any
-    judge: Any
+    optimisation: Optimisation
+    tokenizer: PreTrainedTokenizerBase
+    judge: PreferenceJudge
     rundir: RunDir
     train_prompts: list[PromptExample]
     eval_prompts: list[PromptExample]
-    initial_eval_responses: list[str] = field(default_factory=list)
-    initial_eval_rewards: torch.Tensor | None = None  # a reward judge's rewards of those (computed once)
-    judge_records: list[dict] = field(default_factory=list)
-    state: dict = field(
-        default_factory=lambda: {"last_completed_iteration": -1, "global_step": 0, "steps_per_iteration": 0}
-    )
+    local_eval_prompts: list[PromptExample]
+    initial_eval_responses: list[str]
+    state: dict
+    history: list[dict]
+    judge_records: list[dict]
     game_monitor: GameMonitor | None = None
-    history: list[dict] = field(default_factory=list)  # metrics.jsonl: one record per iteration
-    step_history: list[dict] = field(default_factory=list)  # steps.jsonl: every logging_steps optimizer steps
-    steps_written: int = 0  # step records already appended to steps.jsonl
-    prefetched: tuple | None = None  # (batch, collect seconds) of iteration 0 when setup collected it (LoRA-GA)
-    resumed: dict | None = None  # with --resume: the saved state it continues from
+    prefetched: tuple | None = None
+    initial_eval_rewards: torch.Tensor | None = None  # a reward judge's rewards of the baseline (computed once)
+    steps_written: int = field(init=False)  # step records already appended to steps.jsonl
+
+    def __post_init__(self):
+        self.steps_written = len(self.optimisation.step_history)
 
     @property
     def start_iteration(self) -> int:
         return self.state["last_completed_iteration"] + 1
 
     @property
-    def world_size(self) -> int:
-        return self.backend.world_size
-
-    @property
-    def rank(self) -> int:
-        return self.backend.rank
-
-    @property
-    def local_eval_prompts(self) -> list[PromptExample]:
-        """This process's contiguous block of the held-out prompts (each process evaluates its own)."""
-        lo, hi = self.ctx.shard(self.eval_prompts)
-        return self.eval_prompts[lo:hi]
+    def step_history(self) -> list[dict]:
+        """steps.jsonl: a record every ``logging_steps`` optimizer steps."""
+        return self.optimisation.step_history
 
     def sample_eval_responses(self, stream: str) -> list[str]:
-        """Responses of the current policy on this process's held-out prompts (fixed seeds: the same every
-        evaluation, and the same however the prompts are split across processes)."""
-        prompts = self.local_eval_prompts
-        seeds = [derive_seed(self.cfg.seed, stream, p.index) for p in prompts]
-        batch = self.ctx.rollout.generate(
-            [p.prompt_ids for p in prompts], self.cfg.eval_samples_per_prompt, self.ctx.sampling, seeds
-        )
-        return [s.text for s in batch.samples]
+        """The current policy's responses on this process's held-out prompts."""
+        return eval_responses(self.ctx, self.local_eval_prompts, stream)
 
     def commit_iteration(self, iteration: int, metrics: dict) -> None:
         """Iteration data and metrics every iteration; every save_every iterations (and after the last) also the
@@ -106,7 +114,7 @@ class Run:
         self.backend.wait()
         self.backend.save_state(str(staging))  # every process writes its part (RNG states, ZeRO shards)
         if self.ctx.algo_state:  # snapshots are per process (a shard under ZeRO-3)
-            torch.save(self.ctx.algo_state, staging / f"algo_state_{self.rank}.pt")
+            torch.save(self.ctx.algo_state, staging / f"algo_state_{self.backend.rank}.pt")
         self.backend.wait()
         self.state["last_completed_iteration"] = iteration
         if main:  # the checkpoint keeps its own state too: --resume_from_iteration continues from it
@@ -124,16 +132,6 @@ class Run:
                 f"[prefopt] iteration {metrics['iteration']}: {shown}  ({metrics['time/iteration_s']:.1f}s)",
                 flush=True,
             )
-
-    def logs_step(self) -> bool:
-        """Whether the optimizer step just taken is one that logging_steps records (the same on every process)."""
-        return bool(self.cfg.logging_steps) and self.state["global_step"] % self.cfg.logging_steps == 0
-
-    def log_step(self, grad_norm: float, loss_metrics: dict[str, float]) -> None:
-        """Keep the step's record (its loss metrics are means over the step's rows on every process); written
-        with the iteration's commit."""
-        record = {"step": self.state["global_step"], "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
-        self.step_history.append(record | loss_metrics)
 
     def finish(self) -> None:
         """Save the final policy (save_pretrained, safetensors; the adapter alone under LoRA) with its tokenizer into

@@ -1,4 +1,4 @@
-"""Matrix-game conformance through the real trainers (ALGORITHMS.md section 12).
+"""Matrix-game conformance through the real trainers (docs/conformance.md).
 
 A single-token bandit: one prompt (repeated, so that each iteration draws many samples), N allowed action tokens,
 a matrix-game judge, and a tiny model whose initial action distribution π_ref is made non-uniform (the action
@@ -217,7 +217,7 @@ def exact_rates(tmp: Path, out: Path, games: list[str], lr: float, iterations: i
         for name in EXACT:
             step = f"{lr * LR_SCALE.get(name, 1):g}"
             flags = ["--learning_rate", step, "--lr_scheduler_type", "constant", "--game_exact", "true",
-                     "--max_new_tokens", "1", "--per_device_train_batch_size", "64"]  # fmt: skip
+                     "--per_device_train_batch_size", "64"]  # fmt: skip
             rows = train(name, model, data, tmp / f"exact-{name}", game_args, iterations, 1, *flags, *ALGORITHMS[name])
             gaps = [r["game/duality_gap"] for r in rows]
             ax.semilogy(range(1, len(gaps) + 1), [max(g, 1e-16) for g in gaps], label=name)

@@ -174,11 +174,10 @@ DATA = [
      "d.jsonl: line 2: reference 'X' is not one of the allowed responses"),  # fmt: skip
     ("missing-split", lambda w: w.train("--dataset_train_split", "validation"), "validation"),
     ("game-exact-sampling-algorithm",
-     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact", "--max_new_tokens", "1"),
+     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact"),
      "config key 'game_exact': sppo"),  # fmt: skip
-    ("game-exact-long-responses",
-     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact", algorithm="egpo"),
-     "max_new_tokens 1, got max_new_tokens 4"),  # fmt: skip
+    ("game-exact-free-text", lambda w: w.train("--game_exact", algorithm="egpo"),
+     "config key 'game_exact' needs single-token actions"),  # fmt: skip
 ]
 
 MODEL_AND_JUDGE = [

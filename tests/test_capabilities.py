@@ -2,15 +2,13 @@
 under full fine-tuning) exactly when the run reads it, and a two-phase train_step optimises as many times as its
 ``phases`` tell the LR schedule."""
 
-import functools
-
 import pytest
 from helpers import digit_task_run
 
-from prefopt import loop
 from prefopt.algorithms import ALGORITHMS, get_algorithm, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.context import collect_shard
+from prefopt.optimise import Optimisation
 
 # Settings that switch the reference on where a config decides it (the defaults are tested as they are).
 VARIANTS = [(name, {}) for name in ALGORITHMS] + [
@@ -62,18 +60,18 @@ TWO_PHASE = [name for name in ALGORITHMS if get_algorithm(name).train_step is no
 
 
 @pytest.mark.parametrize("name", TWO_PHASE)
-def test_a_train_step_optimises_as_often_as_its_phases(name, tiny_model_dir, tmp_path):
+def test_a_train_step_optimises_as_often_as_its_phases(name, tiny_model_dir, tmp_path, monkeypatch):
     """The LR schedule spans phases × the steps of one optimisation: train_step must call ctx.optimise that often."""
     algo_cfg = _config(name, {})
     run = digit_task_run(name, algo_cfg, tiny_model_dir, tmp_path / "run", prompts_per_iteration=4, max_new_tokens=1)
     calls = []
-    optimise = functools.partial(loop.optimise, run)
+    real = Optimisation.optimise
 
-    def counting(batch):
+    def counting(self, ctx, batch):
         calls.append(batch.num_rows)
-        return optimise(batch)
+        return real(self, ctx, batch)
 
-    run.ctx.optimise = counting
+    monkeypatch.setattr(Optimisation, "optimise", counting)
     batch, _ = collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
     run.algorithm.train_step(run.ctx, batch)
     assert len(calls) == run.algorithm.phases

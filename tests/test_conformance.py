@@ -1,4 +1,4 @@
-"""Matrix-game conformance through the real trainers (ALGORITHMS.md section 12): the CLI, rollout engine, judge,
+"""Matrix-game conformance through the real trainers (docs/conformance.md): the CLI, rollout engine, judge,
 loss and optimizer on a single-token bandit with a non-uniform π_ref drive the last iterate's duality gap down.
 The full study (every algorithm, 4 games, a plot) is scripts/conformance.py; docs/conformance.md has its table."""
 
@@ -112,7 +112,7 @@ def test_sppo_average_iterate_converges_while_the_last_iterate_cycles(tmp_path):
 
 # game_exact: one prompt whose rows are every pair of actions weighted by its probability, one full-batch SGD step
 # per iteration at a constant learning rate, so each iteration is the method's expected update (no sampling noise).
-EXACT = ["--game_exact", "--max_new_tokens", "1", "--per_device_train_batch_size", "64"]
+EXACT = ["--game_exact", "--per_device_train_batch_size", "64"]
 EXACT += ["--lr_scheduler_type", "constant"]
 
 

@@ -1,7 +1,8 @@
-"""The DeepSpeed internals prefopt.backend relies on (exact snapshot/restore of ZeRO's fp32 master, the ZeRO-3
-gather and hook removal for generation, sharded parameter counts) still exist in the installed version. These are
-not public API: pyproject bounds deepspeed to the tested minor version, and this test makes an upgrade fail here,
-loudly, instead of silently on a cluster. The slow ZeRO tests exercise them for real."""
+"""The DeepSpeed internals prefopt relies on (prefopt/zero_internals.py, prefopt/backend.py: exact snapshot and
+restore of ZeRO's fp32 master, the ZeRO-3 gather and hook removal for generation, sharded parameter counts) still
+exist in the installed version. These are not public API: pyproject bounds deepspeed to the tested minor version,
+and this test makes an upgrade fail here, loudly, instead of silently on a cluster. The slow ZeRO tests exercise
+them for real."""
 
 import inspect
 

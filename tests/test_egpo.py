@@ -1,6 +1,5 @@
 """Online IPO and EGPO: hand-computed loss, optimizer snapshot round trip, both EGPO phases start from θ_t."""
 
-import functools
 import os
 
 import pytest
@@ -9,7 +8,6 @@ from helpers import REPO
 
 from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
 from prefopt.batch import MiniBatch, PolicyLogps
-from prefopt.loop import optimise
 
 
 def test_online_ipo_loss_hand_computed():
@@ -67,17 +65,17 @@ def test_optimizer_snapshot_round_trip(tiny_model_dir, tmp_path, deepspeed, rest
     run = _setup(tiny_model_dir, tmp_path, "online_ipo", deepspeed, lr_scheduler_type="constant")
     run.ctx.start_iteration(0, run.train_prompts[:4])
     batch = collect_against_opponent(run.ctx, run.ctx.prompts)
-    optimise(run, batch)  # one step so that AdamW has moments
+    run.ctx.optimise(batch)  # one step so that AdamW has moments
     params, state = run.backend.snapshot(), run.backend.snapshot_optimizer()
-    optimise(run, batch)
+    run.ctx.optimise(batch)
     after_first = run.backend.snapshot()
     assert any(not torch.equal(params[k], v) for k, v in after_first.items())
-    optimise(run, batch)  # move further away, so the restore has something to undo
+    run.ctx.optimise(batch)  # move further away, so the restore has something to undo
     run.backend.restore(params)
     run.backend.restore_optimizer(state)
     assert all(torch.equal(params[k], v) for k, v in run.backend.snapshot().items())
     assert _nested_equal(state, run.backend.snapshot_optimizer())
-    optimise(run, batch)
+    run.ctx.optimise(batch)
     assert all(torch.equal(after_first[k], v) for k, v in run.backend.snapshot().items())
 
 
@@ -95,7 +93,6 @@ def test_egpo_full_step_starts_from_theta_t(tiny_model_dir, tmp_path, monkeypatc
     from prefopt.algorithms import egpo
 
     run = _setup(tiny_model_dir, tmp_path, "egpo")
-    run.ctx.optimise = functools.partial(optimise, run)
     run.ctx.start_iteration(0, run.train_prompts[:4])
     real, captured = egpo.collect_against_opponent, []
 
@@ -112,5 +109,5 @@ def test_egpo_full_step_starts_from_theta_t(tiny_model_dir, tmp_path, monkeypatc
     # Replaying only the full step from θ_t (and θ_t's optimizer state) gives exactly θ_{t+1}.
     run.backend.restore(theta_t)
     run.backend.restore_optimizer(optimizer_t)
-    optimise(run, full_batch)
+    run.ctx.optimise(full_batch)
     assert all(torch.equal(theta_next[k], v) for k, v in run.backend.snapshot().items())

@@ -8,7 +8,6 @@ import torch
 
 from prefopt.exact import sampler_probs
 from prefopt.game_metrics import action_probs
-from prefopt.loop import optimise
 from prefopt.rollout.engine import SamplingParams
 
 
@@ -33,7 +32,6 @@ def _run(tiny_model_dir, tmp_path, name, algo_overrides=None, **overrides):
         output_dir=str(tmp_path / "run"),
         judge="matrix_game",
         game="rps",
-        max_new_tokens=1,
         game_exact=True,
         optim="sgd",
         lr_scheduler_type="constant",
@@ -92,12 +90,12 @@ def test_weighted_rows_step_as_their_weighted_mean(tiny_model_dir, tmp_path):
     batch = collect_against_opponent(run.ctx, run.ctx.prompts).select([1, 5])
     start = run.backend.snapshot()
     batch.row_weights = torch.tensor([0.4, 0.0])
-    optimise(run, batch)
+    run.ctx.optimise(batch)
     weighted = run.backend.snapshot()
     run.backend.restore(start)
     alone = batch.select([0])
     alone.row_weights = None
-    optimise(run, alone)
+    run.ctx.optimise(alone)
     assert any(not torch.equal(start[k], v) for k, v in weighted.items())
     for key, value in run.backend.snapshot().items():
         torch.testing.assert_close(value, weighted[key], atol=1e-7, rtol=0)

@@ -199,7 +199,7 @@ def test_run_and_average_policy():
     assert torch.allclose(average_policy(trajectory), expected, atol=1e-15)
 
 
-# ---------------------------------------------------------------- conformance (ALGORITHMS.md section 12)
+# ---------------------------------------------------------------- conformance (docs/conformance.md)
 
 
 def _final_gap(step, eta, iterations, beta, theta_ref):

@@ -39,6 +39,10 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
         "tensorboard",
         "--logging_steps",
         "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "2",
     )
     assert "win rate of the final policy against the initial policy" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -60,8 +64,8 @@ def test_one_cli_iteration_writes_a_complete_run_directory(tiny_model_dir, tmp_p
     assert not list(out.rglob(".*staging*")) and not list(out.rglob(".iter_*"))  # no leftovers of atomic writes
     assert list(out.rglob("events.out.tfevents.*"))  # report_to tensorboard
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in steps] == [1, 2] and "loss/sppo" in steps[0]  # 16 rows / batch 8 = 2 steps
-    # Each step's record is the mean over its 8 rows, so the two steps average to the iteration's mean.
+    assert [r["step"] for r in steps] == [1, 2] and "loss/sppo" in steps[0]  # 16 rows / (4 × 2) = 2 steps
+    # Each step's record is the mean over its 8 rows (both micro-batches), so the two average to the iteration's.
     assert (steps[0]["loss/sppo"] + steps[1]["loss/sppo"]) / 2 == pytest.approx(metrics[0]["loss/sppo"], rel=1e-9)
 
 

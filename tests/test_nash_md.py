@@ -6,7 +6,6 @@ import pytest
 import torch
 from helpers import prefopt, prefopt_ok
 
-from prefopt.loop import optimise
 from prefopt.tiny import BANDIT_PROMPT, write_bandit_model
 
 
@@ -42,7 +41,7 @@ def test_opponent_is_the_geometric_mixture_of_the_moved_policy_and_the_reference
     run = build_run("nash_md", cfg, NashMDConfig(beta=0.1, mixture=mu, normalize_logprobs=False))
     assert run.algorithm is get_algorithm("nash_md")
     run.ctx.start_iteration(0, run.train_prompts)
-    optimise(run, collect(run.ctx, run.ctx.prompts))  # π_θ moves away from π_ref
+    run.ctx.optimise(collect(run.ctx, run.ctx.prompts))  # π_θ moves away from π_ref
     run.ctx.start_iteration(1, run.train_prompts)
     collect(run.ctx, run.ctx.prompts)
     actions = run.ctx.sampling.allowed_token_ids

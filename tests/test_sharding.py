@@ -7,7 +7,7 @@ import torch
 
 from prefopt.batch import Batch
 from prefopt.context import combine_metrics, shard_bounds
-from prefopt.loop import _micro_batches
+from prefopt.optimise import _micro_batches
 
 
 def test_blocks_are_contiguous_cover_every_item_and_differ_by_at_most_one():

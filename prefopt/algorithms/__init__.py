@@ -1,6 +1,6 @@
 """The algorithm registry: an explicit map from name to the object that defines it.
 
-An algorithm is the part that is really its own (ARCHITECTURE.md, "How an algorithm is written"): a config
+An algorithm is the part that is really its own (docs/architecture.md, "What an algorithm provides"): a config
 dataclass, ``collect(ctx, prompts) -> Batch``, a pure ``loss(cfg, batch, policy) -> (per-row loss, metrics)``,
 and optionally ``end_iteration(ctx)`` and ``train_step(ctx, batch)``. Capabilities are declared here and the loop
 asks for them; it never branches on an algorithm's name.

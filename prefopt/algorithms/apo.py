@@ -6,7 +6,7 @@ problem centred on the previous policy. APO adds Nesterov-style extrapolation be
     π̂_t ∝ π_t · (π_t / π_{t−1})^α,      π_{t+1} = argmin_π L(π; D_t, reference = π̂_t),
 with L the DPO loss (``base: dpo``) or the SPPO loss (``base: sppo``); α = 0 is the base iterative method.
 
-How π̂_t is used (ALGORITHMS.md section 11, the project's decision; ``momentum: logprob``, the default): exactly,
+How π̂_t is used (the project's decision, docs/algorithms/apo.md; ``momentum: logprob``, the default): exactly,
 in log-prob space, on the iteration's responses: log π̂_t(y) = (1+α)·log π_t(y) − α·log π_{t−1}(y) (− log Z).
 log π_t comes from the rollout; log π_{t−1} from one no-grad pass with the previous iterate's weights (a snapshot
 of trainable tensors kept in ``ctx.algo_state``; adapter tensors only under LoRA). The DPO step is a difference of
@@ -32,9 +32,10 @@ from typing import Literal
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.dpo import dpo_loss
+from prefopt.algorithms.dpo import collect_pairs, dpo_loss
 from prefopt.algorithms.sppo import best_worst, regression_loss, rows_from_groups, sample_and_score
-from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
+from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -63,28 +64,22 @@ class APOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
 
 
-def _extrapolated(ctx, prompt_ids, response_ids, current: torch.Tensor) -> torch.Tensor:
-    """(1+α)·log π_t − α·log π_{t−1} on the given sequences (π_{t−1} = π_t in the first iteration)."""
+def _extrapolated(ctx: Context, prompt_ids, response_ids, current: torch.Tensor) -> torch.Tensor:
+    """(1+α)·log π_t − α·log π_{t−1} on the given sequences, shaped as ``current`` (log π_t of the sequences in
+    order); π_{t−1} = π_t in the first iteration."""
     alpha, previous = ctx.algo_cfg.alpha, ctx.algo_state.get("previous")
     if ctx.algo_cfg.momentum == "params" or previous is None or alpha == 0:
         return current
-    return (1 + alpha) * current - alpha * ctx.anchors.logps(prompt_ids, response_ids, policy=previous)
+    previous_logps = ctx.anchors.logps(prompt_ids, response_ids, policy=previous).view_as(current)
+    return (1 + alpha) * current - alpha * previous_logps
 
 
-def _collect_dpo(ctx, prompts) -> Batch:
-    pairs = ctx.sample_pairs(prompts, ctx.algo_cfg.num_samples, ctx.algo_cfg.pairs)
-    prompt_ids, response_ids, current = pair_sequences(pairs)
-    ref = _extrapolated(ctx, prompt_ids, response_ids, current.flatten()).view(-1, 2)
-    return Batch(
-        prompt_ids,
-        response_ids,
-        seqs_per_row=2,
-        row_data={"ref_logps": ref},
-        metrics={"pref/pairs_kept": len(pairs) / max(len(prompts), 1)},
-    )
+def _collect_dpo(ctx: Context, prompts) -> Batch:
+    """DPO's pairs with the extrapolated reference π̂_t."""
+    return collect_pairs(ctx, prompts, lambda ids, responses, current: _extrapolated(ctx, ids, responses, current))
 
 
-def _collect_sppo(ctx, prompts) -> Batch:
+def _collect_sppo(ctx: Context, prompts) -> Batch:
     """SPPO's data (K samples, P̂, best and worst rows) with the extrapolated anchor π̂_t in place of π_t."""
     k = ctx.algo_cfg.num_samples
     groups, win_rates = sample_and_score(ctx, prompts, k)
@@ -102,7 +97,7 @@ def _collect_sppo(ctx, prompts) -> Batch:
     return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data=row_data)
 
 
-def collect(ctx, prompts) -> Batch:
+def collect(ctx: Context, prompts) -> Batch:
     batch = _collect_dpo(ctx, prompts) if ctx.algo_cfg.base == "dpo" else _collect_sppo(ctx, prompts)
     ctx.algo_state["previous"] = ctx.backend.snapshot()  # π_t: the next iteration's π_{t−1}
     return batch
@@ -116,7 +111,7 @@ def loss(cfg: APOConfig, batch: MiniBatch, policy: PolicyLogps):
     return losses, {"loss/apo_dpo": losses.detach(), "reward/margin": margin.detach()}
 
 
-def end_iteration(ctx) -> None:
+def end_iteration(ctx: Context) -> None:
     """``momentum: params``: θ ← θ_{t+1} + α(θ_{t+1} − θ_t), with θ_t the snapshot taken at collect time."""
     cfg: APOConfig = ctx.algo_cfg
     if cfg.momentum != "params" or cfg.alpha == 0:

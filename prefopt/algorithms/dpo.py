@@ -10,12 +10,13 @@ Data per iteration. K samples per prompt from π_t; one pair per prompt, best an
 knock-out tournament with a pairwise judge (``prefopt.judges.selection``); prompts without a strict pair are
 dropped. log π_t comes from the rollout; log π_ref from one no-grad pass when ``reference: initial``.
 
-Tabular form (ALGORITHMS.md section 4): for a Bradley-Terry reward r, the exact proximal step with reference π_t
+Tabular form (docs/algorithms/dpo.md): for a Bradley-Terry reward r, the exact proximal step with reference π_t
 is θ_{t+1} = θ_t + r/β (``prefopt.games.iterative_dpo_step``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -47,19 +49,27 @@ class DPOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 2, got {self.num_samples}")
 
 
-def collect(ctx, prompts) -> Batch:
-    cfg: DPOConfig = ctx.algo_cfg
-    pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
+def collect(ctx: Context, prompts) -> Batch:
+    """One (winner, loser) pair per prompt with its reference log-probs: π_t's from the rollout (``iterate``) or
+    π_ref's from one no-grad pass (``initial``)."""
+    if ctx.algo_cfg.reference == "iterate":
+        return collect_pairs(ctx, prompts, lambda prompt_ids, response_ids, sampled: sampled)
+    return collect_pairs(
+        ctx, prompts, lambda ids, responses, _: ctx.anchors.logps(ids, responses, policy="reference").view(-1, 2)
+    )
+
+
+def collect_pairs(ctx: Context, prompts, reference: Callable[[list, list, torch.Tensor], torch.Tensor]) -> Batch:
+    """K samples per prompt reduced to one (winner, loser) pair (``num_samples``, ``pairs``), with ``ref_logps``
+    [R, 2] = reference(prompt_ids, response_ids, the sampling policy's log-probs [R, 2]) (APO's: the extrapolated
+    π̂_t)."""
+    pairs = ctx.sample_pairs(prompts, ctx.algo_cfg.num_samples, ctx.algo_cfg.pairs)
     prompt_ids, response_ids, sampled = pair_sequences(pairs)
-    if cfg.reference == "iterate":
-        ref = sampled
-    else:
-        ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
     return Batch(
         prompt_ids,
         response_ids,
         seqs_per_row=2,
-        row_data={"ref_logps": ref},
+        row_data={"ref_logps": reference(prompt_ids, response_ids, sampled)},
         metrics={"pref/pairs_kept": len(pairs) / max(len(prompts), 1)},
     )
 

@@ -8,9 +8,8 @@ Both steps start from θ_t; only the opponent changes. The paper proves last-ite
 NE of J_β, where one-step online mirror descent (online IPO) needs small steps.
 
 How each step is taken. One gradient step of the online-IPO squared loss (``online_ipo.py``, on the data of
-``opponent.py``) from θ_t against an
-opponent π_s is one mirror-descent step against π_s (ALGORITHMS.md section 2: with the N²-normalised tabular
-loss, SGD with learning rate lr is the step ηβ = 4·lr/N). An iteration:
+``opponent.py``) from θ_t against an opponent π_s is one mirror-descent step against π_s (with the N²-normalised
+tabular loss, SGD with learning rate lr is the step ηβ = 4·lr/N: docs/games.md). An iteration:
 1. collect y, y' (broadened sampler), y'' ~ π_t, judge, π_ref log-probs;
 2. snapshot the trainable tensors and the optimizer state (adapter tensors only under LoRA; never a deepcopy);
 3. optimise on that data: θ_{t+½};

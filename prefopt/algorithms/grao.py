@@ -27,6 +27,7 @@ import torch
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.outcome import reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError, DataError
 from prefopt.ops import group_advantages
@@ -47,7 +48,7 @@ class GRAOConfig:
             raise ConfigError(f"config key 'num_samples' must be >= 1, got {self.num_samples}")
 
 
-def reference_ids(ctx, prompt) -> list[int]:
+def reference_ids(ctx: Context, prompt) -> list[int]:
     sampling = ctx.sampling
     return _reference_ids(ctx.algo_cfg, prompt, ctx.tokenizer, sampling.allowed_token_ids, sampling.max_new_tokens)
 
@@ -70,7 +71,7 @@ def check_examples(cfg, examples, tokenizer, allowed, max_new_tokens: int) -> No
         _reference_ids(cfg, example, tokenizer, allowed, max_new_tokens)
 
 
-def collect(ctx, prompts) -> Batch:
+def collect(ctx: Context, prompts) -> Batch:
     """Rows of G samples and the reference (S = G + 1) with advantages [R, G + 1]."""
     cfg: GRAOConfig = ctx.algo_cfg
     groups, rewards = sample_groups(ctx, prompts, cfg.num_samples)

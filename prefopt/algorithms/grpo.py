@@ -26,6 +26,7 @@ import torch
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 from prefopt.ops import group_advantages, masked_mean
 
@@ -50,7 +51,7 @@ class GRPOConfig:
             raise ConfigError("config keys 'clip_low' (in [0, 1)) and 'clip_high' (>= 0) bound the ratio clip")
 
 
-def collect(ctx, prompts, counts=None) -> Batch:
+def collect(ctx: Context, prompts, counts=None) -> Batch:
     cfg: GRPOConfig = ctx.algo_cfg
     groups, rewards = sample_groups(ctx, prompts, cfg.num_samples if counts is None else counts)
     kept, advantages = [], []

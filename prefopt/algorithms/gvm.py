@@ -2,7 +2,7 @@
 ``gvm_grpo``).
 
 Paper: Yao, Hao, Zhang, Dong, Xiong, Jiang, Zhang, "Optimizing Chain-of-Thought Reasoners via Gradient Variance
-Minimization in Rejection Sampling and RL" (arXiv 2505.02391); code RLHFlow/GVM. ALGORITHMS.md section 8.
+Minimization in Rejection Sampling and RL" (arXiv 2505.02391); code RLHFlow/GVM. docs/algorithms/gvm.md.
 
 Each iteration is one GVM window:
 1. probe: N′ = ``probe_samples`` responses per prompt from π_t; the acceptance rate p̂_i = (#reward > 0)/N′ and the
@@ -34,6 +34,7 @@ import torch
 from prefopt.algorithms import Algorithm, grpo, raft
 from prefopt.algorithms.gvm_allocation import allocate, estimator_variance_bound
 from prefopt.algorithms.outcome import sample_groups
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 from prefopt.ops import build_sequence_batch, response_token_logps
 
@@ -68,7 +69,7 @@ def _config_class(base: type) -> type:
     return make_dataclass(f"GVM{base.__name__}", extra, bases=(base,), namespace={"validate": validate})
 
 
-def gradient_norms(ctx, samples) -> list[float]:
+def gradient_norms(ctx: Context, samples) -> list[float]:
     """‖∇_φ log π(y|x)‖ of each sample (one forward and backward each), φ = parameters matching ``grad_params``.
 
     Outside the optimizer: the gradients are taken with ``torch.autograd.grad`` on the unwrapped model (under
@@ -98,7 +99,7 @@ def gradient_norms(ctx, samples) -> list[float]:
     return norms
 
 
-def probe_and_allocate(ctx, prompts) -> tuple[list[int], dict[str, float]]:
+def probe_and_allocate(ctx: Context, prompts) -> tuple[list[int], dict[str, float]]:
     """GVM's estimation stage on this process's prompts, allocated over every process's: (n_i for each prompt of
     the iteration in rank order, allocation metrics)."""
     cfg = ctx.algo_cfg
@@ -127,7 +128,7 @@ def probe_and_allocate(ctx, prompts) -> tuple[list[int], dict[str, float]]:
 
 
 def _with_allocation(base_collect):
-    def collect(ctx, prompts):
+    def collect(ctx: Context, prompts):
         counts, metrics = probe_and_allocate(ctx, prompts)
         # The budgets are uneven: the iteration's prompts are cut again into blocks of near-equal sample counts.
         everyone = ctx.iteration_prompts

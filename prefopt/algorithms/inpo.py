@@ -17,7 +17,7 @@ pair is not strictly ordered are dropped (``pref/pairs_kept`` logs the fraction)
 log π_ref from one no-grad pass (the disabled adapter under LoRA).
 
 Symbols. η and τ are the paper's (paper defaults: η = 0.005, τ = η/3). In the tabular game this is EGPO's
-"online IPO 1"/OMD with β ≡ τ and step ηβ ≡ τ/η (ALGORITHMS.md section 5).
+"online IPO 1"/OMD with β ≡ τ and step ηβ ≡ τ/η (docs/algorithms/inpo.md).
 
 Departures. None in the loss. The paper's ties in the tournament go to the first response; here a comparison is
 a tie when P = ½ exactly and goes to the first, and a final the champion does not win drops the prompt.
@@ -32,6 +32,7 @@ import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -70,7 +71,7 @@ class INPOConfig:
             raise ConfigError(f"config key 'num_samples' must be even with pairs: iid, got {self.num_samples}")
 
 
-def collect(ctx, prompts) -> Batch:
+def collect(ctx: Context, prompts) -> Batch:
     """Rows (y, y′) with their label ℓ = P(y ≻ y′) or its Bernoulli draw (pairs: iid), or the selected (y_w, y_l)
     with ℓ = 1; row data ``anchor_logps`` (π_t, from the rollout), ``ref_logps`` [R, 2] and ``label`` [R]."""
     cfg: INPOConfig = ctx.algo_cfg

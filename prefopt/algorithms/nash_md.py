@@ -15,9 +15,10 @@ Data per iteration: y, y' from the broadened sampler, y'' from the mixture (the 
 side by side; π_ref is the disabled adapter under LoRA, a frozen copy under full fine-tuning), the judge's
 P(y ≻ y''), P(y' ≻ y''), and log π_ref(y), log π_ref(y').
 
-Symbols ↔ official code. μ is ``mixture`` (0.125 in the EGPO repository's LLM baseline runs, ALGORITHMS.md §2; its
-tabular baseline ties it to the step, ``true_lr·beta``). β is ``beta``. No official Nash-MD code was released; whether
-EGPO's LLM baseline uses this regression loss or a policy gradient for the plain Nash-MD variant is unconfirmed.
+Symbols ↔ official code. μ is ``mixture`` (0.125 in the EGPO repository's LLM baseline runs,
+docs/algorithms/nash_md.md; its tabular baseline ties it to the step, ``true_lr·beta``). β is ``beta``. No official
+Nash-MD code was released; whether EGPO's LLM baseline uses this regression loss or a policy gradient for the plain
+Nash-MD variant is unconfirmed.
 
 Departures. The step size η of the paper is not a parameter here (the optimizer's learning rate sets the step), so
 μ is fixed rather than ηβ, as in the EGPO repository's LLM baseline. Nash-MD-PG (the policy-gradient form, section 7)
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
 from prefopt.algorithms.opponent import collect_against_opponent
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -48,7 +50,7 @@ class NashMDConfig(OnlineIPOConfig):
             raise ConfigError(f"config key 'mixture' must be in [0, 1], got {self.mixture}")
 
 
-def collect(ctx, prompts):
+def collect(ctx: Context, prompts):
     """Online IPO's rows with the opponent y'' drawn from the geometric mixture π_t^μ."""
     return collect_against_opponent(ctx, prompts, mixture=ctx.algo_cfg.mixture)
 

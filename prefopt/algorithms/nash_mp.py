@@ -2,13 +2,13 @@
 arXiv 2505.19731, "Accelerating Nash Learning from Human Feedback via Mirror Prox").
 
 Objective. Mirror prox on the β-regularised preference game J_β, with the KL-to-π_ref term handled proximally;
-both steps start from π_k, the full step against the half step's policy (ALGORITHMS.md section 3):
+both steps start from π_k, the full step against the half step's policy (docs/algorithms/nash_mp.md):
     log π_{k+½} = [log π_k + ηβ log π_ref + η P(· ≻ π_k)] / (1 + ηβ) + c
     log π_{k+1} = [log π_k + ηβ log π_ref + η P(· ≻ π_{k+½})] / (1 + ηβ) + c
 The paper states last-iterate linear convergence, KL(π*_β‖π_k) ≲ (1 + 2β)^{−N/2} in N preference queries
 [abstract; this parametrisation is derived from the mirror-prox template, unconfirmed against the paper's text].
 
-Proximal steps, ``prox_step: regression`` (the project's choice, ALGORITHMS.md section 11). Each step has a closed
+Proximal steps, ``prox_step: regression`` (the project's choice, docs/algorithms/nash_mp.md). Each step has a closed
 form, so it is fitted by a squared loss on pairs (y, y') from a full-support sampler, with y'' from the opponent
 π_s (π_k for the half step, π_{k+½} for the full step):
     h(θ) = [lp_θ(y) − lp_θ(y')] − (1/(1+ηβ))·[lp_k(y) − lp_k(y')] − (ηβ/(1+ηβ))·[lp_ref(y) − lp_ref(y')]
@@ -39,6 +39,7 @@ from prefopt.algorithms import Algorithm
 from prefopt.algorithms.egpo import resample_pairs, two_phase_step
 from prefopt.algorithms.opponent import collect_against_opponent, sequence_logps
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -66,7 +67,7 @@ class NashMPConfig:
             raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
 
 
-def collect(ctx, prompts, stream: str = "policy") -> Batch:
+def collect(ctx: Context, prompts, stream: str = "policy") -> Batch:
     """Half-step data: the prox centre π_k is the sampling policy, so lp_k is the rollout's own."""
     if ctx.algo_cfg.prox_step == "pg":
         return _collect_pg(ctx, prompts)
@@ -75,14 +76,14 @@ def collect(ctx, prompts, stream: str = "policy") -> Batch:
     return batch
 
 
-def train_step(ctx, batch) -> dict:
+def train_step(ctx: Context, batch) -> dict:
     """The half step from θ_k against π_k, then the full step from θ_k against π_{k+½}."""
     if ctx.algo_cfg.prox_step == "pg":
         return two_phase_step(ctx, batch, _opponents_at_half, functools.partial(_pg_full_batch, batch))
     return two_phase_step(ctx, batch, resample_pairs, _add_centre_logps)
 
 
-def _add_centre_logps(ctx, full_batch: Batch) -> Batch:
+def _add_centre_logps(ctx: Context, full_batch: Batch) -> Batch:
     """θ_k is back: one pass gives lp_k of the full step's pairs."""
     tokens = ctx.anchors.token_logps(full_batch.prompt_ids, full_batch.response_ids, policy="current")
     full_batch.row_data["centre_logps"] = sequence_logps(tokens, ctx.algo_cfg).view(-1, 2)
@@ -96,7 +97,7 @@ def _add_centre_logps(ctx, full_batch: Batch) -> Batch:
 # y ~ π_k serve both steps; only the opponents y' change (π_k, then π_{k+½}). π_c is θ_k, or an EMA of the iterates.
 
 
-def _advantages(ctx, prompts, samples: list, opponents: list, lp, lp_ref, lp_centre) -> torch.Tensor:
+def _advantages(ctx: Context, prompts, samples: list, opponents: list, lp, lp_ref, lp_centre) -> torch.Tensor:
     """A [P, K] from P(y ≻ y') against one opponent per prompt, with the group mean as baseline."""
     cfg = ctx.algo_cfg
     k = cfg.num_samples
@@ -115,7 +116,7 @@ def _advantages(ctx, prompts, samples: list, opponents: list, lp, lp_ref, lp_cen
     return adv - adv.mean(dim=1, keepdim=True)
 
 
-def _collect_pg(ctx, prompts) -> Batch:
+def _collect_pg(ctx: Context, prompts) -> Batch:
     cfg = ctx.algo_cfg
     samples = [s for g in ctx.sample(prompts, cfg.num_samples).groups() for s in g]
     opponents = [g[0].text for g in ctx.sample(prompts, 1, stream="opponent").groups()]
@@ -133,12 +134,12 @@ def _collect_pg(ctx, prompts) -> Batch:
     return Batch(prompt_ids, response_ids, seqs_per_row=cfg.num_samples, row_data=row)
 
 
-def _opponents_at_half(ctx) -> list[str]:
+def _opponents_at_half(ctx: Context) -> list[str]:
     """pg: one opponent per prompt from π_{k+½}."""
     return [g[0].text for g in ctx.sample(ctx.prompts, 1, stream="half_step/opponent").groups()]
 
 
-def _pg_full_batch(batch: Batch, ctx, opponents: list[str]) -> Batch:
+def _pg_full_batch(batch: Batch, ctx: Context, opponents: list[str]) -> Batch:
     """pg: the half step's samples y ~ π_k again, their advantages now against π_{k+½}'s opponents."""
     samples = [s for stream, _, rollout in ctx.rollouts if stream == "policy" for s in rollout.samples]
     r = batch.row_data
@@ -146,7 +147,7 @@ def _pg_full_batch(batch: Batch, ctx, opponents: list[str]) -> Batch:
     return Batch(batch.prompt_ids, batch.response_ids, batch.seqs_per_row, row_data={**r, "advantage": advantage})
 
 
-def end_iteration(ctx) -> None:
+def end_iteration(ctx: Context) -> None:
     """pg with ema > 0: the prox centre becomes ema·centre + (1 − ema)·θ_{k+1} (it starts at θ_0)."""
     cfg = ctx.algo_cfg
     if cfg.prox_step != "pg" or cfg.ema == 0:

@@ -1,7 +1,7 @@
 """Online IPO (OMD): the one-phase baseline of EGPO, and the loss EGPO and Nash-MD optimise.
 
 Paper: the loss as EGPO (Zhou, Fazel, Du; arXiv 2503.08942) states it for the β-regularised game
-J_β(π, π') = P(π ≻ π') − β KL(π‖π_ref) + β KL(π'‖π_ref), against an opponent π_s (section 2 of ALGORITHMS.md):
+J_β(π, π') = P(π ≻ π') − β KL(π‖π_ref) + β KL(π'‖π_ref), against an opponent π_s (docs/algorithms/online_ipo.md):
     L(θ; π_s) = E_{y, y' ~ μ} ( [log π_θ(y)/π_ref(y) − log π_θ(y')/π_ref(y')] − (P(y ≻ π_s) − P(y' ≻ π_s))/β )²,
 with the unbiased estimate P(y ≻ y'') − P(y' ≻ y'') for y'' ~ π_s, and the opponent term detached (it is a
 target computed at collect time). One gradient step from θ_t against π_s = π_t is one step of online mirror

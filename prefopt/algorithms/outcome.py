@@ -12,12 +12,13 @@ from collections.abc import Sequence
 
 import torch
 
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 from prefopt.judges.base import RewardJudge
 from prefopt.ops import masked_mean
 
 
-def sample_groups(ctx, prompts, counts: int | Sequence[int], stream: str = "policy"):
+def sample_groups(ctx: Context, prompts, counts: int | Sequence[int], stream: str = "policy"):
     """Sample and score. Returns (groups of rollout Samples, rewards: per prompt a float32 tensor [n_i])."""
     if not isinstance(ctx.judge, RewardJudge):
         raise ConfigError(

@@ -3,7 +3,7 @@
 Papers: RAFT, Dong et al., "RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment" (arXiv
 2304.06767); RAFT++ and its reading as EM on a latent chain of thought: Yao, Hao, Zhang, Dong, Xiong, Jiang, Zhang,
 "Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization in Rejection Sampling and RL" (arXiv
-2505.02391, section 2; code RLHFlow/GVM). ALGORITHMS.md section 8.
+2505.02391, section 2; code RLHFlow/GVM). docs/algorithms/raft.md.
 
 Objective. E-step: draw n responses per prompt from π_old = π_t and accept those with a positive outcome reward
 (a correct final answer); M-step: maximise their likelihood. With the official code's advantage A = max(r, 0)
@@ -32,6 +32,7 @@ import torch
 from prefopt.algorithms import Algorithm
 from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 from prefopt.ops import masked_mean
 
@@ -67,7 +68,7 @@ def accepted_rows(groups, rewards: list[torch.Tensor]) -> Batch:
     )
 
 
-def collect(ctx, prompts, counts=None) -> Batch:
+def collect(ctx: Context, prompts, counts=None) -> Batch:
     groups, rewards = sample_groups(ctx, prompts, ctx.algo_cfg.num_samples if counts is None else counts)
     return accepted_rows(groups, rewards)
 

@@ -19,8 +19,8 @@ P(y ≻ y') − ½ (K = 2; for K > 2 the pair is a knock-out tournament's winner
 Symbols ↔ official code. The code computes ``reg_diff = Δlogratio − eta·Δr`` and minimises its square, so its
 minimiser is the paper's with ``eta`` = η: prefopt's ``eta`` is both (TL;DR 1.0; UltraFeedback large batch 1e6).
 The code's loss is η² times the paper's (the same minimiser, gradients scaled by η²); prefopt minimises the
-code's form so that the published learning rates carry over. ALGORITHMS.md §6 states eta_code = 1/η_paper; the two
-formulas above show the minimisers agree only with eta_code = η_paper.
+code's form so that the published learning rates carry over. The code's ``eta`` is easily read as 1/η_paper; the
+two formulas above show the minimisers agree only with eta_code = η_paper (docs/algorithms/rebel.md).
 
 Departures. log π_t is the policy's own log-probability at temperature 1 (the code divides logits by its sampling
 temperature, 0.7 for TL;DR, in both the rollout and the training pass). The code's optional reward whitening is not
@@ -35,6 +35,7 @@ import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps, pair_sequences
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 from prefopt.judges.base import RewardJudge
 from prefopt.judges.selection import knockout_pairs
@@ -62,7 +63,7 @@ class REBELConfig:
             raise ConfigError(f"config key 'kl_coef' must be >= 0, got {self.kl_coef}")
 
 
-def _reward_pairs(ctx, prompts, groups) -> tuple[list, torch.Tensor, dict]:
+def _reward_pairs(ctx: Context, prompts, groups) -> tuple[list, torch.Tensor, dict]:
     """(pairs of samples, Δr [R], metrics) from a reward judge: the first two samples, or best and worst."""
     cfg: REBELConfig = ctx.algo_cfg
     texts = [[s.text for s in g] for g in groups]
@@ -86,7 +87,7 @@ def _reward_pairs(ctx, prompts, groups) -> tuple[list, torch.Tensor, dict]:
     return pairs, torch.stack(deltas).float(), metrics
 
 
-def _preference_pairs(ctx, prompts, groups) -> tuple[list, torch.Tensor, dict]:
+def _preference_pairs(ctx: Context, prompts, groups) -> tuple[list, torch.Tensor, dict]:
     """(pairs, P(y ≻ y') − ½ [R], metrics) from a preference judge (the paper's intransitive variant)."""
     texts = [[s.text for s in g] for g in groups]
     raw, refs = [p.prompt for p in prompts], ctx.references(prompts)
@@ -100,7 +101,7 @@ def _preference_pairs(ctx, prompts, groups) -> tuple[list, torch.Tensor, dict]:
     return pairs, (probs - 0.5).float(), {"pref/first_wins": float(probs.mean())}
 
 
-def collect(ctx, prompts) -> Batch:
+def collect(ctx: Context, prompts) -> Batch:
     """Rows (y, y') with π_t's log-probs [R, 2] and the target difference Δr [R]."""
     groups = ctx.sample(prompts, ctx.algo_cfg.num_samples).groups()
     select = _reward_pairs if isinstance(ctx.judge, RewardJudge) else _preference_pairs

@@ -38,6 +38,7 @@ import torch
 
 from prefopt.algorithms import Algorithm
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
+from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
@@ -86,7 +87,7 @@ def estimate_win_rates(matrices: list[torch.Tensor]) -> list[torch.Tensor]:
     return [m.mean(dim=1) for m in matrices]
 
 
-def sample_and_score(ctx, prompts, k: int):
+def sample_and_score(ctx: Context, prompts, k: int):
     """K samples per prompt from π_t and their win-rate estimates P̂ [P, K]."""
     rollout = ctx.sample(prompts, k)
     groups = rollout.groups()
@@ -111,7 +112,7 @@ def best_worst(win_rates: torch.Tensor) -> list[list[int]]:
     return [[int(w.argmax()), int(w.argmin())] for w in win_rates]
 
 
-def collect(ctx, prompts) -> Batch:
+def collect(ctx: Context, prompts) -> Batch:
     cfg: SPPOConfig = ctx.algo_cfg
     groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)
     if cfg.train_on == "best_worst":
@@ -147,7 +148,7 @@ def regression_loss(eta: float, batch: MiniBatch, policy: PolicyLogps):
     return losses, metrics
 
 
-def collect_hard(ctx, prompts) -> Batch:
+def collect_hard(ctx: Context, prompts) -> Batch:
     cfg: SPPOHardConfig = ctx.algo_cfg
     if cfg.pairs_from == "rollout":
         groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)

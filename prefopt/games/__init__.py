@@ -6,7 +6,7 @@ game whose Nash equilibrium is the target of SPPO, Nash-MP, EGPO, INPO and frien
 (one context, N actions, exact expectations) setting in which those algorithms can be checked against their
 theory, and a small research tool on its own (docs/games.md has an example and the conformance table).
 
-Notation (ALGORITHMS.md, common notation). A policy is a probability vector π [N]; its logits θ [N] with
+Notation (docs/games.md, "Conventions"). A policy is a probability vector π [N]; its logits θ [N] with
 π = softmax(θ); logits are defined up to an additive constant and the update steps never renormalise them.
 (Pπ)_i = P(i ≻ π). The β-regularised game is
     J_β(π, π') = πᵀPπ' − β·KL(π‖π_ref) + β·KL(π'‖π_ref),
@@ -15,8 +15,9 @@ whose unique Nash equilibrium π*_β solves θ = θ_ref + Pπ/β. Its duality ga
 and for β = 0, Gap(π) = max_i (Pπ)_i − min_j (πᵀP)_j = 2·(max_i (Pπ)_i − ½).
 
 Every ``*_step`` maps logits θ_t [N] to θ_{t+1} [N] by the closed form of one iteration of its algorithm with
-exact preferences (ALGORITHMS.md sections 1–5); :func:`run` iterates one and :func:`average_policy` averages
-the iterates. Everything is float64 torch; no solver dependency (the linear program is a small simplex here).
+exact preferences (docs/games.md and each method's page in docs/algorithms/); :func:`run` iterates one and
+:func:`average_policy` averages the iterates. Everything is float64 torch; no solver dependency (the linear program
+is a small simplex here).
 """
 
 from __future__ import annotations

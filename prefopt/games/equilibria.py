@@ -116,7 +116,7 @@ def regularised_objective(P: Tensor, pi: Tensor, pi_prime: Tensor, beta: float, 
 def best_response(P: Tensor, pi: Tensor, beta: float = 0.0, pi_ref: Tensor | None = None) -> Tensor:
     """The best response to π in J_β: argmax_σ J_β(σ, π).
 
-    For β > 0 it is unique, θ_BR = log π_ref + Pπ/β (ALGORITHMS.md, common notation). For β = 0 it is the pure
+    For β > 0 it is unique, θ_BR = log π_ref + Pπ/β (docs/games.md, "Conventions"). For β = 0 it is the pure
     best response, argmax_i (Pπ)_i, with the mass split evenly over ties (within ``TIE_TOL``).
 
     Args:
@@ -169,7 +169,7 @@ def regularised_nash(P: Tensor, beta: float, pi_ref: Tensor, tol: float = 1e-12,
     Damped Newton on F. The Jacobian I − P·(diag π − ππᵀ)/β is always invertible: P·J_softmax = A·J_softmax with
     A = P − ½ antisymmetric, whose eigenvalues are imaginary, so I − A·J/β has eigenvalues 1 − iλ. Hence the
     Newton direction is a descent direction of ‖F‖² with no spurious stationary point, and backtracking on
-    ‖F‖ converges from θ = log π_ref (ALGORITHMS.md section 12: a damped fixed-point iteration does not).
+    ‖F‖ converges from θ = log π_ref (a damped fixed-point iteration does not: docs/conformance.md).
 
     Args:
         P: preference matrix [N, N].

@@ -32,7 +32,7 @@ def _wins(P: Tensor, theta: Tensor) -> Tensor:
 
 
 def sppo_step(theta: Tensor, P: Tensor, eta: float) -> Tensor:
-    """SPPO's idealised update (arXiv 2405.00675; ALGORITHMS.md §1): Hedge on the unregularised game, β = 0.
+    """SPPO's idealised update (arXiv 2405.00675; docs/algorithms/sppo.md): Hedge on the unregularised game, β = 0.
 
     π_{t+1} ∝ π_t·exp(η·P(·≻π_t)), i.e. θ_{t+1} = θ_t + η·Pπ_t [N]. The practical loss regresses onto it with
     log Z replaced by η/2. The average iterate converges to the NE; the last iterate can cycle.
@@ -41,7 +41,7 @@ def sppo_step(theta: Tensor, P: Tensor, eta: float) -> Tensor:
 
 
 def omd_step(theta: Tensor, P: Tensor, eta: float, beta: float, theta_ref: Tensor) -> Tensor:
-    """Online mirror descent on J_β = INPO = EGPO's "online IPO 1" (ALGORITHMS.md §2 and §5).
+    """Online mirror descent on J_β = INPO = EGPO's "online IPO 1" (docs/algorithms/online_ipo.md, inpo.md).
 
     θ_{t+1} = (1 − ηβ)·θ_t + ηβ·θ_ref + η·Pπ_t [N], i.e. π_{t+1} ∝ π_t^{1−ηβ}·π_ref^{ηβ}·exp(η·P(·≻π_t)).
     In INPO's symbols η ≡ 1/η_INPO and β ≡ τ (:func:`inpo_step`).
@@ -50,7 +50,7 @@ def omd_step(theta: Tensor, P: Tensor, eta: float, beta: float, theta_ref: Tenso
 
 
 def inpo_step(theta: Tensor, P: Tensor, eta_inpo: float, tau: float, theta_ref: Tensor) -> Tensor:
-    """INPO's OMD step in the paper's symbols (arXiv 2407.00617, §3; ALGORITHMS.md §5).
+    """INPO's OMD step in the paper's symbols (arXiv 2407.00617, §3; docs/algorithms/inpo.md).
 
     π_{t+1}(y) ∝ exp(P(y≻π_t)/η)·π_ref(y)^{τ/η}·π_t(y)^{1−τ/η}, i.e.
     θ_{t+1} = (1 − τ/η)·θ_t + (τ/η)·θ_ref + Pπ_t/η [N], with η = ``eta_inpo`` (1/η is the step) and τ = ``tau``:
@@ -63,7 +63,7 @@ def inpo_step(theta: Tensor, P: Tensor, eta_inpo: float, tau: float, theta_ref: 
 def egpo_step(
     theta: Tensor, P: Tensor, eta: float, beta: float, theta_ref: Tensor, return_half: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """EGPO: mirror-descent extragradient on J_β (arXiv 2503.08942; ALGORITHMS.md §2).
+    """EGPO: mirror-descent extragradient on J_β (arXiv 2503.08942; docs/algorithms/egpo.md).
 
     half step: θ_{t+½} = (1 − ηβ)·θ_t + ηβ·θ_ref + η·Pπ_t
     full step: θ_{t+1} = (1 − ηβ)·θ_t + ηβ·θ_ref + η·Pπ_{t+½}
@@ -80,7 +80,7 @@ def egpo_step(
 def nash_mp_step(
     theta: Tensor, P: Tensor, eta: float, beta: float, theta_ref: Tensor, return_half: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Nash-MP: mirror prox on J_β, the KL to π_ref inside the prox (arXiv 2505.19731; ALGORITHMS.md §3).
+    """Nash-MP: mirror prox on J_β, the KL to π_ref inside the prox (arXiv 2505.19731; docs/algorithms/nash_mp.md).
 
     π_{k+½} = argmax_π η[P(π≻π_k) − β·KL(π‖π_ref)] − KL(π‖π_k) ⇒ θ_{k+½} = [θ_k + ηβ·θ_ref + η·Pπ_k]/(1 + ηβ);
     π_{k+1}: the same from π_k against π_{k+½} ⇒ θ_{k+1} = [θ_k + ηβ·θ_ref + η·Pπ_{k+½}]/(1 + ηβ).
@@ -102,7 +102,7 @@ def nash_md_step(
     The opponent is the geometric mixture log π^μ = (1 − μ)·log π_t + μ·log π_ref + c, then
     θ_{t+1} = (1 − ηβ)·θ_t + ηβ·θ_ref + η·Pπ^μ [N]. ``mixture`` = μ ∈ [0, 1]; None ties it to the step, μ = ηβ,
     as in the paper and the EGPO repo's tabular baseline (``simulations/loss_funcs.py``: weight ``true_lr·beta``).
-    EGPO's LLM baseline uses a fixed μ = 0.125 (ALGORITHMS.md §2): pass ``mixture=0.125``.
+    EGPO's LLM baseline uses a fixed μ = 0.125 (docs/algorithms/nash_md.md): pass ``mixture=0.125``.
     """
     mu = eta * beta if mixture is None else mixture
     log_mixture = (1.0 - mu) * torch.log_softmax(theta, dim=-1) + mu * torch.log_softmax(theta_ref, dim=-1)
@@ -113,7 +113,7 @@ def iterative_dpo_step(theta: Tensor, r: Tensor, beta: float) -> Tensor:
     """Iterative DPO on a reward r [N] with the previous iterate as reference: θ_{t+1} = θ_t + r/β [N].
 
     With exact Bradley–Terry data the DPO optimum is π_{t+1} ∝ π_t·exp(r/β): a proximal-point step on the linear
-    objective E_π[r] (ALGORITHMS.md §4, "Tabular test").
+    objective E_π[r] (docs/algorithms/dpo.md).
     """
     return theta + r / beta
 
@@ -126,7 +126,7 @@ def apo_step(
     alpha: float,
     base: Literal["dpo", "sppo"] = "dpo",
 ) -> Tensor:
-    """APO (arXiv 2410.06293; ALGORITHMS.md §4, §11): the base proximal step centred at the extrapolated iterate.
+    """APO (arXiv 2410.06293; docs/algorithms/apo.md): the base proximal step centred at the extrapolated iterate.
 
     θ̂_t = θ_t + α·(θ_t − θ_{t−1}) (π̂_t ∝ π_t·(π_t/π_{t−1})^α: logits and log-probs coincide in the tabular
     form), then θ_{t+1} = θ̂_t + r/β (``base="dpo"``) or θ̂_t + Pπ_t/β (``base="sppo"``, SPPO's η = 1/β; the
