@@ -11,6 +11,7 @@ DeepSpeed beyond the public API is in ``prefopt.zero_internals``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 
@@ -175,12 +176,17 @@ class Backend:
 
     def finish(self) -> None:
         """End the trackers and, with several processes, leave together: no process exits while another still has
-        collectives, then the process group is destroyed."""
+        collectives; ZeRO-3's gathered parameters are released, the process group is destroyed, and what still
+        referred to its work objects is freed while the interpreter is whole (gloo's threads abort the process when
+        such objects are only destroyed during interpreter shutdown)."""
         if self.cfg.report_to != ["none"]:
             self.accelerator.end_training()
         if self.world_size > 1:
             self.wait()
+            if self.zero_stage == 3:
+                self.model.empty_partition_cache()
             torch.distributed.destroy_process_group()
+            gc.collect()
 
     # -- trackers (report_to) ---------------------------------------------------------------------------------
     def init_trackers(self, run_name: str, config: dict) -> None:

@@ -264,7 +264,7 @@ def _check_judge_and_actions(cfg, algorithm: Algorithm, algo_cfg, judge, tokeniz
     if cfg.use_vllm:
         _check_vllm(algorithm, algo_cfg, allowed)
     if cfg.game_exact:
-        exact.check_supported(cfg, algorithm, algo_cfg, allowed)
+        exact.check_supported(algorithm, algo_cfg, allowed)
     return allowed
 
 

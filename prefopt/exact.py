@@ -90,7 +90,7 @@ def pairs_against(ctx: Context, prompts: list[PromptExample], stream: str, pair_
     return pairs, (wins[:, :, None] - wins[:, None, :]).flatten().float(), weights
 
 
-def check_supported(cfg, algorithm, algo_cfg, allowed) -> None:
+def check_supported(algorithm, algo_cfg, allowed) -> None:
     """``game_exact`` needs an action set (responses are then one token) and an algorithm whose collect reads its
     data through the Context's estimators alone (``Algorithm.exact_expectation``)."""
     from prefopt.algorithms import ALGORITHMS, get_algorithm

@@ -16,7 +16,7 @@ from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3  # noqa:
 from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer  # noqa: E402
 
 METHODS = [
-    (DeepSpeedEngine, ["step", "get_global_grad_norm"]),
+    (DeepSpeedEngine, ["step", "get_global_grad_norm", "empty_partition_cache"]),
     (DeepSpeedZeroOptimizer, ["refresh_fp32_params"]),
     (
         DeepSpeedZeroOptimizer_Stage3,
