@@ -34,15 +34,23 @@ def sampler_probs(logps: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return torch.softmax(filter_logits(logps, params), dim=-1)
 
 
-def enumerate_actions(ctx: Context, prompts: list[PromptExample], stream: str, params: SamplingParams):
-    """Every action at each prompt as a Sample (its log-prob that of the distribution drawn from, as a rollout's),
-    and the sampler's probability of each, q [P, N] float64; recorded in ``ctx.rollouts`` as the stream's data."""
-    actions = list(params.allowed_token_ids)
-    n = len(actions)
+def policy_logps(ctx: Context, prompts: list[PromptExample]) -> torch.Tensor:
+    """log π(a | x) [P, N] float64 of the current policy over the action set, at each prompt (one no-grad pass)."""
+    actions = list(ctx.sampling.allowed_token_ids)
     prompt_ids = [p.prompt_ids for p in prompts for _ in actions]
     response_ids = [[a] for _ in prompts for a in actions]
-    logps = ctx.anchors.logps(prompt_ids, response_ids, policy="current").double().view(len(prompts), n)
+    return ctx.anchors.logps(prompt_ids, response_ids, policy="current").double().view(len(prompts), len(actions))
+
+
+def enumerate_actions(ctx: Context, prompts, stream: str, params: SamplingParams, logps: torch.Tensor):
+    """Every action at each prompt as a Sample (its log-prob that of the distribution drawn from, as a rollout's),
+    and the sampler's probability of each, q [P, N] float64, from the policy's ``logps`` [P, N]; recorded in
+    ``ctx.rollouts`` as the stream's data."""
+    actions = list(params.allowed_token_ids)
+    n = len(actions)
     if params.ref_mixture > 0:  # the token-level geometric mixture π^{1−μ} π_ref^μ, normalised over the actions
+        prompt_ids = [p.prompt_ids for p in prompts for _ in actions]
+        response_ids = [[a] for _ in prompts for a in actions]
         ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").double().view_as(logps)
         logps = torch.log_softmax((1 - params.ref_mixture) * logps + params.ref_mixture * ref, dim=-1)
     texts = [ctx.tokenizer.decode([a], skip_special_tokens=True) for a in actions]
@@ -75,7 +83,7 @@ def all_pairs(groups: list[list[Sample]], q: torch.Tensor):
 
 def labelled_pairs(ctx: Context, prompts: list[PromptExample]):
     """Two independent samples of the current policy with the label's expectation P(a ≻ b), exactly."""
-    groups, q = enumerate_actions(ctx, prompts, "policy", ctx.sampling)
+    groups, q = enumerate_actions(ctx, prompts, "policy", ctx.sampling, policy_logps(ctx, prompts))
     pairs, weights = all_pairs(groups, q)
     return pairs, preference_table(ctx, prompts, groups).flatten().float(), weights
 
@@ -83,8 +91,9 @@ def labelled_pairs(ctx: Context, prompts: list[PromptExample]):
 def pairs_against(ctx: Context, prompts: list[PromptExample], stream: str, pair_params, opponent_params):
     """(y, y′) from the pair sampler, target P(y ≻ π_s) − P(y′ ≻ π_s) for the opponent's distribution π_s, exactly
     (the expectation of P(y ≻ y″) − P(y′ ≻ y″) over y″ ~ π_s)."""
-    groups, q = enumerate_actions(ctx, prompts, f"{stream}/pair", pair_params)
-    _, opponent = enumerate_actions(ctx, prompts, f"{stream}/opponent", opponent_params)
+    logps = policy_logps(ctx, prompts)  # one pass serves both samplers
+    groups, q = enumerate_actions(ctx, prompts, f"{stream}/pair", pair_params, logps)
+    _, opponent = enumerate_actions(ctx, prompts, f"{stream}/opponent", opponent_params, logps)
     wins = (preference_table(ctx, prompts, groups) * opponent[:, None, :]).sum(-1)  # [P, N]: P(a ≻ π_s)
     pairs, weights = all_pairs(groups, q)
     return pairs, (wins[:, :, None] - wins[:, None, :]).flatten().float(), weights

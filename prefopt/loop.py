@@ -27,33 +27,18 @@ def train(algorithm_name: str, cfg: TrainConfig, algo_cfg) -> dict:
     ctx, algorithm = run.ctx, run.algorithm
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
-        clock = _Clock()
+        started = time.perf_counter()
         batch, collect_s = collect(run, it)  # this process's rows; optimise gathers every process's
-        clock.mark("collect")
+        optimise_start = time.perf_counter()
         stats = algorithm.train_step(ctx, batch) if algorithm.train_step else ctx.optimise(batch)
         if algorithm.end_iteration is not None:
             algorithm.end_iteration(ctx)
-        clock.mark("optimise")
-        metrics = iteration_metrics(run, it, batch, stats, collect_s, clock)
+        times = {"time/collect_s": collect_s, "time/optimise_s": time.perf_counter() - optimise_start}
+        metrics = iteration_metrics(run, it, batch, stats, times, started)
         run.commit_iteration(it, metrics)
         run.log(metrics)
     run.finish()
     return metrics
-
-
-class _Clock:
-    """Seconds since the iteration started and between its marks."""
-
-    def __init__(self):
-        self.start = self.last = time.perf_counter()
-        self.spans: dict[str, float] = {}
-
-    def mark(self, name: str) -> None:
-        now = time.perf_counter()
-        self.spans[name], self.last = now - self.last, now
-
-    def total(self) -> float:
-        return time.perf_counter() - self.start
 
 
 def collect(run: Run, it: int) -> tuple[Batch, float]:
@@ -66,19 +51,19 @@ def collect(run: Run, it: int) -> tuple[Batch, float]:
     return collect_shard(run.ctx, run.algorithm, run.train_prompts, it)
 
 
-def iteration_metrics(run: Run, it: int, batch: Batch, stats: dict, collect_s: float, clock: _Clock) -> dict:
-    """The iteration's metrics record: the optimisation's, collect's, the rollouts', the timings, the game metrics
-    with a matrix-game judge and the win rate on evaluation iterations."""
+def iteration_metrics(run: Run, it: int, batch: Batch, stats: dict, times: dict, started: float) -> dict:
+    """The iteration's metrics record: the optimisation's, collect's, the rollouts', the timings (``times`` and those
+    the services kept), the game metrics with a matrix-game judge and the win rate on evaluation iterations;
+    ``started`` is the iteration's perf_counter start."""
     ctx, cfg = run.ctx, run.cfg
     metrics = {"iteration": it, "step": run.state["global_step"], **stats, **ctx.gather_metrics(batch)}
     metrics.update(rollout_metrics(ctx))
     metrics.update(
         {
-            "time/collect_s": collect_s,
+            **times,
             "time/rollout_s": ctx.rollout_s,
             "time/judge_s": ctx.judge.elapsed_s,
             "time/anchor_s": ctx.anchors.elapsed_s,
-            "time/optimise_s": clock.spans["optimise"],
             "rows": sum(run.backend.all_gather_object(batch.num_rows)),
         }
     )
@@ -87,7 +72,7 @@ def iteration_metrics(run: Run, it: int, batch: Batch, stats: dict, collect_s: f
         metrics.update(game)
     if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
         metrics.update(evaluate(run))
-    metrics["time/iteration_s"] = clock.total()
+    metrics["time/iteration_s"] = time.perf_counter() - started
     return metrics
 
 

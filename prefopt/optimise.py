@@ -125,8 +125,9 @@ class _MetricSums:
         self.weight = 0.0
 
     def add_rows(self, metrics: dict[str, torch.Tensor], w: torch.Tensor) -> None:
-        for key, value in metrics.items():
-            self.sums[key] += float((value.detach().double().cpu() * w.view(-1, *[1] * (value.dim() - 1))).sum())
+        for key, value in metrics.items():  # summed where the value is: one scalar leaves the device
+            weight = w.to(value.device, torch.float64).view(-1, *[1] * (value.dim() - 1))
+            self.sums[key] += float((value.detach().double() * weight).sum())
         self.weight += float(w.sum())
 
     def add(self, other: _MetricSums) -> None:
