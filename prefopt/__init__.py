@@ -1,9 +1,12 @@
 """prefopt: online preference optimisation for language models.
 
 The public API is imported lazily so that ``import prefopt`` stays cheap (no torch, transformers or DeepSpeed
-until something is used)::
+until something is used). One trainer class and one config class per algorithm, in TRL's shape::
 
-    from prefopt import train, build_configs, get_algorithm
+    from prefopt import SPPOConfig, SPPOTrainer
+
+    trainer = SPPOTrainer("Qwen/Qwen2.5-0.5B-Instruct", args=SPPOConfig(output_dir="sppo-run"), train_dataset=ds)
+    trainer.train()
 """
 
 from __future__ import annotations
@@ -12,8 +15,18 @@ import importlib
 
 __version__ = "0.1.0"
 
+_TRAINERS = (
+    "SPPO", "SPPOHard", "INPO", "OnlineIPO", "EGPO", "DPO", "APO", "NashMP", "NashMD", "REBEL", "GRPO", "GRAO",
+    "RAFT", "RAFTPP", "GVMRAFT", "GVMRAFTPP", "GVMGRPO",
+)  # fmt: skip
+
 _EXPORTS = {
-    "train": "prefopt.loop",
+    **{f"{name}{kind}": "prefopt.trainers" for name in _TRAINERS for kind in ("Trainer", "Config")},
+    "PrefoptTrainer": "prefopt.trainers",
+    "PrefoptConfig": "prefopt.trainers",
+    "trainer_class": "prefopt.trainers",
+    "train": "prefopt.trainers",
+    "RewardFunctionsJudge": "prefopt.judges.functions",
     "build_configs": "prefopt.config",
     "TrainConfig": "prefopt.config",
     "get_algorithm": "prefopt.algorithms",

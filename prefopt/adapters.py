@@ -21,6 +21,7 @@ concatenated into rank 2r, B' = [B, −B_0], A' = [A; A_0], with lora_alpha chos
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -48,24 +49,26 @@ def lora_config(cfg, dropout: float | None = None):
     )
 
 
-def attach_adapter(model, cfg):
+def attach_adapter(model, cfg, peft_config=None):
     """The policy with its adapter: a peft model, or ``model`` itself for full fine-tuning (adapter none).
 
-    LoRA starts as peft's default (A Kaiming-uniform, B = 0); LoRA-GA gets the frozen offset adapter too, zero until
-    :func:`set_lora_ga` fills both, so the output is the base model's either way.
+    The adapter is ``peft_config`` when a trainer was given one (its values are also in cfg's lora_* keys), else
+    built from those keys. LoRA starts as peft's default (A Kaiming-uniform, B = 0); LoRA-GA gets the frozen offset
+    adapter too, zero until :func:`set_lora_ga` fills both, so the output is the base model's either way.
     """
     if cfg.adapter == "none":
         return model
     from peft import get_peft_model
 
+    config = peft_config if peft_config is not None else lora_config(cfg)
     try:
-        model = get_peft_model(model, lora_config(cfg))
+        model = get_peft_model(model, config)
     except ValueError as err:  # peft names the target modules it could not find
         from prefopt.errors import ConfigError, first_line
 
         raise ConfigError(f"config key 'lora_target_modules': {first_line(err)}") from err
     if cfg.adapter == "lora_ga":
-        model.add_adapter(OFFSET, lora_config(cfg, dropout=0.0))
+        model.add_adapter(OFFSET, dataclasses.replace(config, lora_dropout=0.0))
         model.base_model.set_adapter([DEFAULT, OFFSET])
         for layer in lora_layers(model).values():
             for module in (layer.lora_A[OFFSET], layer.lora_B[OFFSET]):

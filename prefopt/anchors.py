@@ -34,6 +34,8 @@ class Anchors:
         batch_size: sequences per forward pass.
         allowed_token_ids: the action set when the policy is restricted to one (matrix games).
         load_reference_model: loads π_ref as a model (full fine-tuning's mixture sampling; called at most once).
+        reference_model: π_ref as its own model (a trainer's ``ref_model``, on the device), used for every π_ref
+            pass instead of the disabled adapter or the snapshot of the initial weights.
     """
 
     def __init__(
@@ -44,10 +46,11 @@ class Anchors:
         allowed_token_ids=None,
         show_progress=True,
         load_reference_model=None,
+        reference_model=None,
     ):
         self.backend = backend
         self.load_reference_model = load_reference_model
-        self.reference_model = None
+        self.reference_model = reference_model
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
@@ -56,14 +59,15 @@ class Anchors:
         self.elapsed_s = 0.0  # seconds in anchor passes (the loop's time/anchor_s)
 
     def keep_reference(self) -> None:
-        """Remember the current weights as π_ref (free with an adapter: disabling it gives π_ref)."""
-        if not self.backend.has_adapter:
+        """Remember the current weights as π_ref (free with an adapter, disabling it gives π_ref, or with an
+        explicit reference model)."""
+        if not self.backend.has_adapter and self.reference_model is None:
             self.ref_snapshot = self.backend.snapshot()
 
     @contextlib.contextmanager
     def reference_forward(self, model):
         """π_ref's forward for decoding next to ``model`` (the policy being sampled), as a context manager."""
-        if self.backend.has_adapter:
+        if self.backend.has_adapter and self.reference_model is None:
 
             def forward(**inputs):
                 with model.disable_adapter():
@@ -114,8 +118,7 @@ class Anchors:
         if self.backend.lockstep_forwards:  # every forward is a collective: as many as the busiest process
             chunks += [None] * (self.backend.max_across(len(chunks)) - len(chunks))
         results: dict[int, torch.Tensor] = {}
-        # The weights to score with first (a swap acts on ZeRO-3's shards), then the model to run them in.
-        with self._policy(policy), self.backend.inference_model() as model:
+        with self._scoring_model(policy) as model:
             was_training = model.training
             model.eval()
             desc = f"logps ({policy if isinstance(policy, str) else 'snapshot'})"
@@ -130,6 +133,16 @@ class Anchors:
             model.train(was_training)
         self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
+
+    @contextlib.contextmanager
+    def _scoring_model(self, policy):
+        """The model that scores under ``policy``: π_ref's own model when there is one, else the weights to score
+        with first (a swap acts on ZeRO-3's shards), then the model to run them in."""
+        if policy == "reference" and self.reference_model is not None:
+            yield self.reference_model
+            return
+        with self._policy(policy), self.backend.inference_model() as model:
+            yield model
 
     def _batch(self, prompt_ids, response_ids) -> dict[str, torch.Tensor]:
         batch = build_sequence_batch(prompt_ids, response_ids, self.pad_token_id)

@@ -174,14 +174,17 @@ class Backend:
             torch.distributed.broadcast(t, src=0)
         return t
 
-    def finish(self) -> None:
-        """End the trackers and, with several processes, leave together: no process exits while another still has
-        collectives; ZeRO-3's gathered parameters are released, the process group is destroyed, and what still
-        referred to its work objects is freed while the interpreter is whole (gloo's threads abort the process when
-        such objects are only destroyed during interpreter shutdown)."""
+    def end_trackers(self) -> None:
+        """Flush and close the configured trackers (the end of training)."""
         if self.cfg.report_to != ["none"]:
             self.accelerator.end_training()
-        if self.world_size > 1:
+
+    def finish(self) -> None:
+        """With several processes, leave together (once; a trainer registers it to run at exit): no process exits
+        while another still has collectives; ZeRO-3's gathered parameters are released, the process group is
+        destroyed, and what still referred to its work objects is freed while the interpreter is whole (gloo's
+        threads abort the process when such objects are only destroyed during interpreter shutdown)."""
+        if self.world_size > 1 and torch.distributed.is_initialized():
             self.wait()
             if self.zero_stage == 3:
                 self.model.empty_partition_cache()

@@ -32,8 +32,10 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
         algorithm.config_class, yaml_values, cli_values, args.config, algorithm=args.algorithm
     )
 
-    from prefopt.loop import train
+    from prefopt.build import check_output_dir
+    from prefopt.trainers import train
 
+    check_output_dir(args.algorithm, train_cfg, algo_cfg)  # an existing folder stops the run before anything loads
     metrics = train(args.algorithm, train_cfg, algo_cfg)
     if int(os.environ.get("RANK", "0")) != 0:  # launched on several processes: the summary is printed once
         return 0

@@ -89,6 +89,9 @@ class TrainConfig:
     judge_max_length: int = _f(1024, "Judge input length limit in tokens (left-truncated).")
     judge_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Judge model dtype.")
     judge_template: str | None = _f(None, "Text template of the pairwise/generative judge ({prompt} {a} {b}).")
+    reward_weights: list[float] | None = _f(
+        None, "Weights of the reward functions a trainer's judge list holds (TRL's key; None: 1 each), summed."
+    )
     game: Literal["rps", "random"] | None = _f(None, "matrix_game judge: rock-paper-scissors or random.")
     game_size: int | None = _f(None, "matrix_game judge: number of actions for game=random.")
     game_seed: int = _f(0, "matrix_game judge: seed of the random matrix.")
@@ -148,6 +151,9 @@ class TrainConfig:
     eval_num_prompts: int = _f(0, "Prompts held out for the win rate against the initial policy (0: none).")
     eval_every: int = _f(0, "Evaluate every k iterations (0: only after the last).")
     eval_samples_per_prompt: int = _f(1, "Responses per held-out prompt per evaluation.")
+    eval_dataset_name: str | None = _f(
+        None, "Held-out prompts for the win rate (same formats as dataset_name), instead of eval_num_prompts."
+    )
     eval_baseline_outputs: str | None = _f(
         None,
         "AlpacaEval outputs file (instruction, output): its instructions are the held-out prompts and its outputs "
@@ -162,6 +168,7 @@ class TrainConfig:
     disable_tqdm: bool = _f(False, "Hide progress bars.")
     save_total_limit: int = _f(2, "Checkpoints kept (the latest ones).")
     save_every: int = _f(1, "Checkpoint every k iterations and after the last (metrics and data: every one).")
+    hub_model_id: str | None = _f(None, "Hub repository of the trainer's push_to_hub() (None: output_dir's name).")
 
     def validate(self) -> None:
         """Every key's range, then the combinations of keys; the first violation raises a ConfigError."""
@@ -212,14 +219,13 @@ class TrainConfig:
     def _check_combinations(self) -> None:
         if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
             raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
-        if self.eval_baseline_outputs and self.eval_num_prompts:
-            raise ConfigError(
-                "give eval_baseline_outputs or eval_num_prompts, not both: the file holds the eval prompts"
-            )
         if self.eval_baseline_outputs and not Path(self.eval_baseline_outputs).is_file():
             raise ConfigError(
                 f"config key 'eval_baseline_outputs': file '{self.eval_baseline_outputs}' does not exist"
             )
+        held = [k for k in ("eval_num_prompts", "eval_dataset_name", "eval_baseline_outputs") if getattr(self, k)]
+        if len(held) > 1:
+            raise ConfigError(f"give one of {' and '.join(held)}: each names the held-out prompts")
         if self.resume_from_iteration is not None and not self.resume:
             raise ConfigError("config key 'resume_from_iteration' needs --resume")
         if self.resume_from_iteration is not None and self.resume_from_iteration < 0:

@@ -1,6 +1,6 @@
 """THE online loop: collect → optimise → end_iteration → checkpoint → log, for every algorithm.
 
-Read ``train`` top to bottom: ``build_run`` builds everything and validates config and data before any compute; each
+Read ``train`` top to bottom (``prefopt.build`` has built the run, validating config and data before any compute); each
 iteration asks the algorithm for its batch (``collect``), optimises it (the algorithm's ``train_step`` if it has
 one, else epochs × minibatches of its ``loss``), runs its ``end_iteration`` hook, then commits the iteration's
 data, a checkpoint and one metrics line. Nothing here knows any algorithm by name.
@@ -13,32 +13,58 @@ import time
 import torch
 
 from prefopt.batch import Batch
-from prefopt.build import build_run
-from prefopt.config import TrainConfig
+from prefopt.callbacks import Events
 from prefopt.context import Context, collect_shard
 from prefopt.eval import win_rate
 from prefopt.judges.base import RewardJudge
 from prefopt.training_run import Run
 
 
-def train(algorithm_name: str, cfg: TrainConfig, algo_cfg) -> dict:
-    """Run (or resume) training and return the last iteration's metrics."""
-    run = build_run(algorithm_name, cfg, algo_cfg)
-    ctx, algorithm = run.ctx, run.algorithm
+def train(run: Run, events: Events | None = None) -> dict:
+    """Run (or resume) the built ``run``, reporting to ``events``' callbacks; returns the last iteration's metrics.
+    The final policy is saved in OUTPUT_DIR/final; the backend stays up (``Backend.finish`` ends it)."""
+    ctx, algorithm, cfg = run.ctx, run.algorithm, run.cfg
+    events = events or Events()
+    events.bind(run)
+    run.optimisation.on_step = events.step_end
+    events.call("on_train_begin")
     metrics: dict = run.history[-1] if run.history else {}
     for it in range(run.start_iteration, cfg.num_iterations):
         started = time.perf_counter()
+        events.call("on_iteration_begin", iteration=it)
         batch, collect_s = collect(run, it)  # this process's rows; optimise gathers every process's
         optimise_start = time.perf_counter()
         stats = algorithm.train_step(ctx, batch) if algorithm.train_step else ctx.optimise(batch)
         if algorithm.end_iteration is not None:
             algorithm.end_iteration(ctx)
         times = {"time/collect_s": collect_s, "time/optimise_s": time.perf_counter() - optimise_start}
-        metrics = iteration_metrics(run, it, batch, stats, times, started)
-        run.commit_iteration(it, metrics)
-        run.log(metrics)
-    run.finish()
+        events.agree(run.backend)
+        metrics = iteration_metrics(run, it, batch, stats, times, started, events)
+        stop = _end_iteration(run, it, metrics, events)
+        if stop:
+            break
+    run.save_final()
+    events.call("on_train_end")
     return metrics
+
+
+def _end_iteration(run: Run, it: int, metrics: dict, events: Events) -> bool:
+    """Commit, log and checkpoint iteration ``it`` as scheduled and as the callbacks ask; returns whether a
+    callback asked training to stop."""
+    saved = run.commit_iteration(it, metrics, save=events.control.should_save)
+    run.log(metrics)
+    events.log(metrics)
+    events.state.epoch = float(it + 1)
+    events.call("on_iteration_end", iteration=it)
+    events.agree(run.backend)
+    stop = events.control.should_training_stop
+    if (stop or events.control.should_save) and not saved:
+        run.checkpoint(it)
+        saved = True
+    if saved:
+        events.control.should_save = False
+        events.call("on_save", checkpoint=str(run.rundir.checkpoint_dir(it)))
+    return stop
 
 
 def collect(run: Run, it: int) -> tuple[Batch, float]:
@@ -51,10 +77,12 @@ def collect(run: Run, it: int) -> tuple[Batch, float]:
     return collect_shard(run.ctx, run.algorithm, run.train_prompts, it)
 
 
-def iteration_metrics(run: Run, it: int, batch: Batch, stats: dict, times: dict, started: float) -> dict:
+def iteration_metrics(
+    run: Run, it: int, batch: Batch, stats: dict, times: dict, started: float, events: Events | None = None
+) -> dict:
     """The iteration's metrics record: the optimisation's, collect's, the rollouts', the timings (``times`` and those
-    the services kept), the game metrics with a matrix-game judge and the win rate on evaluation iterations;
-    ``started`` is the iteration's perf_counter start."""
+    the services kept), the game metrics with a matrix-game judge and the win rate on evaluation iterations (and
+    when a callback asked for one); ``started`` is the iteration's perf_counter start."""
     ctx, cfg = run.ctx, run.cfg
     metrics = {"iteration": it, "step": run.state["global_step"], **stats, **ctx.gather_metrics(batch)}
     metrics.update(rollout_metrics(ctx))
@@ -70,8 +98,14 @@ def iteration_metrics(run: Run, it: int, batch: Batch, stats: dict, times: dict,
     if run.game_monitor is not None:
         game, run.state["game_policy_sum"] = run.game_monitor.metrics(run.state.get("game_policy_sum"), it)
         metrics.update(game)
-    if run.eval_prompts and (it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)):
-        metrics.update(evaluate(run))
+    scheduled = it == cfg.num_iterations - 1 or (cfg.eval_every and (it + 1) % cfg.eval_every == 0)
+    asked = events is not None and events.control.should_evaluate
+    if run.eval_prompts and (scheduled or asked):
+        results = evaluate(run)
+        metrics.update(results)
+        if events is not None:
+            events.control.should_evaluate = False
+            events.call("on_evaluate", metrics=results)
     metrics["time/iteration_s"] = time.perf_counter() - started
     return metrics
 

@@ -60,10 +60,16 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, padding_s
     from transformers import AutoTokenizer
 
     tokenizer = _load(AutoTokenizer, name_or_path, "tokenizer", trust_remote_code=trust_remote_code)
+    return prepare_tokenizer(tokenizer, f"tokenizer '{name_or_path}'", padding_side)
+
+
+def prepare_tokenizer(tokenizer, what: str, padding_side: str = "left"):
+    """``tokenizer`` with a pad token (EOS when it has none) and the requested padding side; ``what`` names it in
+    the error when it has neither."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:  # responses end at EOS and batches pad: the policy needs one of them at least
             raise ModelError(
-                f"tokenizer '{name_or_path}' has neither a pad token nor an EOS token; set eos_token (and pad_token) "
+                f"{what} has neither a pad token nor an EOS token; set eos_token (and pad_token) "
                 "in its tokenizer_config.json"
             )
         tokenizer.pad_token = tokenizer.eos_token

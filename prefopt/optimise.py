@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,8 @@ class Optimisation:
     Attributes:
         state: the run's progress (``global_step``, ``steps_per_iteration``), the same dict the Run saves.
         step_history: steps.jsonl records, one every ``logging_steps`` optimizer steps.
+        on_step: called after every optimizer step with its steps.jsonl record (None on steps without one): the
+            callbacks' step event.
     """
 
     cfg: TrainConfig
@@ -45,6 +48,7 @@ class Optimisation:
     algorithm: Algorithm
     state: dict = field(default_factory=fresh_state)
     step_history: list[dict] = field(default_factory=list)
+    on_step: Callable[[dict | None], None] | None = None
 
     def steps_per_iteration(self, num_rows: int) -> int:
         """Optimizer steps of one optimisation of ``num_rows`` rows (every process's)."""
@@ -87,9 +91,12 @@ class Optimisation:
                 backend.scheduler.step()
                 self.state["global_step"] += 1
                 bar.update(1)
+                record = None
                 if cfg.logging_steps and self.state["global_step"] % cfg.logging_steps == 0:
-                    self._log_step(grad_norms[-1], step.means(backend))
+                    record = self._log_step(grad_norms[-1], step.means(backend))
                 totals.add(step)
+                if self.on_step is not None:
+                    self.on_step(record)
         bar.close()
         out = totals.means(backend)
         out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
@@ -110,11 +117,13 @@ class Optimisation:
                 sums.add_rows(metrics, w)
         return sums
 
-    def _log_step(self, grad_norm: float, loss_metrics: dict[str, float]) -> None:
+    def _log_step(self, grad_norm: float, loss_metrics: dict[str, float]) -> dict:
         """Keep the step's record (its loss metrics are means over the minibatch's rows on every process); the Run
         writes it with the iteration's commit."""
         lr = self.backend.scheduler.get_last_lr()[0]
-        self.step_history.append({"step": self.state["global_step"], "grad_norm": grad_norm, "lr": lr} | loss_metrics)
+        record = {"step": self.state["global_step"], "grad_norm": grad_norm, "lr": lr} | loss_metrics
+        self.step_history.append(record)
+        return record
 
 
 class _MetricSums:

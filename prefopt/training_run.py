@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -87,14 +88,25 @@ class Run:
         """The current policy's responses on this process's held-out prompts."""
         return eval_responses(self.ctx, self.local_eval_prompts, stream)
 
-    def commit_iteration(self, iteration: int, metrics: dict) -> None:
-        """Iteration data and metrics every iteration; every save_every iterations (and after the last) also the
-        checkpoint, then state.json: a resume continues after the last iteration that has all of them."""
+    def commit_iteration(self, iteration: int, metrics: dict, save: bool = False) -> bool:
+        """Iteration data and metrics every iteration; every save_every iterations, after the last and when ``save``
+        (a callback's request) also the checkpoint, then state.json: a resume continues after the last iteration that
+        has all of them. Returns whether the iteration was checkpointed."""
         main = self.backend.is_main
         with self.rundir.rollback_on_failure(iteration) if main else contextlib.nullcontext():
-            self._commit(iteration, metrics)
+            self._commit_data(iteration, metrics)
+            last = iteration == self.cfg.num_iterations - 1
+            if not (save or last or (iteration + 1) % self.cfg.save_every == 0):
+                return False
+            self._save_checkpoint(iteration)
+        return True
 
-    def _commit(self, iteration: int, metrics: dict) -> None:
+    def checkpoint(self, iteration: int) -> None:
+        """Checkpoint a committed iteration that its commit did not (a callback asked afterwards)."""
+        with self.rundir.rollback_on_failure(iteration) if self.backend.is_main else contextlib.nullcontext():
+            self._save_checkpoint(iteration)
+
+    def _commit_data(self, iteration: int, metrics: dict) -> None:
         main = self.backend.is_main
         if main and not (self.rundir.path / "config.yaml").exists():
             self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
@@ -106,9 +118,9 @@ class Run:
             self.rundir.append_jsonl("metrics.jsonl", [metrics])
             self.rundir.append_jsonl("steps.jsonl", self.step_history[self.steps_written :])
         self.steps_written = len(self.step_history)
-        last = iteration == self.cfg.num_iterations - 1
-        if not (last or (iteration + 1) % self.cfg.save_every == 0):
-            return
+
+    def _save_checkpoint(self, iteration: int) -> None:
+        main = self.backend.is_main
         target = self.rundir.checkpoint_dir(iteration)
         staging = self.rundir.staging_dir(target, clear=main)
         self.backend.wait()
@@ -133,18 +145,24 @@ class Run:
                 flush=True,
             )
 
-    def finish(self) -> None:
-        """Save the final policy (save_pretrained, safetensors; the adapter alone under LoRA) with its tokenizer into
-        OUTPUT_DIR/final."""
-        state_dict = self.backend.state_dict_for_saving()
-        if self.backend.is_main:
-            with atomic_dir(self.rundir.path / "final") as tmp:
-                if self.backend.has_adapter:  # the adapter for the original base model (LoRA-GA's offset folded in)
-                    save_adapter(self.backend.unwrapped, tmp, state_dict)
-                else:
-                    self.backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp)
-        self.backend.finish()
+    def save_final(self) -> None:
+        """Save the final policy into OUTPUT_DIR/final (``save_policy``)."""
+        save_policy(self.backend, self.tokenizer, self.rundir.path / "final")
+
+
+def save_policy(backend: Backend, tokenizer, path) -> None:
+    """The policy as ``save_pretrained`` writes it (safetensors; under LoRA the adapter alone, for the original base
+    model, LoRA-GA's offset folded in) with its tokenizer, into ``path`` atomically (every process takes part: ZeRO-3
+    gathers the weights)."""
+    state_dict = backend.state_dict_for_saving()
+    if backend.is_main:
+        with atomic_dir(Path(path)) as tmp:
+            if backend.has_adapter:
+                save_adapter(backend.unwrapped, tmp, state_dict)
+            else:
+                backend.unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    backend.wait()
 
 
 def rollout_rows(ctx: Context) -> dict[str, list]:

@@ -32,8 +32,8 @@ import torch
 from prefopt.algorithms import get_algorithm
 from prefopt.config import build_configs, parse_cli_overrides, read_yaml
 from prefopt.errors import ConfigError, PrefoptError
-from prefopt.loop import train
 from prefopt.tiny import write_tiny_model
+from prefopt.trainers import train
 
 PHASES = ("rollout", "judge", "anchor", "collect", "optimise", "iteration")
 # Benchmark flags that are also config keys: passed on only when given, so the YAML stays the default.

@@ -32,7 +32,7 @@ METHODS = ["raft", "gvm_raft", "grpo", "gvm_grpo"]
 
 
 def setup(model_dir: Path, out: Path, num_samples: int, probe: int):
-    from prefopt.algorithms.gvm import GVMRAFTConfig
+    from prefopt.algorithms.gvm import GVMRAFTParams
     from prefopt.build import build_run
     from prefopt.config import TrainConfig
 
@@ -46,7 +46,7 @@ def setup(model_dir: Path, out: Path, num_samples: int, probe: int):
         disable_tqdm=True,
         generation_batch_size=1024,
     )
-    return build_run("gvm_raft", cfg, GVMRAFTConfig(num_samples=num_samples, probe_samples=probe))
+    return build_run("gvm_raft", cfg, GVMRAFTParams(num_samples=num_samples, probe_samples=probe))
 
 
 def correct_index(prompt) -> int:

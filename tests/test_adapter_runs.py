@@ -16,7 +16,7 @@ def run_in_process(name: str, args: list, model_dir, out) -> dict:
     """One training run in this process (no DeepSpeed: accelerate's state stays plain); its last metrics."""
     from prefopt.algorithms import get_algorithm
     from prefopt.config import build_configs, parse_cli_overrides
-    from prefopt.loop import train as train_loop
+    from prefopt.trainers import train as train_loop
 
     values = parse_cli_overrides([str(a) for a in args])
     values.update(model_name_or_path=str(model_dir), output_dir=str(out))

@@ -56,7 +56,7 @@ def test_alpha_zero_reproduces_the_base_method_exactly(tiny_model_dir, tmp_path,
 
 
 def test_parameter_momentum_extrapolates_the_weights(tiny_model_dir, tmp_path):
-    from prefopt.algorithms.apo import APOConfig, end_iteration
+    from prefopt.algorithms.apo import APOParams, end_iteration
     from prefopt.build import build_run
     from prefopt.config import TrainConfig
 
@@ -66,7 +66,7 @@ def test_parameter_momentum_extrapolates_the_weights(tiny_model_dir, tmp_path):
         output_dir=str(tmp_path / "run"),
         disable_tqdm=True,
     )
-    run = build_run("apo", cfg, APOConfig(alpha=0.5, momentum="params"))
+    run = build_run("apo", cfg, APOParams(alpha=0.5, momentum="params"))
     start = run.backend.snapshot()
     run.ctx.algo_state["previous"] = start
     moved = {k: v + 0.01 for k, v in start.items()}  # θ_{t+1} = θ_t + 0.01

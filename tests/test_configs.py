@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from prefopt.algorithms import get_algorithm
-from prefopt.algorithms.sppo import SPPOConfig
+from prefopt.algorithms.sppo import SPPOParams
 from prefopt.config import build_configs, parse_cli_overrides, read_yaml
 from prefopt.data import FILE_BUILDERS
 from prefopt.errors import ConfigError
@@ -45,7 +45,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def _load(tmp_path: Path, text: str, cli: list[str] = ()):
     path = _write(tmp_path, text)
-    return build_configs(SPPOConfig, read_yaml(path), parse_cli_overrides(list(cli)), str(path))
+    return build_configs(SPPOParams, read_yaml(path), parse_cli_overrides(list(cli)), str(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_accelerate_config_parses(path, at_root):
 @pytest.mark.parametrize("name", ["sppo_mistral-7b-instruct", "sppo_llama-3-8b-instruct"])
 def test_gpu_recipes_carry_the_paper_settings(name, at_root):
     path = CONFIGS / "recipes" / f"{name}.yaml"
-    train, algo = build_configs(SPPOConfig, read_yaml(path), {}, str(path))
+    train, algo = build_configs(SPPOParams, read_yaml(path), {}, str(path))
     assert (algo.eta, algo.num_samples, algo.train_on) == (1000.0, 5, "best_worst")
     assert (train.learning_rate, train.optim, train.lr_scheduler_type, train.warmup_ratio) == (
         5e-7,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import REPO
 
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
+from prefopt.algorithms.online_ipo import OnlineIPOParams, loss
 from prefopt.batch import MiniBatch, PolicyLogps
 
 
@@ -17,12 +17,12 @@ def test_online_ipo_loss_hand_computed():
     batch = MiniBatch(model_inputs={}, rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
     logps = torch.tensor([[-1.0, -3.0]])
     policy = PolicyLogps(logps.unsqueeze(-1), torch.ones(1, 2, 1).bool())
-    losses, metrics = loss(OnlineIPOConfig(beta=0.5, normalize_logprobs=False), batch, policy)
+    losses, metrics = loss(OnlineIPOParams(beta=0.5, normalize_logprobs=False), batch, policy)
     assert losses.tolist() == pytest.approx([1.0])
     assert metrics["pref/h"].tolist() == pytest.approx([1.5])
     # Length-normalised: the same token log-probs spread over 2 tokens halve each sequence's log-prob.
     two_tokens = PolicyLogps(torch.tensor([[[-0.5, -0.5], [-1.5, -1.5]]]), torch.ones(1, 2, 2).bool())
-    losses, _ = loss(OnlineIPOConfig(beta=0.5, normalize_logprobs=True), batch, two_tokens)
+    losses, _ = loss(OnlineIPOParams(beta=0.5, normalize_logprobs=True), batch, two_tokens)
     assert losses.tolist() == pytest.approx([((-0.5 + 1.5) - 0.5 - 0.5) ** 2])
 
 

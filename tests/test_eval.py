@@ -248,4 +248,4 @@ def test_in_training_win_rate_against_a_baseline_outputs_file(tmp_path, tiny_mod
     both = prefopt("train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", tmp_path / "x",
                    "--dataset_name", REPO / "configs/data/quickstart_prompts.jsonl", "--eval_num_prompts", 8,
                    "--eval_baseline_outputs", baseline)  # fmt: skip
-    assert both.returncode == 2 and "eval_baseline_outputs or eval_num_prompts" in both.stderr
+    assert both.returncode == 2 and "give one of eval_num_prompts and eval_baseline_outputs" in both.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, minibatch, prefopt_ok
 
-from prefopt.algorithms.grao import GRAOConfig, loss
+from prefopt.algorithms.grao import GRAOParams, loss
 from prefopt.batch import PolicyLogps
 
 
@@ -17,7 +17,7 @@ def test_loss_hand_computed():
     token = torch.tensor([[[-1.0, -3.0], [-1.0, 0.0], [-0.5, 0.0]]])
     mask = torch.tensor([[[True, True], [True, False], [True, False]]])
     batch = minibatch(advantage=torch.tensor([[1.0, -1.0, 0.5]]))
-    losses, metrics = loss(GRAOConfig(beta=0.5, lam=0.6), batch, PolicyLogps(token, mask))
+    losses, metrics = loss(GRAOParams(beta=0.5, lam=0.6), batch, PolicyLogps(token, mask))
     assert losses.tolist() == pytest.approx([0.925])
     assert metrics["grao/alignment"].tolist() == pytest.approx([-0.3])
 
@@ -26,7 +26,7 @@ def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir):
     from prefopt.algorithms.grao import collect
 
     run = digit_task_run(
-        "grao", GRAOConfig(num_samples=3, reference_column="answer"), tiny_model_dir, tmp_path / "run"
+        "grao", GRAOParams(num_samples=3, reference_column="answer"), tiny_model_dir, tmp_path / "run"
     )
     prompts = run.train_prompts[:16]
     run.ctx.start_iteration(0, prompts)

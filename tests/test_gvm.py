@@ -8,9 +8,9 @@ from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
 @pytest.fixture
 def run(tmp_path, tiny_model_dir):
-    from prefopt.algorithms.gvm import GVMRAFTConfig
+    from prefopt.algorithms.gvm import GVMRAFTParams
 
-    run = digit_task_run("gvm_raft", GVMRAFTConfig(num_samples=4, probe_samples=8), tiny_model_dir, tmp_path / "run")
+    run = digit_task_run("gvm_raft", GVMRAFTParams(num_samples=4, probe_samples=8), tiny_model_dir, tmp_path / "run")
     run.ctx.start_iteration(0, run.train_prompts[:40])
     return run
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import minibatch, policy
 
-from prefopt.algorithms.inpo import INPOConfig, loss
+from prefopt.algorithms.inpo import INPOParams, loss
 from prefopt.errors import ConfigError
 from prefopt.judges.selection import knockout_pairs, select_pairs
 from prefopt.judges.synthetic import MatrixGameJudge
@@ -19,14 +19,14 @@ def test_inpo_loss_hand_computed():
     batch = minibatch(
         ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]), label=torch.ones(1)
     )
-    losses, metrics = loss(INPOConfig(eta=0.5, tau=0.25), batch, policy([[-1.0, -3.0]]))
+    losses, metrics = loss(INPOParams(eta=0.5, tau=0.25), batch, policy([[-1.0, -3.0]]))
     assert losses.tolist() == pytest.approx([0.25])
     assert metrics["pref/h"].tolist() == pytest.approx([1.5])
 
 
 def test_inpo_labels_order_the_pair_and_a_soft_label_is_their_expectation():
     # The same numbers as above: h(y, y′) = 1.5, 1/(2η) = 1.
-    cfg, logps = INPOConfig(eta=0.5, tau=0.25), policy([[-1.0, -3.0]])
+    cfg, logps = INPOParams(eta=0.5, tau=0.25), policy([[-1.0, -3.0]])
     rows = dict(ref_logps=torch.tensor([[-2.0, -2.0]]), anchor_logps=torch.tensor([[-1.0, -2.0]]))
     lost = loss(cfg, minibatch(**rows, label=torch.zeros(1)), logps)[0]
     assert lost.tolist() == pytest.approx([(1.5 + 1) ** 2])  # y′ won: (h(y′, y) − 1)² = (−1.5 − 1)²
@@ -39,7 +39,7 @@ def test_inpo_labels_order_the_pair_and_a_soft_label_is_their_expectation():
 
 
 def test_inpo_gradient_vanishes_at_the_omd_target():
-    cfg = INPOConfig(eta=0.1, tau=0.02)
+    cfg = INPOParams(eta=0.1, tau=0.02)
     ref, anchor = torch.tensor([[-3.0, -2.0]]), torch.tensor([[-2.5, -2.5]])
     # Choose the policy margin so that h = 1/(2η) exactly.
     target_margin = 1 / (2 * cfg.eta) + (cfg.tau / cfg.eta) * (-1.0) + ((cfg.eta - cfg.tau) / cfg.eta) * 0.0
@@ -53,9 +53,9 @@ def test_inpo_gradient_vanishes_at_the_omd_target():
 
 
 def test_inpo_config_defaults_and_checks():
-    assert INPOConfig().tau_value == pytest.approx(0.005 / 3)
+    assert INPOParams().tau_value == pytest.approx(0.005 / 3)
     with pytest.raises(ConfigError, match="tau"):
-        INPOConfig(eta=0.1, tau=0.2).validate()
+        INPOParams(eta=0.1, tau=0.2).validate()
 
 
 def transitive_judge(scores):

@@ -20,7 +20,7 @@ def bandit(tmp_path):
 
 def test_opponent_is_the_geometric_mixture_of_the_moved_policy_and_the_reference(bandit, tmp_path):
     from prefopt.algorithms import get_algorithm
-    from prefopt.algorithms.nash_md import NashMDConfig, collect
+    from prefopt.algorithms.nash_md import NashMDParams, collect
     from prefopt.build import build_run
     from prefopt.config import TrainConfig
 
@@ -38,7 +38,7 @@ def test_opponent_is_the_geometric_mixture_of_the_moved_policy_and_the_reference
         disable_tqdm=True,
     )
     mu = 0.4
-    run = build_run("nash_md", cfg, NashMDConfig(beta=0.1, mixture=mu, normalize_logprobs=False))
+    run = build_run("nash_md", cfg, NashMDParams(beta=0.1, mixture=mu, normalize_logprobs=False))
     assert run.algorithm is get_algorithm("nash_md")
     run.ctx.start_iteration(0, run.train_prompts)
     run.ctx.optimise(collect(run.ctx, run.ctx.prompts))  # π_θ moves away from π_ref

@@ -5,7 +5,7 @@ import torch
 from helpers import PROMPTS, prefopt_ok
 
 from prefopt import games
-from prefopt.algorithms.nash_mp import NashMPConfig, loss
+from prefopt.algorithms.nash_mp import NashMPParams, loss
 from prefopt.batch import MiniBatch, PolicyLogps
 
 
@@ -19,7 +19,7 @@ def test_loss_hand_computed():
     }
     batch = MiniBatch(model_inputs={}, rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
     policy = PolicyLogps(torch.tensor([[[-1.0], [-2.0]]]), torch.ones(1, 2, 1).bool())
-    losses, metrics = loss(NashMPConfig(eta=2.0, beta=0.25), batch, policy)
+    losses, metrics = loss(NashMPParams(eta=2.0, beta=0.25), batch, policy)
     assert losses.tolist() == pytest.approx([0.36])
     assert metrics["pref/h"].tolist() == pytest.approx([1.0])
 
@@ -52,7 +52,7 @@ def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
         optimiser.zero_grad()
         lp = torch.log_softmax(theta, 0)
         value = loss(
-            NashMPConfig(eta=eta, beta=beta), batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask)
+            NashMPParams(eta=eta, beta=beta), batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask)
         )[0].mean()
         value.backward()
         return value
@@ -69,7 +69,7 @@ def test_pg_advantage_and_loss_hand_computed():
     from prefopt.judges.synthetic import MatrixGameJudge
 
     rps = games.rock_paper_scissors()
-    cfg = NashMPConfig(beta=0.5, eta=2.0, num_samples=3)
+    cfg = NashMPParams(beta=0.5, eta=2.0, num_samples=3)
     ctx = SimpleNamespace(algo_cfg=cfg, judge=MatrixGameJudge(rps), references=lambda prompts: None)
     samples = [SimpleNamespace(text=a) for a in "ABC"]
     lp = torch.tensor([[-1.0, -1.0, -1.0]])

@@ -7,9 +7,9 @@ import pytest
 import torch
 from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
-from prefopt.algorithms.grpo import GRPOConfig
+from prefopt.algorithms.grpo import GRPOParams
 from prefopt.algorithms.grpo import loss as grpo_loss
-from prefopt.algorithms.raft import RAFTConfig, raft_loss, raftpp_loss
+from prefopt.algorithms.raft import RAFTParams, raft_loss, raftpp_loss
 from prefopt.batch import MiniBatch, PolicyLogps
 from prefopt.ops import group_advantages
 
@@ -25,7 +25,7 @@ def one_response(token_logps, advantage, **token):
 
 def test_raft_is_the_mean_token_nll_of_accepted_responses():
     batch, policy = one_response([-1.0, -3.0], 1.0)
-    losses, _ = raft_loss(RAFTConfig(), batch, policy)
+    losses, _ = raft_loss(RAFTParams(), batch, policy)
     assert losses.tolist() == pytest.approx([2.0])  # −(−1 − 3)/2
 
 
@@ -33,7 +33,7 @@ def test_raftpp_clips_the_ratio():
     # Ratios e^{0.5} = 1.649 (clipped to 1.28) and e^{−0.1} = 0.905 (inside); A = 1 > 0 takes the min:
     # −(1.28 + 0.905)/2.
     batch, policy = one_response([-0.5, -1.1], 1.0, old_logps=[-1.0, -1.0])
-    losses, metrics = raftpp_loss(RAFTConfig(clip_low=0.2, clip_high=0.28), batch, policy)
+    losses, metrics = raftpp_loss(RAFTParams(clip_low=0.2, clip_high=0.28), batch, policy)
     assert losses.item() == pytest.approx(-(1.28 + math.exp(-0.1)) / 2, rel=1e-6)
     assert metrics["clip/fraction"].item() == pytest.approx(0.5)
 
@@ -43,7 +43,7 @@ def test_grpo_loss_with_negative_advantage_and_k3_penalty():
     # −2·1.649 < −2·1.2); token 2 s = e^{−0.5} = 0.607 → clip to 0.8 → −1.6. k3 with log(π_ref/π_θ) = d:
     # e^d − d − 1, d = −0.2 and 0.3; loss = −mean(surrogate − β·k3).
     batch, policy = one_response([-0.5, -1.5], -2.0, old_logps=[-1.0, -1.0], ref_logps=[-0.7, -1.2])
-    cfg = GRPOConfig(beta=0.1, clip_low=0.2, clip_high=0.2)
+    cfg = GRPOParams(beta=0.1, clip_low=0.2, clip_high=0.2)
     losses, metrics = grpo_loss(cfg, batch, policy)
     k3 = [math.exp(d) - d - 1 for d in (-0.2, 0.3)]
     surrogate = [-2 * math.exp(0.5), -1.6]
@@ -68,7 +68,7 @@ def _setup(tmp_path, tiny_model_dir, name, algo_cfg):
 def test_raft_keeps_exactly_the_correct_responses(tmp_path, tiny_model_dir):
     from prefopt.algorithms.raft import collect
 
-    run, prompts = _setup(tmp_path, tiny_model_dir, "raft", RAFTConfig(num_samples=6))
+    run, prompts = _setup(tmp_path, tiny_model_dir, "raft", RAFTParams(num_samples=6))
     batch = collect(run.ctx, prompts)
     samples = run.ctx.rollouts[0][2].samples
     correct = [s for s in samples if s.text == prompts[s.prompt_index].extra["answer"]]
@@ -80,7 +80,7 @@ def test_raft_keeps_exactly_the_correct_responses(tmp_path, tiny_model_dir):
 def test_grpo_rows_are_the_groups_with_mixed_rewards(tmp_path, tiny_model_dir):
     from prefopt.algorithms.grpo import collect
 
-    run, prompts = _setup(tmp_path, tiny_model_dir, "grpo", GRPOConfig(num_samples=6, beta=0.0))
+    run, prompts = _setup(tmp_path, tiny_model_dir, "grpo", GRPOParams(num_samples=6, beta=0.0))
     batch = collect(run.ctx, prompts)
     groups = run.ctx.rollouts[0][2].groups()
     mixed = [g for p, g in zip(prompts, groups) if len({s.text == p.extra["answer"] for s in g}) == 2]

@@ -6,14 +6,14 @@ import pytest
 import torch
 from helpers import DIGIT_ARGS, DIGIT_TASK, REPO, digit_task_run, minibatch, policy, prefopt, prefopt_ok
 
-from prefopt.algorithms.rebel import REBELConfig, loss
+from prefopt.algorithms.rebel import REBELParams, loss
 from prefopt.batch import PolicyLogps
 
 
 def test_loss_hand_computed():
     # η = 2. log π_θ − log π_t: y: −1 − (−2) = 1, y': −3 − (−2.5) = −0.5, so h = 1.5; η·Δr = 2·0.5 = 1; (1.5 − 1)².
     batch = minibatch(anchor_logps=torch.tensor([[-2.0, -2.5]]), delta=torch.tensor([0.5]))
-    losses, metrics = loss(REBELConfig(eta=2.0), batch, policy([[-1.0, -3.0]]))
+    losses, metrics = loss(REBELParams(eta=2.0), batch, policy([[-1.0, -3.0]]))
     assert losses.tolist() == pytest.approx([0.25])
     assert metrics["pref/target"].tolist() == pytest.approx([1.0])
 
@@ -33,7 +33,7 @@ def test_exact_minimiser_is_hedge_on_the_reward():
         optimizer.zero_grad()
         lp = torch.log_softmax(theta, -1)
         mask = torch.ones(16, 2, 1, dtype=torch.bool)
-        value = loss(REBELConfig(eta=eta), batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask))[0]
+        value = loss(REBELParams(eta=eta), batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask))[0]
         value.mean().backward()
         return value.mean()
 
@@ -49,7 +49,7 @@ def _run(tmp_path, tiny_model_dir, algo_cfg):
 def test_missing_eos_reward_and_kl_penalty(tmp_path, tiny_model_dir):
     from prefopt.algorithms.rebel import collect
 
-    run = _run(tmp_path, tiny_model_dir, REBELConfig(num_samples=6, kl_coef=0.5, missing_eos_reward=-1.0))
+    run = _run(tmp_path, tiny_model_dir, REBELParams(num_samples=6, kl_coef=0.5, missing_eos_reward=-1.0))
     with torch.no_grad():  # move π_t away from π_ref so that the penalty is not 0
         for p in run.backend.model.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -69,7 +69,7 @@ def test_missing_eos_reward_and_kl_penalty(tmp_path, tiny_model_dir):
 def test_best_and_worst_by_reward(tmp_path, tiny_model_dir):
     from prefopt.algorithms.rebel import collect
 
-    run = _run(tmp_path, tiny_model_dir, REBELConfig(num_samples=6))
+    run = _run(tmp_path, tiny_model_dir, REBELParams(num_samples=6))
     prompts = run.train_prompts[:32]
     run.ctx.start_iteration(0, prompts)
     batch = collect(run.ctx, prompts)

@@ -5,8 +5,8 @@ import torch
 from helpers import minibatch, policy
 
 from prefopt.algorithms.sppo import (
-    SPPOConfig,
-    SPPOHardConfig,
+    SPPOHardParams,
+    SPPOParams,
     estimate_win_rates,
     loss,
     loss_hard,
@@ -26,7 +26,7 @@ def test_sppo_loss_hand_computed():
     batch = minibatch(
         anchor_logps=torch.tensor([[-1.5, -1.0], [-3.0, -3.0]]), win_rates=torch.tensor([[0.75, 0.25], [1.0, 0.0]])
     )
-    losses, metrics = loss(SPPOConfig(eta=2.0), batch, policy([[-1.0, -2.0], [-3.0, -3.0]]))
+    losses, metrics = loss(SPPOParams(eta=2.0), batch, policy([[-1.0, -2.0], [-3.0, -3.0]]))
     assert losses.tolist() == pytest.approx([0.125, 1.0])
     assert metrics["kl/logratio"].tolist() == pytest.approx([-0.25, 0.0])
 
@@ -37,10 +37,10 @@ def test_sppo_gradient_vanishes_at_the_target_and_pushes_towards_it():
     anchor = torch.tensor([[-2.0, -2.0]])
     optimum = anchor + eta * (win - 0.5)  # log π_θ = log π_t + η(P̂ − ½)
     logps = optimum.clone().requires_grad_(True)
-    loss(SPPOConfig(eta=eta), minibatch(anchor_logps=anchor, win_rates=win), policy(logps))[0].sum().backward()
+    loss(SPPOParams(eta=eta), minibatch(anchor_logps=anchor, win_rates=win), policy(logps))[0].sum().backward()
     assert torch.allclose(logps.grad, torch.zeros(1, 2), atol=1e-6)
     at_anchor = anchor.clone().requires_grad_(True)
-    loss(SPPOConfig(eta=eta), minibatch(anchor_logps=anchor, win_rates=win), policy(at_anchor))[0].sum().backward()
+    loss(SPPOParams(eta=eta), minibatch(anchor_logps=anchor, win_rates=win), policy(at_anchor))[0].sum().backward()
     # Gradient descent raises the winner (P̂ > ½) and lowers the loser (P̂ < ½).
     assert at_anchor.grad[0, 0] < 0 < at_anchor.grad[0, 1]
 
@@ -48,7 +48,7 @@ def test_sppo_gradient_vanishes_at_the_target_and_pushes_towards_it():
 def test_sppo_hard_loss_hand_computed():
     # β = 0.5 → 1/(2β) = 1. Log-ratios w = 0.5, l = −1: (0.5 − 1)² + (−1 + 1)² = 0.25.
     batch = minibatch(anchor_logps=torch.tensor([[-1.5, -1.0]]))
-    losses, metrics = loss_hard(SPPOHardConfig(beta=0.5), batch, policy([[-1.0, -2.0]]))
+    losses, metrics = loss_hard(SPPOHardParams(beta=0.5), batch, policy([[-1.0, -2.0]]))
     assert losses.tolist() == pytest.approx([0.25])
     assert metrics["pref/margin"].tolist() == pytest.approx([1.5])
 
@@ -57,11 +57,11 @@ def test_configs_reject_bad_values():
     from prefopt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="eta"):
-        SPPOConfig(eta=0).validate()
+        SPPOParams(eta=0).validate()
     with pytest.raises(ConfigError, match="num_samples"):
-        SPPOConfig(num_samples=1).validate()
+        SPPOParams(num_samples=1).validate()
     with pytest.raises(ConfigError, match="beta"):
-        SPPOHardConfig(beta=-1).validate()
+        SPPOHardParams(beta=-1).validate()
 
 
 def _config(tiny_model_dir, tmp_path, **overrides):
@@ -85,7 +85,7 @@ def test_collect_builds_best_worst_rows_with_rollout_anchors(tiny_model_dir, tmp
     from prefopt.objective import policy_logps
 
     cfg = _config(tiny_model_dir, tmp_path)
-    run = build_run("sppo", cfg, SPPOConfig(num_samples=4))
+    run = build_run("sppo", cfg, SPPOParams(num_samples=4))
     prompts = run.train_prompts[:5]
     batch = SPPO.collect(run.ctx, prompts)
     assert batch.num_rows == 5 and batch.seqs_per_row == 2
@@ -122,7 +122,7 @@ def test_sppo_hard_from_dataset_pairs(tiny_model_dir, tmp_path):
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = build_run(
-        "sppo_hard", _config(tiny_model_dir, tmp_path, dataset_name=str(data)), SPPOHardConfig(pairs_from="dataset")
+        "sppo_hard", _config(tiny_model_dir, tmp_path, dataset_name=str(data)), SPPOHardParams(pairs_from="dataset")
     )
     batch = SPPO_HARD.collect(run.ctx, run.train_prompts)
     assert batch.num_rows == 3 and run.ctx.rollouts == []  # no sampling in dataset mode

@@ -43,6 +43,8 @@ class Algorithm:
             and ``rejected_ids``, tokenised as the policy would emit them.
         mixes_reference: ``(cfg) -> bool``, whether collect decodes from the token-level mixture with π_ref
             (Nash-MD's opponent), which only the transformers rollout engine can do (checked before any compute).
+        needs_reward_judge: whether collect reads a scalar reward r(x, y) (outcome-reward methods): a preference-only
+            judge is refused before any compute.
         exact_expectation: ``(cfg) -> bool``, whether collect takes all its data from the Context's estimators
             (``sample_labelled_pairs``, ``pairs_against``), so that ``game_exact`` can answer them with exact
             expectations over a single-token game's actions (``prefopt.exact``).
@@ -63,6 +65,7 @@ class Algorithm:
     game_beta: Callable[[Any], float] | None = None
     check_examples: Callable[..., None] | None = None
     exact_expectation: Callable[[Any], bool] | None = None
+    needs_reward_judge: bool = False
 
 
 def uses_reference(algorithm: Algorithm, cfg) -> bool:

@@ -40,7 +40,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class APOConfig:
+class APOParams:
     """APO hyperparameters: α and the base method's own."""
 
     alpha: float = field(default=0.3, metadata={"help": "α, the extrapolation (momentum) weight; 0 = base method."})
@@ -103,7 +103,7 @@ def collect(ctx: Context, prompts) -> Batch:
     return batch
 
 
-def loss(cfg: APOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: APOParams, batch: MiniBatch, policy: PolicyLogps):
     """The base method's per-row loss with the extrapolated reference π̂_t. Returns loss [B]."""
     if cfg.base == "sppo":
         return regression_loss(cfg.eta, batch, policy)
@@ -113,7 +113,7 @@ def loss(cfg: APOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 def end_iteration(ctx: Context) -> None:
     """``momentum: params``: θ ← θ_{t+1} + α(θ_{t+1} − θ_t), with θ_t the snapshot taken at collect time."""
-    cfg: APOConfig = ctx.algo_cfg
+    cfg: APOParams = ctx.algo_cfg
     if cfg.momentum != "params" or cfg.alpha == 0:
         return
     start, now = ctx.algo_state["previous"], ctx.backend.snapshot()
@@ -123,7 +123,7 @@ def end_iteration(ctx: Context) -> None:
 APO = Algorithm(
     name="apo",
     paper=("Accelerated Preference Optimization", "2410.06293"),
-    config_class=APOConfig,
+    config_class=APOParams,
     collect=collect,
     loss=loss,
     end_iteration=end_iteration,

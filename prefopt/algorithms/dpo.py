@@ -30,7 +30,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class DPOConfig:
+class DPOParams:
     """Iterative DPO hyperparameters."""
 
     beta: float = field(default=0.1, metadata={"help": "β, DPO's inverse temperature (TRL default 0.1)."})
@@ -81,7 +81,7 @@ def dpo_loss(beta: float, policy_logps: torch.Tensor, ref_logps: torch.Tensor):
     return -F.logsigmoid(margin), logratios, margin
 
 
-def loss(cfg: DPOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: DPOParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-pair DPO loss. Shapes: policy.logps, batch.row["ref_logps"]: [B, 2]. Returns loss [B]."""
     losses, logratios, margin = dpo_loss(cfg.beta, policy.logps, batch.row["ref_logps"])
     metrics = {
@@ -96,7 +96,7 @@ def loss(cfg: DPOConfig, batch: MiniBatch, policy: PolicyLogps):
 DPO = Algorithm(
     name="dpo",
     paper=("Direct Preference Optimization (iterative)", "2305.18290"),
-    config_class=DPOConfig,
+    config_class=DPOParams,
     collect=collect,
     loss=loss,
     needs_ref=lambda cfg: cfg.reference == "initial",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
+from prefopt.algorithms.online_ipo import OnlineIPOParams, loss
 from prefopt.algorithms.opponent import collect_against_opponent
 from prefopt.batch import Batch
 from prefopt.context import Context
@@ -73,7 +73,7 @@ def train_step(ctx: Context, batch: Batch) -> dict:
 EGPO = Algorithm(
     name="egpo",
     paper=("Extragradient Preference Optimization", "2503.08942"),
-    config_class=OnlineIPOConfig,
+    config_class=OnlineIPOParams,
     collect=collect_against_opponent,
     loss=loss,
     train_step=train_step,

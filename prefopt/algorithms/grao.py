@@ -34,7 +34,7 @@ from prefopt.ops import group_advantages
 
 
 @dataclass
-class GRAOConfig:
+class GRAOParams:
     """GRAO hyperparameters (paper defaults)."""
 
     num_samples: int = field(default=8, metadata={"help": "G, samples per prompt."})
@@ -73,7 +73,7 @@ def check_examples(cfg, examples, tokenizer, allowed, max_new_tokens: int) -> No
 
 def collect(ctx: Context, prompts) -> Batch:
     """Rows of G samples and the reference (S = G + 1) with advantages [R, G + 1]."""
-    cfg: GRAOConfig = ctx.algo_cfg
+    cfg: GRAOParams = ctx.algo_cfg
     groups, rewards = sample_groups(ctx, prompts, cfg.num_samples)
     refs = [reference_text(p, cfg.reference_column) for p in prompts]
     ref_rewards = ctx.judge.reward([p.prompt for p in prompts], refs, ctx.references(prompts)).float()
@@ -93,7 +93,7 @@ def collect(ctx: Context, prompts) -> Batch:
     return Batch(prompt_ids, response_ids, cfg.num_samples + 1, row_data, metrics=metrics, metric_weights=weights)
 
 
-def loss(cfg: GRAOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: GRAOParams, batch: MiniBatch, policy: PolicyLogps):
     """−J_GRAO per prompt. Shapes: policy log-probs [B, G + 1] (samples, then the reference); advantage
     [B, G + 1]. Returns loss [B]."""
     ell = policy.mean_logps
@@ -113,9 +113,10 @@ def loss(cfg: GRAOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 
 GRAO = Algorithm(
+    needs_reward_judge=True,
     name="grao",
     paper=("Group Relative Alignment Optimization", "2508.07750"),
-    config_class=GRAOConfig,
+    config_class=GRAOParams,
     collect=collect,
     loss=loss,
     required_columns=lambda cfg: (cfg.reference_column,),

@@ -32,7 +32,7 @@ from prefopt.ops import group_advantages, masked_mean
 
 
 @dataclass
-class GRPOConfig:
+class GRPOParams:
     """GRPO hyperparameters (the GVM paper's settings for its GRPO runs)."""
 
     num_samples: int = field(default=8, metadata={"help": "G, responses per prompt (GVM: the per-prompt average)."})
@@ -52,7 +52,7 @@ class GRPOConfig:
 
 
 def collect(ctx: Context, prompts, counts=None) -> Batch:
-    cfg: GRPOConfig = ctx.algo_cfg
+    cfg: GRPOParams = ctx.algo_cfg
     groups, rewards = sample_groups(ctx, prompts, cfg.num_samples if counts is None else counts)
     kept, advantages = [], []
     for g, r in zip(groups, rewards):
@@ -70,7 +70,7 @@ def collect(ctx: Context, prompts, counts=None) -> Batch:
     return Batch(prompt_ids, response_ids, 1, {"advantage": adv}, token_data, metrics=metrics, metric_weights=weights)
 
 
-def loss(cfg: GRPOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: GRPOParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-response GRPO loss. Shapes: advantage [B, 1]; token old_logps/ref_logps [B, 1, L]. Returns loss [B]."""
     ratio = torch.exp(policy.token_logps - batch.token["old_logps"])
     objective = clipped_surrogate(ratio, batch.row["advantage"][..., None], cfg.clip_low, cfg.clip_high)
@@ -85,9 +85,10 @@ def loss(cfg: GRPOConfig, batch: MiniBatch, policy: PolicyLogps):
 
 
 GRPO = Algorithm(
+    needs_reward_judge=True,
     name="grpo",
     paper=("DeepSeekMath (GRPO)", "2402.03300"),
-    config_class=GRPOConfig,
+    config_class=GRPOParams,
     collect=collect,
     loss=loss,
     needs_ref=lambda cfg: cfg.beta > 0,

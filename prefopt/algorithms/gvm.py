@@ -150,11 +150,12 @@ def _gvm(base: Algorithm, name: str, config_class: type) -> Algorithm:
         collect=_with_allocation(base.collect),
         loss=base.loss,
         needs_ref=base.needs_ref,
+        needs_reward_judge=True,
     )
 
 
-GVMRAFTConfig = _config_class(raft.RAFTConfig)
-GVMGRPOConfig = _config_class(grpo.GRPOConfig)
-GVM_RAFT = _gvm(raft.RAFT, "gvm_raft", GVMRAFTConfig)
-GVM_RAFT_PP = _gvm(raft.RAFT_PP, "gvm_raftpp", GVMRAFTConfig)
-GVM_GRPO = _gvm(grpo.GRPO, "gvm_grpo", GVMGRPOConfig)
+GVMRAFTParams = _config_class(raft.RAFTParams)
+GVMGRPOParams = _config_class(grpo.GRPOParams)
+GVM_RAFT = _gvm(raft.RAFT, "gvm_raft", GVMRAFTParams)
+GVM_RAFT_PP = _gvm(raft.RAFT_PP, "gvm_raftpp", GVMRAFTParams)
+GVM_GRPO = _gvm(grpo.GRPO, "gvm_grpo", GVMGRPOParams)

@@ -37,7 +37,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class INPOConfig:
+class INPOParams:
     """INPO hyperparameters (paper defaults, appendix B)."""
 
     eta: float = field(default=0.005, metadata={"help": "η, the OMD prox coefficient (1/η is the step)."})
@@ -74,7 +74,7 @@ class INPOConfig:
 def collect(ctx: Context, prompts) -> Batch:
     """Rows (y, y′) with their label ℓ = P(y ≻ y′) or its Bernoulli draw (pairs: iid), or the selected (y_w, y_l)
     with ℓ = 1; row data ``anchor_logps`` (π_t, from the rollout), ``ref_logps`` [R, 2] and ``label`` [R]."""
-    cfg: INPOConfig = ctx.algo_cfg
+    cfg: INPOParams = ctx.algo_cfg
     weights = None
     if cfg.pairs == "iid":
         pairs, label, weights = ctx.sample_labelled_pairs(prompts, cfg.num_samples, cfg.labels)
@@ -95,7 +95,7 @@ def collect(ctx: Context, prompts) -> Batch:
     )
 
 
-def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: INPOParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-pair INPO loss (h_t − (2ℓ − 1)/(2η))²: the paper's (h_t(y_w, y_l) − 1/(2η))² with the pair ordered by its
     label (ℓ = 1: the first won; ℓ = 0 is the same loss with the two swapped, h_t being antisymmetric), and its
     expectation over the label (up to a constant) for a soft ℓ = P(y ≻ y′).
@@ -122,7 +122,7 @@ def loss(cfg: INPOConfig, batch: MiniBatch, policy: PolicyLogps):
 INPO = Algorithm(
     name="inpo",
     paper=("Iterative Nash Policy Optimization", "2407.00617"),
-    config_class=INPOConfig,
+    config_class=INPOParams,
     collect=collect,
     loss=loss,
     needs_ref=True,

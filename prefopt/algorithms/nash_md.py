@@ -30,14 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.online_ipo import OnlineIPOConfig, loss
+from prefopt.algorithms.online_ipo import OnlineIPOParams, loss
 from prefopt.algorithms.opponent import collect_against_opponent
 from prefopt.context import Context
 from prefopt.errors import ConfigError
 
 
 @dataclass
-class NashMDConfig(OnlineIPOConfig):
+class NashMDParams(OnlineIPOParams):
     """Online-IPO hyperparameters plus the opponent's mixture weight on π_ref."""
 
     mixture: float = field(
@@ -58,7 +58,7 @@ def collect(ctx: Context, prompts):
 NASH_MD = Algorithm(
     name="nash_md",
     paper=("Nash Learning from Human Feedback (Nash-MD)", "2312.00886"),
-    config_class=NashMDConfig,
+    config_class=NashMDParams,
     collect=collect,
     loss=loss,
     needs_ref=True,

@@ -44,7 +44,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class NashMPConfig:
+class NashMPParams:
     """Nash-MP hyperparameters (β, η in the paper's symbols; the sampler as EGPO's repository)."""
 
     beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
@@ -157,14 +157,14 @@ def end_iteration(ctx: Context) -> None:
     ctx.algo_state["centre"] = {k: cfg.ema * centre[k] + (1 - cfg.ema) * v for k, v in now.items()}
 
 
-def pg_loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
+def pg_loss(cfg: NashMPParams, batch: MiniBatch, policy: PolicyLogps):
     """REINFORCE surrogate −A·log π_θ(y), mean over the prompt's K samples. Shapes: [B, K] → loss [B]."""
     logps = policy.mean_logps if cfg.normalize_logprobs else policy.logps
     losses = -(batch.row["advantage"] * logps).mean(-1)
     return losses, {"loss/nash_mp_pg": losses.detach(), "pref/abs_advantage": batch.row["advantage"].abs().mean(-1)}
 
 
-def loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: NashMPParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-row regression onto the mirror-prox step: (h(θ) − target)².
 
     Shapes: policy log-probs, batch.row["centre_logps"] (π_k), batch.row["ref_logps"]: [B, 2] for (y, y');
@@ -187,7 +187,7 @@ def loss(cfg: NashMPConfig, batch: MiniBatch, policy: PolicyLogps):
 NASH_MP = Algorithm(
     name="nash_mp",
     paper=("Nash Mirror Prox", "2505.19731"),
-    config_class=NashMPConfig,
+    config_class=NashMPParams,
     collect=collect,
     loss=loss,
     train_step=train_step,

@@ -27,7 +27,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class OnlineIPOConfig:
+class OnlineIPOParams:
     """Online IPO / EGPO hyperparameters (EGPO repository defaults for its LLM runs)."""
 
     beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
@@ -42,7 +42,7 @@ class OnlineIPOConfig:
             raise ConfigError(f"config key 'pair_temperature' must be > 0, got {self.pair_temperature}")
 
 
-def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: OnlineIPOParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-row online-IPO loss ([Δ log π_θ − Δ log π_ref] − (P(y≻y'') − P(y'≻y''))/β)².
 
     Shapes: policy log-probs and batch.row["ref_logps"]: [B, 2] for (y, y'); batch.row["pref_diff"]: [B].
@@ -58,7 +58,7 @@ def loss(cfg: OnlineIPOConfig, batch: MiniBatch, policy: PolicyLogps):
 ONLINE_IPO = Algorithm(
     name="online_ipo",
     paper=("Online IPO (online mirror descent)", "2503.08942"),
-    config_class=OnlineIPOConfig,
+    config_class=OnlineIPOParams,
     collect=collect_against_opponent,
     loss=loss,
     needs_ref=True,

@@ -13,18 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from prefopt.context import Context
-from prefopt.errors import ConfigError
-from prefopt.judges.base import RewardJudge
 from prefopt.ops import masked_mean
 
 
 def sample_groups(ctx: Context, prompts, counts: int | Sequence[int], stream: str = "policy"):
-    """Sample and score. Returns (groups of rollout Samples, rewards: per prompt a float32 tensor [n_i])."""
-    if not isinstance(ctx.judge, RewardJudge):
-        raise ConfigError(
-            f"{ctx.cfg.judge!r} is a preference judge; outcome-reward methods need a reward judge "
-            "(exact_match, math, reward_model or python_reward)"
-        )
+    """Sample and score (the algorithm declares ``needs_reward_judge``, so the judge is a RewardJudge). Returns
+    (groups of rollout Samples, rewards: per prompt a float32 tensor [n_i])."""
     groups = ctx.sample(prompts, counts, stream).groups()
     texts = [[s.text for s in g] for g in groups]
     rewards = ctx.judge.grouped_rewards([p.prompt for p in prompts], texts, ctx.references(prompts))

@@ -38,7 +38,7 @@ from prefopt.ops import masked_mean
 
 
 @dataclass
-class RAFTConfig:
+class RAFTParams:
     """RAFT / RAFT++ hyperparameters (GVM repository defaults)."""
 
     num_samples: int = field(default=8, metadata={"help": "n, responses per prompt (GVM: the per-prompt average)."})
@@ -73,14 +73,14 @@ def collect(ctx: Context, prompts, counts=None) -> Batch:
     return accepted_rows(groups, rewards)
 
 
-def raft_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):
+def raft_loss(cfg: RAFTParams, batch: MiniBatch, policy: PolicyLogps):
     """−A·(mean token log-likelihood) per accepted response. Shapes: advantage [B, 1]; returns loss [B]."""
     nll = -masked_mean(policy.token_logps, policy.mask)
     losses = (batch.row["advantage"] * nll).squeeze(1)
     return losses, {"loss/raft": losses.detach()}
 
 
-def raftpp_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):
+def raftpp_loss(cfg: RAFTParams, batch: MiniBatch, policy: PolicyLogps):
     """−A·mean_t min(s_t, clip(s_t)) per accepted response. Shapes: token["old_logps"] [B, 1, L]; loss [B]."""
     ratio = torch.exp(policy.token_logps - batch.token["old_logps"])
     surrogate = clipped_surrogate(ratio, batch.row["advantage"][..., None], cfg.clip_low, cfg.clip_high)
@@ -89,16 +89,18 @@ def raftpp_loss(cfg: RAFTConfig, batch: MiniBatch, policy: PolicyLogps):
 
 
 RAFT = Algorithm(
+    needs_reward_judge=True,
     name="raft",
     paper=("RAFT: Reward rAnked FineTuning", "2304.06767"),
-    config_class=RAFTConfig,
+    config_class=RAFTParams,
     collect=collect,
     loss=raft_loss,
 )
 RAFT_PP = Algorithm(
+    needs_reward_judge=True,
     name="raftpp",
     paper=("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization (RAFT++)", "2505.02391"),
-    config_class=RAFTConfig,
+    config_class=RAFTParams,
     collect=collect,
     loss=raftpp_loss,
 )

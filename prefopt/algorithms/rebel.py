@@ -42,7 +42,7 @@ from prefopt.judges.selection import knockout_pairs
 
 
 @dataclass
-class REBELConfig:
+class REBELParams:
     """REBEL hyperparameters (TL;DR defaults of the official code)."""
 
     eta: float = field(default=1.0, metadata={"help": "η: the step, Δ log-ratio target = η·Δr (code: eta)."})
@@ -65,7 +65,7 @@ class REBELConfig:
 
 def _reward_pairs(ctx: Context, prompts, groups) -> tuple[list, torch.Tensor, dict]:
     """(pairs of samples, Δr [R], metrics) from a reward judge: the first two samples, or best and worst."""
-    cfg: REBELConfig = ctx.algo_cfg
+    cfg: REBELParams = ctx.algo_cfg
     texts = [[s.text for s in g] for g in groups]
     rewards = ctx.judge.grouped_rewards([p.prompt for p in prompts], texts, ctx.references(prompts))
     raw_mean = float(torch.cat(rewards).mean())
@@ -112,7 +112,7 @@ def collect(ctx: Context, prompts) -> Batch:
     )
 
 
-def loss(cfg: REBELConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: REBELParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-pair REBEL loss (Δ log π_θ/π_t − η·Δr)² (the official code's scaling of the paper's objective).
 
     Shapes: policy.logps and batch.row["anchor_logps"] (π_t): [B, 2] as (y, y'); batch.row["delta"]: [B].
@@ -128,7 +128,7 @@ def loss(cfg: REBELConfig, batch: MiniBatch, policy: PolicyLogps):
 REBEL = Algorithm(
     name="rebel",
     paper=("REBEL: Reinforcement Learning via Regressing Relative Rewards", "2404.16767"),
-    config_class=REBELConfig,
+    config_class=REBELParams,
     collect=collect,
     loss=loss,
     needs_ref=lambda cfg: cfg.kl_coef > 0,

@@ -43,7 +43,7 @@ from prefopt.errors import ConfigError
 
 
 @dataclass
-class SPPOConfig:
+class SPPOParams:
     """SPPO hyperparameters (paper defaults; the released recipes use η = 1000, K = 5)."""
 
     eta: float = field(default=1000.0, metadata={"help": "η, the Hedge step (official code: beta = 1/η)."})
@@ -60,7 +60,7 @@ class SPPOConfig:
 
 
 @dataclass
-class SPPOHardConfig:
+class SPPOHardParams:
     """sppo_hard hyperparameters (TRL's β convention: targets ±1/(2β))."""
 
     beta: float = field(default=0.1, metadata={"help": "β; the log-ratio targets are ±1/(2β) (TRL default 0.1)."})
@@ -113,7 +113,7 @@ def best_worst(win_rates: torch.Tensor) -> list[list[int]]:
 
 
 def collect(ctx: Context, prompts) -> Batch:
-    cfg: SPPOConfig = ctx.algo_cfg
+    cfg: SPPOParams = ctx.algo_cfg
     groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)
     if cfg.train_on == "best_worst":
         idx = best_worst(win_rates)
@@ -126,7 +126,7 @@ def collect(ctx: Context, prompts) -> Batch:
     )
 
 
-def loss(cfg: SPPOConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss(cfg: SPPOParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-row SPPO loss: mean over the row's S responses of (log π_θ/π_t − η(P̂ − ½))².
 
     Shapes: policy.logps, batch.row["anchor_logps"], batch.row["win_rates"]: [B, S]. Returns loss [B].
@@ -149,7 +149,7 @@ def regression_loss(eta: float, batch: MiniBatch, policy: PolicyLogps):
 
 
 def collect_hard(ctx: Context, prompts) -> Batch:
-    cfg: SPPOHardConfig = ctx.algo_cfg
+    cfg: SPPOHardParams = ctx.algo_cfg
     if cfg.pairs_from == "rollout":
         groups, win_rates = sample_and_score(ctx, prompts, cfg.num_samples)
         prompt_ids, response_ids, anchor = rows_from_groups(groups, best_worst(win_rates))
@@ -160,7 +160,7 @@ def collect_hard(ctx: Context, prompts) -> Batch:
     return Batch(prompt_ids, response_ids, seqs_per_row=2, row_data={"anchor_logps": anchor})
 
 
-def loss_hard(cfg: SPPOHardConfig, batch: MiniBatch, policy: PolicyLogps):
+def loss_hard(cfg: SPPOHardParams, batch: MiniBatch, policy: PolicyLogps):
     """Per-pair sppo_hard loss (TRL): (r_w − 1/(2β))² + (r_l + 1/(2β))², r = log π_θ/π_t.
 
     Shapes: policy.logps, batch.row["anchor_logps"]: [B, 2] (chosen, rejected). Returns loss [B].
@@ -180,14 +180,14 @@ def loss_hard(cfg: SPPOHardConfig, batch: MiniBatch, policy: PolicyLogps):
 SPPO = Algorithm(
     name="sppo",
     paper=("Self-Play Preference Optimization", "2405.00675"),
-    config_class=SPPOConfig,
+    config_class=SPPOParams,
     collect=collect,
     loss=loss,
 )
 SPPO_HARD = Algorithm(
     name="sppo_hard",
     paper=("Self-Play Preference Optimization", "2405.00675"),
-    config_class=SPPOHardConfig,
+    config_class=SPPOHardParams,
     collect=collect_hard,
     loss=loss_hard,
     reads_pairs=lambda cfg: cfg.pairs_from == "dataset",

@@ -25,11 +25,12 @@ from prefopt.data.prompts import (
     load_prompts,
     reference_text,
 )
-from prefopt.data.sources import FILE_BUILDERS, load_dataset_rows, load_dataset_source
+from prefopt.data.sources import FILE_BUILDERS, GivenDataset, load_dataset_rows, load_dataset_source
 from prefopt.data.splits import holdout_split, iteration_prompts
 
 __all__ = [
     "FILE_BUILDERS",
+    "GivenDataset",
     "TRUNCATION_MODES",
     "PreferenceExample",
     "PromptExample",

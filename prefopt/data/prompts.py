@@ -77,7 +77,7 @@ def reference_text(prompt: PromptExample, column: str) -> str:
 
 
 def load_prompts(
-    source: str,
+    source,
     tokenizer,
     *,
     split: str = "train",
@@ -186,7 +186,7 @@ def _parse_preference(record: dict, explicit: bool) -> tuple[tuple[Prompt, str, 
 
 
 def load_preferences(
-    source: str,
+    source,
     tokenizer,
     *,
     split: str = "train",

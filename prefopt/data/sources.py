@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -115,13 +116,44 @@ def load_dataset_source(source: str, split: str = "train", config_name: str | No
     return load_dataset_rows(source, split, config_name)[0]
 
 
+class GivenDataset:
+    """A ``datasets.Dataset`` or ``IterableDataset`` a Python caller handed over (a trainer's ``train_dataset``),
+    named as errors name it (``train_dataset: row 3 (counting from 0)``); an iterable one is read to its end once."""
+
+    def __init__(self, name: str, dataset):
+        import datasets
+
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = datasets.Dataset.from_list(list(dataset))
+        if not isinstance(dataset, datasets.Dataset):
+            raise DataError(
+                f"{name} must be a datasets.Dataset, an IterableDataset or a path; got {type(dataset).__name__}"
+            )
+        self.name, self.dataset = name, dataset
+
+    def __str__(self) -> str:
+        return self.name
+
+    def fingerprint(self) -> str:
+        """A digest of every row, recorded in the run's config (a resume on other rows is refused)."""
+        digest = hashlib.sha256()
+        for row in self.dataset:
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        return f"<{self.name}: {len(self.dataset)} rows, sha256 {digest.hexdigest()[:16]}>"
+
+
 def load_dataset_rows(
-    source: str, split: str = "train", config_name: str | None = None
+    source, split: str = "train", config_name: str | None = None
 ) -> tuple[object, Callable[[int], str]]:
     """``load_dataset_source``, and how errors name row ``i``: ``FILE: line N`` for a JSON Lines file (its line,
-    counting from 1), else ``SOURCE: row i (counting from 0)``, the index of ``dataset[i]``."""
+    counting from 1), else ``SOURCE: row i (counting from 0)``, the index of ``dataset[i]``. ``source`` may also be
+    a :class:`GivenDataset` (its split is the object itself)."""
     import datasets
 
+    if isinstance(source, GivenDataset):
+        if len(source.dataset) == 0:
+            raise DataError(f"{source} has no rows")
+        return source.dataset, lambda i: f"{source}: row {i} (counting from 0)"
     path = os.path.expanduser(source)
     if not os.path.exists(path) and _looks_like_path(source):
         raise DataError(f"dataset file '{source}' does not exist")
