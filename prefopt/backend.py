@@ -2,7 +2,8 @@
 
 The primitives algorithms may build on: ``accumulation(is_last)``, ``backward(loss)``, ``step()``,
 ``snapshot()`` / ``restore(snapshot)`` / ``swapped(snapshot)``, ``inference_model()``, ``save_state`` /
-``load_state``. With a DeepSpeed config (ZeRO-2 or ZeRO-3) the same calls drive the DeepSpeed engine; the
+``load_state``. With a DeepSpeed config (ZeRO-2 or ZeRO-3: the run's ``deepspeed`` key or the DeepSpeed accelerate
+config the process was launched with, ``prefopt.deepspeed_config``) the same calls drive the DeepSpeed engine; the
 config's ``"auto"`` entries are filled from the run config. On a machine without a launcher the backend sets up a
 one-process group itself (gloo on CPU), so a single-process ZeRO run needs no extra command. What it needs of
 DeepSpeed beyond the public API is in ``prefopt.zero_internals``.
@@ -19,18 +20,26 @@ import torch
 
 from prefopt import zero_internals
 from prefopt.config import TrainConfig
+from prefopt.deepspeed_config import inline_settings_read, resolve_deepspeed_config
 from prefopt.errors import ConfigError
-from prefopt.zero_internals import load_deepspeed_config
-
-# accelerate's launcher says so in the environment; a DeepSpeed Accelerator sets the same variable in its own
-# process, so it is read once, at import, before any run of this process could have set it.
-_LAUNCHED_WITH_DEEPSPEED = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _deepspeed_plugin(ds_config: dict):
+    """accelerate's DeepSpeed plugin for the run's config. Without a launcher, DeepSpeed still wants a process
+    group: the environment then describes a one-process one."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    with inline_settings_read():
+        return DeepSpeedPlugin(hf_ds_config=ds_config)
 
 
 def _to_cpu(obj):
@@ -50,27 +59,15 @@ class Backend:
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator, PartialState
         from accelerate.state import AcceleratorState, GradientState
-        from accelerate.utils import DeepSpeedPlugin
 
         # accelerate keeps its state per process: a previous run in this process (a notebook, a test) must not
         # impose its DeepSpeed plugin or precision on this one (a process group already set up stays).
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-        if not cfg.deepspeed:
-            if _LAUNCHED_WITH_DEEPSPEED:
-                raise ConfigError(
-                    "launched with a DeepSpeed accelerate config, but config key 'deepspeed' is not set: pass "
-                    "--deepspeed with the same JSON file (e.g. configs/deepspeed/zero3.json)"
-                )
+        self.ds_config = resolve_deepspeed_config(cfg)
+        if self.ds_config is None:
             os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)  # set by an earlier DeepSpeed run in this process
-        self.ds_config = load_deepspeed_config(cfg.deepspeed, cfg) if cfg.deepspeed else None
-        plugin = None
-        if self.ds_config is not None:
-            # Without a launcher, DeepSpeed still wants a process group: make a one-process one.
-            for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-                os.environ.setdefault(key, value)
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            plugin = DeepSpeedPlugin(hf_ds_config=self.ds_config)
+        plugin = None if self.ds_config is None else _deepspeed_plugin(self.ds_config)
         several = int(os.environ.get("WORLD_SIZE", "1")) > 1
         # Plain data parallel on CPU is accelerate's MULTI_CPU, which it picks only with cpu=True (else it joins the
         # process group but treats the run as one process: no DDP, no gradient averaging); DeepSpeed on CPU must not

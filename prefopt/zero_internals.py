@@ -15,8 +15,10 @@ from prefopt.config import TrainConfig
 from prefopt.errors import ConfigError
 
 
-def _fill_auto(ds: dict, cfg: TrainConfig) -> dict:
-    """Replace DeepSpeed's "auto" values with the run config's, so DeepSpeed and the loop agree."""
+def fill_auto(ds: dict, cfg: TrainConfig) -> dict:
+    """Replace DeepSpeed's "auto" values (and the batch and clipping keys left out) with the run config's, so
+    DeepSpeed and the loop agree; a JSON file and a config built from an accelerate config's inline settings both
+    go through here."""
     values = {
         "train_micro_batch_size_per_gpu": cfg.per_device_train_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
@@ -36,11 +38,12 @@ def _fill_auto(ds: dict, cfg: TrainConfig) -> dict:
 
 
 def load_deepspeed_config(path: str, cfg: TrainConfig) -> dict:
+    """The DeepSpeed JSON file at ``path``, its "auto" values filled from ``cfg`` (``fill_auto``)."""
     try:
         ds = json.loads(open(path).read())
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"deepspeed config '{path}' is not readable JSON: {err}") from err
-    return _fill_auto(ds, cfg)
+    return fill_auto(ds, cfg)
 
 
 def master_partitions(zero) -> list[torch.Tensor]:

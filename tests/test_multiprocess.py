@@ -27,6 +27,9 @@ AVX2, scalar) change the order again, by the same kind of amount.
   use SGD (the trainers' own steps) or ε = 1e-3 (EGPO's and GVM's cases, where Adam's moments are part of the state
   that is snapshot and partitioned under ZeRO).
 
+One more run starts 2 processes with ``accelerate launch`` and configs/accelerate/zero2.yaml alone (no
+``--deepspeed``): the DeepSpeed settings come from the accelerate config.
+
 Slow (each pair takes 40-60 s on 2 cores), and run by .ci/run with ``pytest -m multiprocess``.
 """
 
@@ -63,10 +66,12 @@ COMMON = [
 GVM = ["--num_samples", "4", "--probe_samples", "4"]
 
 
-def launch(processes: int, algorithm: str, model, out, *extra) -> None:
-    """``prefopt train`` with the algorithm's tiny config, in one process or under torchrun."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    command = [sys.executable, *(launcher if processes > 1 else []), "-m", "prefopt.cli", "train", algorithm]
+def launch(processes: int, algorithm: str, model, out, *extra, launcher=None) -> subprocess.CompletedProcess:
+    """``prefopt train`` with the algorithm's tiny config, in one process, under torchrun, or under ``launcher``
+    (the module and arguments that start ``processes`` processes running ``-m prefopt.cli``)."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    launcher = launcher or (torchrun if processes > 1 else [])
+    command = [sys.executable, *launcher, "-m", "prefopt.cli", "train", algorithm]
     args = ["--config", f"configs/tiny/{algorithm}.yaml", "--model_name_or_path", model, "--output_dir", out]
     per_device = ["--per_device_train_batch_size", str(2 // processes)]
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
@@ -80,6 +85,7 @@ def launch(processes: int, algorithm: str, model, out, *extra) -> None:
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def metrics(out) -> list[dict]:
@@ -160,3 +166,17 @@ def test_resumed_two_process_run_matches_the_uninterrupted_one(tiny_model_dir, t
     assert losses[0] == losses[1]
     # Each process saved its own shard of the optimizer state (DeepSpeed's per-rank files).
     assert len(list((tmp_path / "crashed/checkpoints/iter_002/pytorch_model").glob("*optim_states.pt"))) == 2
+
+
+def test_a_deepspeed_accelerate_config_alone_is_enough(tiny_model_dir, tmp_path):
+    """``accelerate launch --config_file configs/accelerate/zero2.yaml`` without ``--deepspeed``: the run reads the
+    accelerate config's JSON file (configs/deepspeed/zero2.json) from the environment. The YAML's 8 processes are
+    overridden with 2; no ``--cpu``, which drops DeepSpeed (DeepSpeed picks its CPU accelerator itself)."""
+    accelerate = ["-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero2.yaml"]
+    accelerate += ["--num_processes", "2", "--main_process_port", "0"]
+    result = launch(2, "sppo", tiny_model_dir, tmp_path / "run", *SGD_ARGS, launcher=accelerate)
+    assert "2 process(es)" in result.stdout and "DeepSpeed ZeRO-2" in result.stdout, result.stdout[-3000:]
+    assert json.loads((tmp_path / "run/state.json").read_text())["last_completed_iteration"] == 1  # the second of 2
+    assert (tmp_path / "run/final/model.safetensors").is_file()
+    # Each process saved its own shard of the optimizer state (DeepSpeed's per-rank files).
+    assert len(list((tmp_path / "run/checkpoints/iter_001/pytorch_model").glob("*optim_states.pt"))) == 2
