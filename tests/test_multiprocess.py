@@ -66,12 +66,16 @@ COMMON = [
 GVM = ["--num_samples", "4", "--probe_samples", "4"]
 
 
-def launch(processes: int, algorithm: str, model, out, *extra, launcher=None) -> subprocess.CompletedProcess:
+def launch(
+    processes: int, algorithm: str, model, out, *extra, launcher=None, module=True
+) -> subprocess.CompletedProcess:
     """``prefopt train`` with the algorithm's tiny config, in one process, under torchrun, or under ``launcher``
-    (the module and arguments that start ``processes`` processes running ``-m prefopt.cli``)."""
+    (the module and arguments that start ``processes`` processes running ``-m prefopt.cli``, or with ``module``
+    false a script that takes the same arguments)."""
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     launcher = launcher or (torchrun if processes > 1 else [])
-    command = [sys.executable, *launcher, "-m", "prefopt.cli", "train", algorithm]
+    cli = ["-m", "prefopt.cli", "train"] if module else []
+    command = [sys.executable, *launcher, *cli, algorithm]
     args = ["--config", f"configs/tiny/{algorithm}.yaml", "--model_name_or_path", model, "--output_dir", out]
     per_device = ["--per_device_train_batch_size", str(2 // processes)]
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
@@ -180,3 +184,17 @@ def test_a_deepspeed_accelerate_config_alone_is_enough(tiny_model_dir, tmp_path)
     assert (tmp_path / "run/final/model.safetensors").is_file()
     # Each process saved its own shard of the optimizer state (DeepSpeed's per-rank files).
     assert len(list((tmp_path / "run/checkpoints/iter_001/pytorch_model").glob("*optim_states.pt"))) == 2
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_a_script_building_a_trainer_runs_under_torchrun_as_prefopt_train_does(tiny_model_dir, tmp_path, stage):
+    """tests/trainer_script.py (a trainer on an in-memory dataset) on 2 processes ends with the weights of
+    ``prefopt train`` on 2 processes, bit for bit."""
+    extra = ["--deepspeed", REPO / f"configs/deepspeed/{stage}.json", *ADAM_ARGS]
+    launch(2, "sppo", tiny_model_dir, tmp_path / "cli", *extra)
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "tests/trainer_script.py"]
+    result = launch(2, "sppo", tiny_model_dir, tmp_path / "script", *extra, launcher=torchrun, module=False)
+    assert f"DeepSpeed ZeRO-{stage[-1]}" in result.stdout
+    cli, script = final_weights(tmp_path / "cli"), final_weights(tmp_path / "script")
+    assert all(torch.equal(cli[k], script[k]) for k in cli)
+    assert "sha256" in (tmp_path / "script/config.yaml").read_text()  # the in-memory dataset's digest
