@@ -171,12 +171,16 @@ class TrainConfig:
     hub_model_id: str | None = _f(None, "Hub repository of the trainer's push_to_hub() (None: output_dir's name).")
 
     def validate(self) -> None:
-        """Every key's range, then the combinations of keys; the first violation raises a ConfigError."""
+        """The required keys, every key's range, then the combinations of keys; the first violation raises a
+        ConfigError."""
+        self._check_required()
+        self._check_ranges()
+        self._check_combinations()
+
+    def _check_required(self) -> None:
         for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"config key '{name}' is required")
-        self._check_ranges()
-        self._check_combinations()
 
     def _check_ranges(self) -> None:
         positive = (

@@ -56,8 +56,8 @@ class PrefoptConfig(TrainConfig):
             validate(self)
 
     def validate(self) -> None:
-        """``check`` and the required keys (what ``TrainConfig.validate`` checks), once a trainer has filled them."""
-        TrainConfig.validate(self)
+        """The required keys, once a trainer has filled them, and ``check``."""
+        self._check_required()
         self.check()
 
     def split(self) -> tuple[TrainConfig, object]:
