@@ -188,3 +188,27 @@ def test_bad_arguments_fail_in_one_line_before_any_compute(tiny_model_dir, tmp_p
             build()
         assert message in str(caught.value) and "\n" not in str(caught.value), (case, str(caught.value))
         assert not (tmp_path / "run").exists(), case
+
+
+def test_an_iterable_dataset_is_read_once_and_recorded_by_its_rows(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+
+    from prefopt.data import GivenDataset
+
+    prompts = rows(PROMPTS)
+    streamed = GivenDataset("train_dataset", Dataset.from_list(prompts).to_iterable_dataset())
+    assert streamed.dataset["prompt"] == [r["prompt"] for r in prompts]
+    assert streamed.fingerprint() == GivenDataset("train_dataset", Dataset.from_list(prompts)).fingerprint()
+    changed = GivenDataset(
+        "train_dataset", Dataset.from_list([{"prompt": [{"role": "user", "content": "other"}]}, *prompts[1:]])
+    )
+    assert changed.fingerprint() != streamed.fingerprint()
+
+    def trainer(data):
+        config = prefopt.SPPOConfig(output_dir=str(tmp_path / "run"), num_iterations=2, eta=20.0, num_samples=3,
+                                    max_new_tokens=6, prompts_per_iteration=8, disable_tqdm=True)  # fmt: skip
+        return prefopt.SPPOTrainer(tiny_model_dir, args=config, train_dataset=Dataset.from_list(data))
+
+    trainer(prompts).train()
+    with pytest.raises(ConfigError, match="config key 'dataset_name' differs from the run's config.yaml"):
+        trainer([{"prompt": [{"role": "user", "content": "other"}]}, *prompts[1:]]).train(resume_from_checkpoint=True)
