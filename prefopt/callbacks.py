@@ -47,6 +47,7 @@ class Events:
         self.state = TrainerState(is_local_process_zero=is_main, is_world_process_zero=is_main)
         self.control = TrainerControl()
         self.objects: dict[str, Any] = {}  # model, processing_class, optimizer, lr_scheduler
+        self._run = None  # the run being trained (``bind``)
 
     def add(self, callback) -> None:
         self.callbacks.append(callback() if isinstance(callback, type) else callback)

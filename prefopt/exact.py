@@ -34,12 +34,13 @@ def sampler_probs(logps: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return torch.softmax(filter_logits(logps, params), dim=-1)
 
 
-def policy_logps(ctx: Context, prompts: list[PromptExample]) -> torch.Tensor:
-    """log π(a | x) [P, N] float64 of the current policy over the action set, at each prompt (one no-grad pass)."""
+def action_logps(ctx: Context, prompts: list[PromptExample], policy: str = "current") -> torch.Tensor:
+    """log π(a | x) [P, N] float64 of ``policy`` (an anchor: current, reference) over the action set, at each prompt
+    (one no-grad pass)."""
     actions = list(ctx.sampling.allowed_token_ids)
     prompt_ids = [p.prompt_ids for p in prompts for _ in actions]
     response_ids = [[a] for _ in prompts for a in actions]
-    return ctx.anchors.logps(prompt_ids, response_ids, policy="current").double().view(len(prompts), len(actions))
+    return ctx.anchors.logps(prompt_ids, response_ids, policy=policy).double().view(len(prompts), len(actions))
 
 
 def enumerate_actions(ctx: Context, prompts, stream: str, params: SamplingParams, logps: torch.Tensor):
@@ -49,9 +50,7 @@ def enumerate_actions(ctx: Context, prompts, stream: str, params: SamplingParams
     actions = list(params.allowed_token_ids)
     n = len(actions)
     if params.ref_mixture > 0:  # the token-level geometric mixture π^{1−μ} π_ref^μ, normalised over the actions
-        prompt_ids = [p.prompt_ids for p in prompts for _ in actions]
-        response_ids = [[a] for _ in prompts for a in actions]
-        ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").double().view_as(logps)
+        ref = action_logps(ctx, prompts, policy="reference")
         logps = torch.log_softmax((1 - params.ref_mixture) * logps + params.ref_mixture * ref, dim=-1)
     texts = [ctx.tokenizer.decode([a], skip_special_tokens=True) for a in actions]
     samples = [
@@ -83,7 +82,7 @@ def all_pairs(groups: list[list[Sample]], q: torch.Tensor):
 
 def labelled_pairs(ctx: Context, prompts: list[PromptExample]):
     """Two independent samples of the current policy with the label's expectation P(a ≻ b), exactly."""
-    groups, q = enumerate_actions(ctx, prompts, "policy", ctx.sampling, policy_logps(ctx, prompts))
+    groups, q = enumerate_actions(ctx, prompts, "policy", ctx.sampling, action_logps(ctx, prompts))
     pairs, weights = all_pairs(groups, q)
     return pairs, preference_table(ctx, prompts, groups).flatten().float(), weights
 
@@ -91,7 +90,7 @@ def labelled_pairs(ctx: Context, prompts: list[PromptExample]):
 def pairs_against(ctx: Context, prompts: list[PromptExample], stream: str, pair_params, opponent_params):
     """(y, y′) from the pair sampler, target P(y ≻ π_s) − P(y′ ≻ π_s) for the opponent's distribution π_s, exactly
     (the expectation of P(y ≻ y″) − P(y′ ≻ y″) over y″ ~ π_s)."""
-    logps = policy_logps(ctx, prompts)  # one pass serves both samplers
+    logps = action_logps(ctx, prompts)  # one pass serves both samplers
     groups, q = enumerate_actions(ctx, prompts, f"{stream}/pair", pair_params, logps)
     _, opponent = enumerate_actions(ctx, prompts, f"{stream}/opponent", opponent_params, logps)
     wins = (preference_table(ctx, prompts, groups) * opponent[:, None, :]).sum(-1)  # [P, N]: P(a ≻ π_s)

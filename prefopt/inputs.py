@@ -22,7 +22,7 @@ from prefopt.errors import ConfigError
 from prefopt.eval.formats import align_outputs, read_outputs
 from prefopt.eval.generation import as_prompt
 from prefopt.judges import build_judge
-from prefopt.judges.base import PreferenceJudge
+from prefopt.judges.base import PreferenceJudge, RewardJudge
 from prefopt.models import check_source, load_model_config, load_tokenizer, position_limit, prepare_tokenizer
 from prefopt.rollout.engine import SamplingParams
 
@@ -173,8 +173,6 @@ def _load_examples(algorithm: Algorithm, cfg, algo_cfg, tokenizer, source) -> li
 def _check_judge_and_actions(cfg, algorithm: Algorithm, algo_cfg, judge, tokenizer, examples) -> tuple | None:
     """What the judge, the action set and the algorithm need of each other, before the policy loads; returns the
     action set's token ids (None: free text)."""
-    from prefopt.judges.base import RewardJudge
-
     if algorithm.needs_reward_judge and not isinstance(judge, RewardJudge):
         raise ConfigError(
             f"judge '{judge.name}' is a preference judge, but {algorithm.name} needs a reward r(x, y): use a "
