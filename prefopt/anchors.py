@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prefopt.errors import ConfigError
-from prefopt.ops import build_sequence_batch, response_token_logps
+from prefopt.scoring import Scorer, token_bins
 
 
 class Anchors:
@@ -30,9 +30,9 @@ class Anchors:
 
     Args:
         backend: the run's :class:`prefopt.backend.Backend` (its model is the trained policy).
-        pad_token_id: tokenizer pad id.
+        scorer: the forward that scores responses (packed or padded; its pad id and action set).
         batch_size: sequences per forward pass.
-        allowed_token_ids: the action set when the policy is restricted to one (matrix games).
+        max_tokens: instead of ``batch_size``, as many sequences per pass as fit this many tokens (None: off).
         load_reference_model: loads π_ref as a model (full fine-tuning's mixture sampling; called at most once).
         reference_model: π_ref as its own model (a trainer's ``ref_model``, on the device), used for every π_ref
             pass instead of the disabled adapter or the snapshot of the initial weights.
@@ -41,9 +41,9 @@ class Anchors:
     def __init__(
         self,
         backend,
-        pad_token_id: int,
+        scorer: Scorer,
         batch_size: int,
-        allowed_token_ids=None,
+        max_tokens: int | None = None,
         show_progress=True,
         load_reference_model=None,
         reference_model=None,
@@ -51,9 +51,10 @@ class Anchors:
         self.backend = backend
         self.load_reference_model = load_reference_model
         self.reference_model = reference_model
-        self.pad_token_id = pad_token_id
+        self.scorer = scorer
+        self.pad_token_id = scorer.pad_token_id
         self.batch_size = batch_size
-        self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
+        self.max_tokens = max_tokens
         self.show_progress = show_progress
         self.ref_snapshot: dict[str, torch.Tensor] | None = None
         self.elapsed_s = 0.0  # seconds in anchor passes (the loop's time/anchor_s)
@@ -112,27 +113,37 @@ class Anchors:
             one float32 CPU tensor [len(response_ids[i])] per sequence.
         """
         start = time.perf_counter()
-        # Longest first: similar lengths share a pass, and an out-of-memory error shows up at once.
-        order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(response_ids[i])))
-        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.backend.lockstep_forwards:  # every forward is a collective: as many as the busiest process
-            chunks += [None] * (self.backend.max_across(len(chunks)) - len(chunks))
         results: dict[int, torch.Tensor] = {}
         with self._scoring_model(policy) as model:
+            chunks = self._chunks(model, prompt_ids, response_ids)
             was_training = model.training
             model.eval()
             desc = f"logps ({policy if isinstance(policy, str) else 'snapshot'})"
             for idx in tqdm(chunks, desc=desc, disable=not self.show_progress, leave=False):
                 if idx is None:  # a padding pass on a one-token dummy: its result is dropped
-                    response_token_logps(model, self._batch([[self.pad_token_id]], [[self.pad_token_id]]))
+                    self.scorer.token_logps(model, [[self.pad_token_id]], [[self.pad_token_id]])
                     continue
-                batch = self._batch([prompt_ids[i] for i in idx], [response_ids[i] for i in idx])
-                logps = response_token_logps(model, batch, self.allowed).float().cpu()
+                logps = self.scorer.token_logps(model, [prompt_ids[i] for i in idx], [response_ids[i] for i in idx])
+                logps = logps.float().cpu()
                 for row, i in enumerate(idx):
                     results[i] = logps[row, : len(response_ids[i])].clone()
             model.train(was_training)
         self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
+
+    def _chunks(self, model, prompt_ids, response_ids) -> list[list[int] | None]:
+        """The passes: longest sequences first (similar lengths share a pass, and an out-of-memory error shows up
+        at once), ``batch_size`` sequences each or, with ``max_tokens``, as many as fit that many tokens; under
+        lockstep forwards, padded with spare passes (None) to the busiest process's count."""
+        lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+        if self.max_tokens:
+            chunks = token_bins([[n] for n in lengths], self.max_tokens, lambda ls: self.scorer.forward_tokens(model, ls))
+        else:
+            order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+            chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.backend.lockstep_forwards:  # every forward is a collective: as many as the busiest process
+            chunks += [None] * (self.backend.max_across(len(chunks)) - len(chunks))
+        return chunks
 
     @contextlib.contextmanager
     def _scoring_model(self, policy):
@@ -143,10 +154,6 @@ class Anchors:
             return
         with self._policy(policy), self.backend.inference_model() as model:
             yield model
-
-    def _batch(self, prompt_ids, response_ids) -> dict[str, torch.Tensor]:
-        batch = build_sequence_batch(prompt_ids, response_ids, self.pad_token_id)
-        return {k: v.to(self.backend.device) for k, v in batch.items()}
 
     def logps(self, prompt_ids, response_ids, policy="current") -> torch.Tensor:
         """Sequence log-probs log π(y | x), [N] float32."""

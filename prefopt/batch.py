@@ -1,8 +1,9 @@
 """What an algorithm's ``collect`` hands to the optimiser, and what its ``loss`` receives.
 
 A :class:`Batch` is R training rows with S sequences each (S = 1 for per-response targets, 2 for pairs, G for a
-group), stored ragged. The loop shuffles rows, cuts them into micro-batches and pads each micro-batch only to its
-own longest sequence. Shapes in a :class:`MiniBatch`: B rows, S sequences per row, L response tokens.
+group), stored ragged. The loop shuffles rows and cuts them into micro-batches; each micro-batch's forward is
+packed or padded by the scorer (``prefopt.scoring``). Shapes in a :class:`MiniBatch`: B rows, S sequences per
+row, L response tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prefopt.ops import build_sequence_batch, pad_float_sequences
+from prefopt.ops import pad_float_sequences, pad_sequences
 
 
 @dataclass
@@ -94,38 +95,42 @@ class Batch:
             row_weights=None if first.row_weights is None else torch.cat([b.row_weights for b in batches]),
         )
 
-    def to_minibatch(self, pad_token_id: int, device: torch.device | str = "cpu") -> MiniBatch:
-        model_inputs = build_sequence_batch(self.prompt_ids, self.response_ids, pad_token_id)
+    def to_minibatch(self, device: torch.device | str = "cpu") -> MiniBatch:
+        """The rows on the device, per-token data padded to the longest response (the forward's layout, packed or
+        padded, is the scorer's: ``prefopt.scoring``)."""
         b, s = self.num_rows, self.seqs_per_row
-        width = model_inputs["response_ids"].shape[1]
+        width = max((len(r) for r in self.response_ids), default=0)
         tokens = {k: pad_float_sequences(v, width).view(b, s, width).to(device) for k, v in self.token_data.items()}
+        mask = pad_sequences([[1] * len(r) for r in self.response_ids], 0, side="right").bool()
         return MiniBatch(
-            model_inputs={k: v.to(device) for k, v in model_inputs.items()},
             rows=b,
             seqs_per_row=s,
             row={k: v.to(device) for k, v in self.row_data.items()},
             token=tokens,
-            mask=model_inputs["response_mask"].view(b, s, width).to(device),
+            mask=mask.view(b, s, width).to(device),
+            prompt_ids=self.prompt_ids,
+            response_ids=self.response_ids,
         )
 
 
 @dataclass
 class MiniBatch:
-    """One padded micro-batch on the device.
+    """One micro-batch on the device.
 
     Attributes:
-        model_inputs: input_ids/attention_mask/position_ids [B * S, T], response_ids/response_mask [B * S, L].
         row: per-row tensors [B, ...].
         token: per-token tensors [B, S, L] (0 on padding).
         mask: [B, S, L] bool, true on response tokens.
+        prompt_ids, response_ids: the B * S sequences the policy's forward scores, row-major.
     """
 
-    model_inputs: dict[str, torch.Tensor]
     rows: int
     seqs_per_row: int
     row: dict[str, torch.Tensor]
     token: dict[str, torch.Tensor]
     mask: torch.Tensor
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    response_ids: list[list[int]] = field(default_factory=list)
 
 
 @dataclass

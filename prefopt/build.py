@@ -32,6 +32,7 @@ from prefopt.optimise import Optimisation, fresh_state
 from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
 from prefopt.rundir import RunDir
+from prefopt.scoring import Scorer
 from prefopt.training_run import Run, eval_responses
 
 
@@ -182,11 +183,13 @@ def _sampling_services(cfg, backend, tokenizer, allowed, reference_model=None):
         allowed_token_ids=allowed,
     )
     show = not cfg.disable_tqdm
+    notice = print if backend.is_main else lambda _line: None
+    scorer = Scorer(tokenizer.pad_token_id, backend.device, cfg.padding_free, cfg.logprob_chunk_size, allowed, notice)
     anchors = Anchors(
         backend,
-        tokenizer.pad_token_id,
+        scorer,
         cfg.logprob_batch_size,
-        allowed,
+        cfg.max_tokens_per_micro_batch,
         show_progress=show,
         reference_model=reference_model,
         load_reference_model=lambda: load_causal_lm(

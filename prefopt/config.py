@@ -140,6 +140,22 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
     bf16: bool = _f(False, "bfloat16 mixed precision.")
     logprob_batch_size: int = _f(16, "Sequences per no-grad anchor log-prob pass.")
+    padding_free: bool = _f(
+        True,
+        "Pack each forward's sequences back to back (position ids restart per sequence; no attention across them) "
+        "instead of padding them to the longest (TRL's name; prefopt.scoring).",
+    )
+    max_tokens_per_micro_batch: int | None = _f(
+        None,
+        "Cut each optimizer step's rows into micro-batches of at most this many forward tokens (prompt + response, "
+        "padding included), longest first, instead of per_device_train_batch_size rows; the step is unchanged. "
+        "Also bounds the anchors' passes. None: off.",
+    )
+    logprob_chunk_size: int = _f(
+        1024,
+        "Tokens per chunk of the output head's log-softmax (recomputed in backward), so [tokens, vocab] logits "
+        "never exist at once; 0: the model's own logits in one piece.",
+    )
     deepspeed: str | None = _f(None, "DeepSpeed JSON config (configs/deepspeed/zero2.json, zero3.json).")
     ds3_gather_for_generation: bool = _f(
         True,
@@ -215,6 +231,12 @@ class TrainConfig:
             ("prompts_per_iteration", self.prompts_per_iteration is None or self.prompts_per_iteration >= 1, ">= 1"),
             ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
             ("vllm_max_model_length", self.vllm_max_model_length is None or self.vllm_max_model_length >= 1, ">= 1"),
+            (
+                "max_tokens_per_micro_batch",
+                self.max_tokens_per_micro_batch is None or self.max_tokens_per_micro_batch >= 1,
+                ">= 1",
+            ),
+            ("logprob_chunk_size", self.logprob_chunk_size >= 0, ">= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -19,6 +19,7 @@ from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
 from prefopt.judges.selection import select_pairs
 from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, derive_seed
+from prefopt.scoring import Scorer
 
 if TYPE_CHECKING:
     from prefopt.batch import Batch
@@ -97,6 +98,11 @@ class Context:
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
     algo_state: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The forward that scores responses: the policy's in training, the anchors' (``prefopt.scoring``)."""
+        return self.anchors.scorer
 
     def optimise(self, batch: Batch) -> dict:
         """Epochs × minibatches of the algorithm's loss over ``batch`` (every process's rows), as the loop runs once

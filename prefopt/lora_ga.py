@@ -40,7 +40,6 @@ from prefopt.context import Context, collect_shard
 from prefopt.data import encode_response, reference_text
 from prefopt.errors import ConfigError
 from prefopt.objective import loss_on_rows
-from prefopt.ops import build_sequence_batch, response_token_logps
 
 DIRECTIONS = {  # (indices of A's rows in Vᵀ, indices of B's columns in U) among the top 2r
     "ArB2r": lambda r: (range(0, r), range(r, 2 * r)),
@@ -127,12 +126,9 @@ def _sft_rows(ctx: Context, prompts, count: int):
     responses = [encode_response(ctx.tokenizer, p.prompt, reference_text(p, column)) for p in chosen]
 
     def loss(rows: list[int]) -> torch.Tensor:
-        batch = build_sequence_batch(
-            [chosen[i].prompt_ids for i in rows], [responses[i] for i in rows], ctx.tokenizer.pad_token_id
-        )
-        batch = {k: v.to(ctx.backend.device) for k, v in batch.items()}
-        logps = response_token_logps(ctx.backend.model, batch, ctx.anchors.allowed)
-        return -logps.sum(-1) / batch["response_mask"].sum(-1)
+        targets = [responses[i] for i in rows]
+        logps = ctx.scorer.token_logps(ctx.backend.model, [chosen[i].prompt_ids for i in rows], targets)
+        return -logps.sum(-1) / torch.tensor([len(t) for t in targets], device=logps.device)
 
     return len(chosen), loss
 

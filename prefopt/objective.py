@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from prefopt.batch import Batch, PolicyLogps
 from prefopt.context import Context
-from prefopt.ops import response_token_logps
 
 
 def policy_logps(ctx: Context, minibatch) -> PolicyLogps:
     """The trained policy's token log-probs on a micro-batch (one forward, with gradient)."""
-    token_logps = response_token_logps(ctx.backend.model, minibatch.model_inputs, ctx.anchors.allowed)
+    token_logps = ctx.scorer.token_logps(ctx.backend.model, minibatch.prompt_ids, minibatch.response_ids)
     b, s = minibatch.rows, minibatch.seqs_per_row
     return PolicyLogps(token_logps.view(b, s, -1), minibatch.mask)
 
 
 def loss_on_rows(ctx: Context, loss_fn, batch: Batch, rows: list[int]):
     """Per-row losses and metrics of ``loss_fn`` (an algorithm's ``loss``) on the given rows, forward included."""
-    minibatch = batch.select(rows).to_minibatch(ctx.tokenizer.pad_token_id, ctx.backend.device)
+    minibatch = batch.select(rows).to_minibatch(ctx.backend.device)
     losses, step_metrics = loss_fn(ctx.algo_cfg, minibatch, policy_logps(ctx, minibatch))
     return losses, {"loss/total": losses.detach(), **step_metrics}

@@ -142,4 +142,4 @@ def response_token_logps(
         out = model(**inputs, use_cache=False)
     logits = out.logits[:, -width - 1 : -1, :]
     token_logps = gather_token_logps(logits, batch["response_ids"], allowed_token_ids)
-    return token_logps * batch["response_mask"]
+    return torch.where(batch["response_mask"], token_logps, 0.0)  # not a product: −inf outside an action set

@@ -22,6 +22,7 @@ from prefopt.config import TrainConfig
 from prefopt.objective import loss_on_rows
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
+from prefopt.scoring import token_bins
 
 if TYPE_CHECKING:
     from prefopt.context import Context
@@ -106,7 +107,7 @@ class Optimisation:
     def _step(self, ctx: Context, batch: Batch, weights: torch.Tensor, step_rows: list[int]) -> _MetricSums:
         """Forward and backward of one minibatch's rows, accumulated over this process's micro-batches."""
         backend = self.backend
-        micro = _micro_batches(step_rows, backend.rank, backend.world_size, self.cfg.per_device_train_batch_size)
+        micro = _micro_batches(step_rows, backend.rank, backend.world_size, self._cutter(ctx, batch))
         sums = _MetricSums()
         for k, (rows, weight) in enumerate(micro):
             with backend.accumulation(is_last=k == len(micro) - 1):
@@ -116,6 +117,24 @@ class Optimisation:
             if weight:
                 sums.add_rows(metrics, w)
         return sums
+
+    def _cutter(self, ctx: Context, batch: Batch) -> Callable[[list[int]], list[list[int]]]:
+        """How a process's rows of a minibatch become micro-batches: per_device_train_batch_size rows each, or with
+        ``max_tokens_per_micro_batch`` as many rows (longest first) as the policy's forward fits in that budget."""
+        budget, size = self.cfg.max_tokens_per_micro_batch, self.cfg.per_device_train_batch_size
+        if budget is None:
+            return lambda rows: [rows[i : i + size] for i in range(0, len(rows), size)]
+        s = batch.seqs_per_row
+        lengths = [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
+
+        def cost(seq_lengths: list[int]) -> int:
+            return ctx.scorer.forward_tokens(self.backend.model, seq_lengths)
+
+        def cut(rows: list[int]) -> list[list[int]]:
+            items = [lengths[r * s : (r + 1) * s] for r in rows]
+            return [[rows[i] for i in b] for b in token_bins(items, budget, cost)]
+
+        return cut
 
     def _log_step(self, grad_norm: float, loss_metrics: dict[str, float]) -> dict:
         """Keep the step's record (its loss metrics are means over the minibatch's rows on every process); the Run
@@ -152,10 +171,12 @@ class _MetricSums:
         return {key: sum(s.get(key, 0.0) for s, _ in parts) / (total or 1) for key in keys}
 
 
-def _micro_batches(step_rows: list[int], rank: int, world: int, size: int) -> list[tuple[list[int], float]]:
+def _micro_batches(
+    step_rows: list[int], rank: int, world: int, cut: Callable[[list[int]], list[list[int]]]
+) -> list[tuple[list[int], float]]:
     """(rows, weight) of this process's micro-batches of one minibatch: its every world-th row, cut into
-    micro-batches, padded to the busiest process's count with weight-0 repeats of the minibatch's first row."""
-    local = step_rows[rank::world]
-    micro = [(local[i : i + size], 1.0) for i in range(0, len(local), size)]
-    busiest = math.ceil(math.ceil(len(step_rows) / world) / size)  # rank 0 holds the most rows
-    return micro + [(step_rows[:1], 0.0)] * (busiest - len(micro))
+    micro-batches by ``cut``, padded to the busiest process's count with weight-0 repeats of the minibatch's first
+    row (every process has the minibatch, so each counts the others' micro-batches itself)."""
+    counts = [len(cut(step_rows[r::world])) for r in range(world)]
+    micro = [(rows, 1.0) for rows in cut(step_rows[rank::world])]
+    return micro + [(step_rows[:1], 0.0)] * (max(counts) - len(micro))

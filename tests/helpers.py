@@ -19,7 +19,7 @@ PROMPTS = REPO / "configs/data/quickstart_prompts.jsonl"
 def minibatch(**row) -> MiniBatch:
     """A MiniBatch holding only per-row tensors (all [B, S, ...] or [B]); one token per sequence."""
     b, s = next(v for v in row.values() if v.dim() == 2).shape
-    return MiniBatch(model_inputs={}, rows=b, seqs_per_row=s, row=row, token={}, mask=torch.ones(b, s, 1).bool())
+    return MiniBatch(rows=b, seqs_per_row=s, row=row, token={}, mask=torch.ones(b, s, 1).bool())
 
 
 def policy(logps) -> PolicyLogps:

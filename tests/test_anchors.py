@@ -8,6 +8,7 @@ from prefopt.anchors import Anchors
 from prefopt.backend import Backend
 from prefopt.config import TrainConfig
 from prefopt.ops import build_sequence_batch, response_token_logps
+from prefopt.scoring import Scorer
 
 PROMPTS = [[1, 4, 30, 31], [1, 4, 50, 51, 52]]
 RESPONSES = [[60, 61, 2], [70]]
@@ -39,7 +40,7 @@ def test_full_finetuning_reference_is_the_initial_snapshot(tiny_model_dir, tmp_p
     model = load_causal_lm(tiny_model_dir)
     initial = manual_logps(model.eval())
     backend = backend_with(model, tmp_path)
-    anchors = Anchors(backend, 0, batch_size=1, show_progress=False)
+    anchors = Anchors(backend, Scorer(0, backend.device), batch_size=1, show_progress=False)
     anchors.keep_reference()
     torch.manual_seed(0)
     perturb(backend.unwrapped)
@@ -60,7 +61,7 @@ def test_lora_reference_is_the_disabled_adapter_without_a_snapshot(tiny_model_di
     initial = manual_logps(base.eval())
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     backend = backend_with(model, tmp_path)
-    anchors = Anchors(backend, 0, batch_size=8, show_progress=False)
+    anchors = Anchors(backend, Scorer(0, backend.device), batch_size=8, show_progress=False)
     anchors.keep_reference()
     assert anchors.ref_snapshot is None and backend.has_adapter  # nothing copied: π_ref is the adapter switched off
     adapted = manual_logps(backend.unwrapped)
@@ -74,6 +75,7 @@ def test_lora_reference_is_the_disabled_adapter_without_a_snapshot(tiny_model_di
 def test_reference_requires_the_capability(tiny_model_dir, tmp_path):
     from prefopt.models import load_causal_lm
 
-    anchors = Anchors(backend_with(load_causal_lm(tiny_model_dir), tmp_path), 0, batch_size=2, show_progress=False)
+    backend = backend_with(load_causal_lm(tiny_model_dir), tmp_path)
+    anchors = Anchors(backend, Scorer(0, backend.device), batch_size=2, show_progress=False)
     with pytest.raises(RuntimeError, match="needs_ref"):
         anchors.logps(PROMPTS, RESPONSES, "reference")

@@ -47,18 +47,12 @@ def test_shapes_are_checked_at_construction():
         Batch([[1]] * 2, [[2]] * 2, seqs_per_row=1, row_weights=torch.ones(3))
 
 
-def test_minibatch_pads_to_its_own_longest_response():
-    mb = pairs_batch().select([0]).to_minibatch(pad_token_id=0)
+def test_minibatch_pads_per_token_data_to_its_own_longest_response():
+    mb = pairs_batch().select([0]).to_minibatch()
     assert mb.rows == 1 and mb.seqs_per_row == 2
-    assert mb.model_inputs["response_ids"].tolist() == [[10, 0], [11, 12]]  # width 2: this row's longest
-    assert mb.mask.tolist() == [[[True, False], [True, True]]]
+    assert mb.response_ids == [[10], [11, 12]] and mb.prompt_ids == [[1, 2], [1, 2]]  # what the forward scores
+    assert mb.mask.tolist() == [[[True, False], [True, True]]]  # width 2: this row's longest
     assert mb.token["logps"].tolist() == [[[-0.5, 0.0], [-0.25, -0.75]]]
-    # Prompt + response, the response in the last columns of every sequence (padded on the right to that width).
-    assert mb.model_inputs["input_ids"].tolist() == [[1, 2, 10, 0], [1, 2, 11, 12]]
-    assert mb.model_inputs["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
-    # Across rows with prompts of other lengths, the shorter sequences are padded on the left.
-    both = pairs_batch().to_minibatch(pad_token_id=0)
-    assert both.model_inputs["input_ids"][2].tolist() == [0, 3, 13, 14, 15]
     assert mb.row["ref_logps"].shape == (1, 2)
 
 

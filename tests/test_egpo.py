@@ -14,7 +14,7 @@ def test_online_ipo_loss_hand_computed():
     # β = 0.5, sums (no length normalisation). Δ log π_θ = (−1) − (−3) = 2, Δ log π_ref = (−2) − (−2.5) = 0.5,
     # h = 1.5; target (P(y≻y'') − P(y'≻y''))/β = 0.25/0.5 = 0.5; loss (1.5 − 0.5)² = 1.
     row = {"ref_logps": torch.tensor([[-2.0, -2.5]]), "pref_diff": torch.tensor([0.25])}
-    batch = MiniBatch(model_inputs={}, rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
+    batch = MiniBatch(rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
     logps = torch.tensor([[-1.0, -3.0]])
     policy = PolicyLogps(logps.unsqueeze(-1), torch.ones(1, 2, 1).bool())
     losses, metrics = loss(OnlineIPOParams(beta=0.5, normalize_logprobs=False), batch, policy)

@@ -26,7 +26,7 @@ def test_gradient_norm_is_that_of_the_embedding_gradient(run):
     for s, norm in zip(samples, norms):
         batch = build_sequence_batch([s.prompt_ids], [s.response_ids], run.tokenizer.pad_token_id)
         model.zero_grad()
-        response_token_logps(model, batch, run.ctx.anchors.allowed).sum().backward()
+        response_token_logps(model, batch, run.ctx.scorer.allowed).sum().backward()
         assert norm == pytest.approx(float(embed.grad.norm()), rel=1e-5)
     model.zero_grad()
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())

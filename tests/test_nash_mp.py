@@ -17,7 +17,7 @@ def test_loss_hand_computed():
         "ref_logps": torch.tensor([[-2.0, -1.4]]),
         "pref_diff": torch.tensor([0.3]),
     }
-    batch = MiniBatch(model_inputs={}, rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
+    batch = MiniBatch(rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
     policy = PolicyLogps(torch.tensor([[[-1.0], [-2.0]]]), torch.ones(1, 2, 1).bool())
     losses, metrics = loss(NashMPParams(eta=2.0, beta=0.25), batch, policy)
     assert losses.tolist() == pytest.approx([0.36])
@@ -44,7 +44,7 @@ def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
         "pref_diff": wins[i] - wins[j],
     }
     mask = torch.ones(n * n, 2, 1).bool()
-    batch = MiniBatch(model_inputs={}, rows=n * n, seqs_per_row=2, row=row, token={}, mask=mask)
+    batch = MiniBatch(rows=n * n, seqs_per_row=2, row=row, token={}, mask=mask)
     theta = theta_k.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
 
@@ -80,7 +80,7 @@ def test_pg_advantage_and_loss_hand_computed():
     raw = torch.tensor([0.0 - 0.5, 0.5 - 1.0, 1.0])
     assert adv[0].tolist() == pytest.approx((raw - raw.mean()).tolist())
     mask = torch.ones(1, 3, 1).bool()
-    batch = MiniBatch(model_inputs={}, rows=1, seqs_per_row=3, row={"advantage": adv}, token={}, mask=mask)
+    batch = MiniBatch(rows=1, seqs_per_row=3, row={"advantage": adv}, token={}, mask=mask)
     losses, _ = pg_loss(ctx.algo_cfg, batch, PolicyLogps(lp[..., None], mask))
     assert losses.item() == pytest.approx(-(adv * lp).mean().item())
 

@@ -33,15 +33,19 @@ def test_weighted_blocks_cut_nearest_to_equal_shares():
         shard_bounds(3, 2, 0, [1, 2])
 
 
+def _rows_of(size):
+    return lambda rows: [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
 def test_every_process_runs_as_many_micro_batches_with_spare_ones_weighted_zero():
     # A minibatch of 3 rows over 2 processes, 1 row per micro-batch: rank 0 takes rows 0 and 2, rank 1 row 1 and a
     # spare repeat of the first row with weight 0.
-    assert _micro_batches([5, 6, 7], 0, 2, 1) == [([5], 1.0), ([7], 1.0)]
-    assert _micro_batches([5, 6, 7], 1, 2, 1) == [([6], 1.0), ([5], 0.0)]
+    assert _micro_batches([5, 6, 7], 0, 2, _rows_of(1)) == [([5], 1.0), ([7], 1.0)]
+    assert _micro_batches([5, 6, 7], 1, 2, _rows_of(1)) == [([6], 1.0), ([5], 0.0)]
     # One process: nothing to pad.
-    assert _micro_batches([1, 2, 3], 0, 1, 2) == [([1, 2], 1.0), ([3], 1.0)]
+    assert _micro_batches([1, 2, 3], 0, 1, _rows_of(2)) == [([1, 2], 1.0), ([3], 1.0)]
     # Fewer rows than processes: rank 2 of 3 has none, so it runs one spare.
-    assert _micro_batches([4, 9], 2, 3, 4) == [([4], 0.0)]
+    assert _micro_batches([4, 9], 2, 3, _rows_of(4)) == [([4], 0.0)]
 
 
 def test_concatenated_batches_keep_row_order_and_every_field():

@@ -98,7 +98,7 @@ def test_collect_builds_best_worst_rows_with_rollout_anchors(tiny_model_dir, tmp
         assert batch.response_ids[2 * r + 1] == group[worst].response_ids
         assert batch.row_data["win_rates"][r].tolist() == pytest.approx([p_hat[best].item(), p_hat[worst].item()])
     # π_t log-probs come from the rollout and equal a fresh forward pass: the first step's log-ratio is ~0.
-    mb = batch.to_minibatch(run.tokenizer.pad_token_id)
+    mb = batch.to_minibatch()
     with torch.no_grad():
         logps = policy_logps(run.ctx, mb).logps
     assert torch.allclose(logps, batch.row_data["anchor_logps"], atol=1e-4)

@@ -36,7 +36,6 @@ from prefopt.algorithms.gvm_allocation import allocate, estimator_variance_bound
 from prefopt.algorithms.outcome import sample_groups
 from prefopt.context import Context
 from prefopt.errors import ConfigError
-from prefopt.ops import build_sequence_batch, response_token_logps
 
 
 @dataclass
@@ -87,9 +86,7 @@ def gradient_norms(ctx: Context, samples) -> list[float]:
             for p in params:
                 p.requires_grad_(True)
             for s in samples:
-                batch = build_sequence_batch([s.prompt_ids], [s.response_ids], ctx.tokenizer.pad_token_id)
-                batch = {k: v.to(backend.device) for k, v in batch.items()}
-                logp = response_token_logps(model, batch, ctx.anchors.allowed).sum()
+                logp = ctx.scorer.token_logps(model, [s.prompt_ids], [s.response_ids]).sum()
                 grads = torch.autograd.grad(logp, params, allow_unused=True)
                 norms.append(float(sum(g.float().pow(2).sum() for g in grads if g is not None) ** 0.5))
         finally:

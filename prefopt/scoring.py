@@ -1,0 +1,258 @@
+"""Response log-probs of a causal LM: the one forward every training step and every anchor pass makes.
+
+Two choices, each checked against the plain forward on the model itself before it is used (:meth:`Scorer.plan`):
+
+- **Layout.** Padded: one row per sequence, left-padded to the longest (``prefopt.ops.build_sequence_batch``).
+  Padding-free (``padding_free``, TRL's name): the sequences are packed back to back into rows with position ids
+  restarting at 0 for each sequence and no attention mask, which transformers turns into attention that never
+  crosses sequences (a block-diagonal causal mask for sdpa/eager, varlen kernels for flash-attention). For
+  sdpa/eager the mask is dense, so sequences are packed best-fit decreasing into rows as long as the longest
+  sequence: attention then costs no more than padded rows, and only the rows' tails are padding. Flash-attention
+  reads sequence boundaries from the position ids of a single row only, so there everything goes into one row.
+- **Output head.** With ``chunk_size`` > 0 the model is asked for no logits at all: its decoder's last hidden
+  states are read by a forward hook, and log π(y_t) is computed from them and the output head ``chunk_size``
+  tokens at a time, each chunk under activation checkpointing (its logits are recomputed in backward), so
+  [tokens, V] float32 logits never exist at once; only the response-predicting positions are scored. With 0, the
+  model's own logits for the response positions, as one tensor.
+
+A model whose packed forward or head path does not reproduce its plain forward (a model without packed-sequence
+masking, an output head with a logit transform such as soft-capping) falls back to padding or to its own logits,
+with a printed notice naming the model type: training still runs, only slower.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from prefopt.ops import build_sequence_batch, gather_token_logps, pad_sequences, response_token_logps
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one model is scored: packed rows or padded ones, the chunked head or the model's logits, and whether
+    packing must use a single row (flash-attention)."""
+
+    packed: bool
+    chunked: bool
+    one_row: bool = False
+
+
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers causal LM inside DDP/DeepSpeed wrappers and a peft model (whose adapter layers it holds)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def best_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of ``lengths`` packed into rows of at most ``capacity`` tokens, best-fit decreasing (an item longer
+    than ``capacity`` gets a row of its own)."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [r for r in range(len(rows)) if free[r] >= lengths[i]]
+        if fits:
+            r = min(fits, key=lambda r: free[r])
+            rows[r].append(i)
+            free[r] -= lengths[i]
+        else:
+            rows.append([i])
+            free.append(capacity - lengths[i])
+    return rows
+
+
+def pack_sequences(prompt_ids, response_ids, pad_token_id: int, one_row: bool = False) -> dict[str, torch.Tensor]:
+    """prompt + response of every sequence packed into rows, position ids restarting per sequence.
+
+    Returns:
+        input_ids, position_ids [R, C]; a row's tail is padding with its own positions 0, 1, … (a sequence of its
+        own that no real token attends to); response_ids [B, L] (right-padded with 0), response_mask [B, L] bool;
+        predict_at [M]: for each response token (row-major over response_mask), the flat index into [R·C] of the
+        position whose output predicts it.
+    """
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    if any(len(p) == 0 for p, r in zip(prompt_ids, response_ids) if r):
+        raise ValueError("a response needs at least one prompt token before it")
+    rows = [list(range(len(lengths)))] if one_row else best_fit_rows(lengths, max(lengths, default=0))
+    width = max((sum(lengths[i] for i in row) for row in rows), default=0)
+    tokens, positions, start = [], [], {}
+    for r, row in enumerate(rows):
+        ids, pos = [], []
+        for i in row:
+            start[i] = r * width + len(ids)
+            ids += list(prompt_ids[i]) + list(response_ids[i])
+            pos += range(lengths[i])
+        tail = width - len(ids)
+        tokens.append(ids + [pad_token_id] * tail)
+        positions.append(pos + list(range(tail)))
+    predict_at = [start[i] + len(prompt_ids[i]) - 1 + k for i in range(len(lengths)) for k in range(len(response_ids[i]))]
+    return {
+        "input_ids": torch.tensor(tokens, dtype=torch.long).view(len(rows), width),
+        "position_ids": torch.tensor(positions, dtype=torch.long).view(len(rows), width),
+        "response_ids": pad_sequences(response_ids, 0, side="right"),
+        "response_mask": pad_sequences([[1] * len(r) for r in response_ids], 0, side="right").bool(),
+        "predict_at": torch.tensor(predict_at, dtype=torch.long),
+    }
+
+
+def token_bins(items: Sequence[Sequence[int]], budget: int, cost) -> list[list[int]]:
+    """Indices of ``items`` (each a list of sequence lengths: a training row's S sequences, or one sequence)
+    grouped longest first into bins whose forward costs at most ``budget`` tokens (``cost`` maps the sequence
+    lengths of a bin to its tokens, e.g. :meth:`Scorer.forward_tokens`); an item over budget alone is a bin."""
+    bins: list[list[int]] = []
+    current: list[int] = []
+    lengths: list[int] = []
+    for i in sorted(range(len(items)), key=lambda i: -sum(items[i])):
+        if current and cost(lengths + list(items[i])) > budget:
+            bins.append(current)
+            current, lengths = [], []
+        current.append(i)
+        lengths += list(items[i])
+    return bins + [current] if current else bins
+
+
+def padded_predict_at(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[M] flat indices into [B·T] of the positions predicting each response token of a padded batch (response
+    token k of a row sits at column T − L + k, so position T − L − 1 + k predicts it)."""
+    b, t = batch["input_ids"].shape
+    width = batch["response_ids"].shape[1]
+    rows, cols = batch["response_mask"].nonzero(as_tuple=True)
+    return rows * t + (t - width - 1) + cols
+
+
+class Scorer:
+    """Per-token log-probs of responses under a model, packed or padded, chunked or not (see the module doc).
+
+    Args:
+        pad_token_id: the tokenizer's pad id.
+        device: where the model's inputs go.
+        padding_free: pack sequences (when the model's plan allows).
+        chunk_size: tokens per chunk of the output head (0: the model's own logits).
+        allowed_token_ids: the action set when the policy is restricted to one (matrix games).
+        notice: prints a fallback's reason (one line).
+    """
+
+    def __init__(self, pad_token_id: int, device, padding_free=True, chunk_size=1024, allowed_token_ids=None,
+                 notice=print):  # fmt: skip
+        self.pad_token_id = pad_token_id
+        self.device = device
+        self.padding_free = padding_free
+        self.chunk_size = chunk_size
+        self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
+        self.notice = notice
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def token_logps(self, model: torch.nn.Module, prompt_ids, response_ids) -> torch.Tensor:
+        """[B, L] float32 log π(y_t | x, y_<t) of each response (right-padded with 0), one forward of ``model``
+        (with gradient when enabled)."""
+        return self._forward(model, prompt_ids, response_ids, self.plan(model))
+
+    def forward_tokens(self, model: torch.nn.Module | None, lengths: Sequence[int]) -> int:
+        """Tokens the forward of sequences of these lengths (prompt + response) processes, padding included: their
+        sum when packed, count × longest when padded (a token budget's measure)."""
+        packed = self.padding_free if model is None else self.plan(model).packed
+        return sum(lengths) if packed else len(lengths) * max(lengths, default=0)
+
+    def plan(self, model: torch.nn.Module) -> Plan:
+        """This scorer's choices for ``model``, checked once per model on a tiny probe (then cached)."""
+        lm = causal_lm(model)
+        if lm not in self._plans:
+            self._plans[lm] = self._check(model, lm)
+        return self._plans[lm]
+
+    # -- the forward ------------------------------------------------------------------------------------------
+    def _forward(self, model, prompt_ids, response_ids, plan: Plan) -> torch.Tensor:
+        if plan.packed:
+            batch = pack_sequences(prompt_ids, response_ids, self.pad_token_id, plan.one_row)
+            inputs = {k: batch[k].to(self.device) for k in ("input_ids", "position_ids")}
+            predict_at = batch["predict_at"].to(self.device)
+        else:
+            batch = build_sequence_batch(prompt_ids, response_ids, self.pad_token_id)
+            if not plan.chunked:  # the model's own logits at the last L + 1 columns, as before packing existed
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                return response_token_logps(model, batch, self.allowed)
+            inputs = {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask", "position_ids")}
+            predict_at = padded_predict_at(batch).to(self.device)
+        mask = batch["response_mask"].to(self.device)
+        targets = batch["response_ids"].to(self.device)[mask]
+        if plan.chunked:
+            flat = self._chunked(model, inputs, predict_at, targets)
+        else:
+            logits = model(**inputs, use_cache=False).logits
+            flat = gather_token_logps(logits.reshape(-1, logits.shape[-1])[predict_at], targets, self.allowed)
+        out = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device)
+        return out.masked_scatter(mask, flat)
+
+    def _chunked(self, model, inputs, predict_at, targets) -> torch.Tensor:
+        """[M] log-probs from the decoder's hidden states and the head, ``chunk_size`` positions at a time."""
+        lm = causal_lm(model)
+        captured = []
+        handle = lm.get_decoder().register_forward_hook(lambda _m, _a, out: captured.append(out))
+        try:  # no logits: the head sees zero positions
+            model(**inputs, use_cache=False, logits_to_keep=torch.zeros(0, dtype=torch.long, device=self.device))
+        finally:
+            handle.remove()
+        out = captured[-1]
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        hidden = hidden.reshape(-1, hidden.shape[-1])[predict_at]
+        head = lm.get_output_embeddings()
+        parts = []
+        for s in range(0, hidden.shape[0], self.chunk_size):
+            h, t = hidden[s : s + self.chunk_size], targets[s : s + self.chunk_size]
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(_chunk_logps, head, h, t, self.allowed, use_reentrant=False))
+            else:
+                parts.append(_chunk_logps(head, h, t, self.allowed))
+        return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+    # -- the check --------------------------------------------------------------------------------------------
+    def _check(self, model, lm) -> Plan:
+        """Score a probe (sequences of 6, 2 and 3 tokens: packing puts the short two in one row with a padded tail)
+        with the plain padded forward and with each requested path; keep a path only where it agrees."""
+        impl = str(getattr(lm.config, "_attn_implementation", None) or "")
+        one_row = "flash" in impl
+        wanted = Plan(self.padding_free, self.chunk_size > 0, one_row)
+        if not (wanted.packed or wanted.chunked):
+            return wanted
+        vocab = lm.config.vocab_size if hasattr(lm.config, "vocab_size") else lm.get_output_embeddings().out_features
+        pick = (lambda t: t % vocab) if self.allowed is None else (lambda t: int(self.allowed[t % len(self.allowed)]))
+        prompts = [[t % vocab for t in p] for p in ([1, 2, 3, 4], [5], [6, 7])]
+        responses = [[pick(t) for t in r] for r in ([8, 9], [10], [11])]  # within the action set, if any
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                plain = self._forward(model, prompts, responses, Plan(False, False))
+                tol = 1e-4 if _dtype(lm) == torch.float32 else 5e-2
+                packed = wanted.packed and self._agrees(model, prompts, responses, Plan(True, False, one_row), plain, tol)
+                chunked = wanted.chunked and self._agrees(model, prompts, responses, Plan(False, True), plain, tol)
+        finally:
+            model.train(was_training)
+        name = getattr(lm.config, "model_type", type(lm).__name__)
+        if wanted.packed and not packed:
+            self.notice(f"[prefopt] padding_free: {name} (attn_implementation={impl or 'default'}) changes its "
+                        "outputs on packed sequences (its attention crosses them); padding instead")  # fmt: skip
+        if wanted.chunked and not chunked:
+            self.notice(f"[prefopt] logprob_chunk_size: {name}'s logits are not its output head applied to its "
+                        "decoder's hidden states (a logit transform?); using its own logits")  # fmt: skip
+        return Plan(packed, chunked, one_row)
+
+    def _agrees(self, model, prompts, responses, plan: Plan, plain: torch.Tensor, tol: float) -> bool:
+        try:
+            other = self._forward(model, prompts, responses, plan)
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):  # the path does not run on it
+            return False
+        return other.shape == plain.shape and bool(((other - plain).abs() <= tol).all())
+
+
+def _chunk_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, allowed) -> torch.Tensor:
+    return gather_token_logps(head(hidden), targets, allowed)
+
+
+def _dtype(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
