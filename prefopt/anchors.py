@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prefopt.errors import ConfigError
-from prefopt.scoring import Scorer, token_bins
+from prefopt.scoring import Scorer
 
 
 class Anchors:
@@ -115,7 +115,7 @@ class Anchors:
         start = time.perf_counter()
         results: dict[int, torch.Tensor] = {}
         with self._scoring_model(policy) as model:
-            chunks = self._chunks(model, prompt_ids, response_ids)
+            chunks, width = self._chunks(model, prompt_ids, response_ids)
             was_training = model.training
             model.eval()
             desc = f"logps ({policy if isinstance(policy, str) else 'snapshot'})"
@@ -123,7 +123,10 @@ class Anchors:
                 if idx is None:  # a padding pass on a one-token dummy: its result is dropped
                     self.scorer.token_logps(model, [[self.pad_token_id]], [[self.pad_token_id]])
                     continue
-                logps = self.scorer.token_logps(model, [prompt_ids[i] for i in idx], [response_ids[i] for i in idx])
+                with self.scorer.row_width(width):
+                    logps = self.scorer.token_logps(
+                        model, [prompt_ids[i] for i in idx], [response_ids[i] for i in idx]
+                    )
                 logps = logps.float().cpu()
                 for row, i in enumerate(idx):
                     results[i] = logps[row, : len(response_ids[i])].clone()
@@ -131,19 +134,21 @@ class Anchors:
         self.elapsed_s += time.perf_counter() - start
         return [results[i] for i in range(len(prompt_ids))]
 
-    def _chunks(self, model, prompt_ids, response_ids) -> list[list[int] | None]:
-        """The passes: longest sequences first (similar lengths share a pass, and an out-of-memory error shows up
-        at once), ``batch_size`` sequences each or, with ``max_tokens``, as many as fit that many tokens; under
-        lockstep forwards, padded with spare passes (None) to the busiest process's count."""
+    def _chunks(self, model, prompt_ids, response_ids) -> tuple[list[list[int] | None], int]:
+        """The passes and the packed rows' width planned for them (0: none): longest sequences first (similar
+        lengths share a pass, and an out-of-memory error shows up at once), ``batch_size`` sequences each or, with
+        ``max_tokens``, as many as fit that many tokens (``Scorer.bins``); under lockstep forwards, padded with
+        spare passes (None) to the busiest process's count."""
         lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+        width = 0
         if self.max_tokens:
-            chunks = token_bins([[n] for n in lengths], self.max_tokens, lambda ls: self.scorer.forward_tokens(model, ls))
+            chunks, width = self.scorer.bins(model, [[n] for n in lengths], self.max_tokens)
         else:
             order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
             chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.backend.lockstep_forwards:  # every forward is a collective: as many as the busiest process
             chunks += [None] * (self.backend.max_across(len(chunks)) - len(chunks))
-        return chunks
+        return chunks, width
 
     @contextlib.contextmanager
     def _scoring_model(self, policy):

@@ -22,7 +22,6 @@ from prefopt.config import TrainConfig
 from prefopt.objective import loss_on_rows
 from prefopt.optim import start_schedule
 from prefopt.rollout.engine import derive_seed
-from prefopt.scoring import token_bins
 
 if TYPE_CHECKING:
     from prefopt.context import Context
@@ -107,32 +106,32 @@ class Optimisation:
     def _step(self, ctx: Context, batch: Batch, weights: torch.Tensor, step_rows: list[int]) -> _MetricSums:
         """Forward and backward of one minibatch's rows, accumulated over this process's micro-batches."""
         backend = self.backend
-        micro = _micro_batches(step_rows, backend.rank, backend.world_size, self._cutter(ctx, batch))
+        cut = self._cutter(ctx, batch)
+        micro = _micro_batches(step_rows, backend.rank, backend.world_size, lambda rows: cut(rows)[0])
         sums = _MetricSums()
-        for k, (rows, weight) in enumerate(micro):
-            with backend.accumulation(is_last=k == len(micro) - 1):
-                losses, metrics = loss_on_rows(ctx, self.algorithm.loss, batch, rows)
-                w = weights[rows]
-                backend.backward((losses * w.to(losses)).sum() * (weight * backend.world_size / len(step_rows)))
-            if weight:
-                sums.add_rows(metrics, w)
+        with ctx.scorer.row_width(cut(step_rows[backend.rank :: backend.world_size])[1]):
+            for k, (rows, weight) in enumerate(micro):
+                with backend.accumulation(is_last=k == len(micro) - 1):
+                    losses, metrics = loss_on_rows(ctx, self.algorithm.loss, batch, rows)
+                    w = weights[rows]
+                    backend.backward((losses * w.to(losses)).sum() * (weight * backend.world_size / len(step_rows)))
+                if weight:
+                    sums.add_rows(metrics, w)
         return sums
 
-    def _cutter(self, ctx: Context, batch: Batch) -> Callable[[list[int]], list[list[int]]]:
-        """How a process's rows of a minibatch become micro-batches: per_device_train_batch_size rows each, or with
-        ``max_tokens_per_micro_batch`` as many rows (longest first) as the policy's forward fits in that budget."""
+    def _cutter(self, ctx: Context, batch: Batch) -> Callable[[list[int]], tuple[list[list[int]], int]]:
+        """How a process's rows of a minibatch become micro-batches, and the packed rows' width they were planned
+        with (0: none): per_device_train_batch_size rows each, or with ``max_tokens_per_micro_batch`` as many as
+        the policy's forward fits in that budget (``Scorer.bins``)."""
         budget, size = self.cfg.max_tokens_per_micro_batch, self.cfg.per_device_train_batch_size
         if budget is None:
-            return lambda rows: [rows[i : i + size] for i in range(0, len(rows), size)]
+            return lambda rows: ([rows[i : i + size] for i in range(0, len(rows), size)], 0)
         s = batch.seqs_per_row
         lengths = [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
 
-        def cost(seq_lengths: list[int]) -> int:
-            return ctx.scorer.forward_tokens(self.backend.model, seq_lengths)
-
-        def cut(rows: list[int]) -> list[list[int]]:
-            items = [lengths[r * s : (r + 1) * s] for r in rows]
-            return [[rows[i] for i in b] for b in token_bins(items, budget, cost)]
+        def cut(rows: list[int]) -> tuple[list[list[int]], int]:
+            bins, width = ctx.scorer.bins(self.backend.model, [lengths[r * s : (r + 1) * s] for r in rows], budget)
+            return [[rows[i] for i in b] for b in bins], width
 
         return cut
 

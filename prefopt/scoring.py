@@ -22,6 +22,7 @@ with a printed notice naming the model type: training still runs, only slower.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,8 +67,11 @@ def best_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def pack_sequences(prompt_ids, response_ids, pad_token_id: int, one_row: bool = False) -> dict[str, torch.Tensor]:
-    """prompt + response of every sequence packed into rows, position ids restarting per sequence.
+def pack_sequences(
+    prompt_ids, response_ids, pad_token_id: int, one_row: bool = False, width: int = 0
+) -> dict[str, torch.Tensor]:
+    """prompt + response of every sequence packed into rows, position ids restarting per sequence: one row, or
+    best-fit decreasing into rows of ``width`` tokens or the longest sequence's, whichever is more.
 
     Returns:
         input_ids, position_ids [R, C]; a row's tail is padding with its own positions 0, 1, … (a sequence of its
@@ -78,7 +82,7 @@ def pack_sequences(prompt_ids, response_ids, pad_token_id: int, one_row: bool = 
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     if any(len(p) == 0 for p, r in zip(prompt_ids, response_ids) if r):
         raise ValueError("a response needs at least one prompt token before it")
-    rows = [list(range(len(lengths)))] if one_row else best_fit_rows(lengths, max(lengths, default=0))
+    rows = [list(range(len(lengths)))] if one_row else best_fit_rows(lengths, max([width, *lengths]))
     width = max((sum(lengths[i] for i in row) for row in rows), default=0)
     tokens, positions, start = [], [], {}
     for r, row in enumerate(rows):
@@ -90,7 +94,9 @@ def pack_sequences(prompt_ids, response_ids, pad_token_id: int, one_row: bool = 
         tail = width - len(ids)
         tokens.append(ids + [pad_token_id] * tail)
         positions.append(pos + list(range(tail)))
-    predict_at = [start[i] + len(prompt_ids[i]) - 1 + k for i in range(len(lengths)) for k in range(len(response_ids[i]))]
+    predict_at = [
+        start[i] + len(prompt_ids[i]) - 1 + k for i in range(len(lengths)) for k in range(len(response_ids[i]))
+    ]
     return {
         "input_ids": torch.tensor(tokens, dtype=torch.long).view(len(rows), width),
         "position_ids": torch.tensor(positions, dtype=torch.long).view(len(rows), width),
@@ -146,17 +152,50 @@ class Scorer:
         self.allowed = None if allowed_token_ids is None else torch.as_tensor(allowed_token_ids)
         self.notice = notice
         self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.real_tokens = 0  # prompt + response tokens scored so far (the probe's not counted)
+        self.forward_tokens_seen = 0  # the positions the model ran on for them, padding included
+        self._width = 0  # packed rows' width, at least (0: the longest sequence of the forward)
 
     def token_logps(self, model: torch.nn.Module, prompt_ids, response_ids) -> torch.Tensor:
         """[B, L] float32 log π(y_t | x, y_<t) of each response (right-padded with 0), one forward of ``model``
         (with gradient when enabled)."""
-        return self._forward(model, prompt_ids, response_ids, self.plan(model))
+        out, positions = self._forward(model, prompt_ids, response_ids, self.plan(model))
+        self.real_tokens += sum(len(p) + len(r) for p, r in zip(prompt_ids, response_ids))
+        self.forward_tokens_seen += positions
+        return out
 
-    def forward_tokens(self, model: torch.nn.Module | None, lengths: Sequence[int]) -> int:
-        """Tokens the forward of sequences of these lengths (prompt + response) processes, padding included: their
-        sum when packed, count × longest when padded (a token budget's measure)."""
-        packed = self.padding_free if model is None else self.plan(model).packed
-        return sum(lengths) if packed else len(lengths) * max(lengths, default=0)
+    @property
+    def padding_fraction(self) -> float:
+        """The share of the positions run so far that were padding."""
+        return 1 - self.real_tokens / self.forward_tokens_seen if self.forward_tokens_seen else 0.0
+
+    def bins(self, model: torch.nn.Module, items: Sequence[Sequence[int]], budget: int) -> tuple[list[list[int]], int]:
+        """Token-budget micro-batches: indices of ``items`` (each the lengths, prompt + response, of the sequences
+        that must share a forward: a training row's S, or one) grouped so that each forward runs on at most
+        ``budget`` positions (an item over budget alone is a bin), and the row width to pack them with (0: the
+        longest sequence of each forward).
+
+        Packed into rows of a dense mask, the items are first packed best-fit decreasing into rows as wide as the
+        longest item (one packing over all of them, so only the last row's tail and the rows' gaps are padding),
+        and ⌊budget / width⌋ rows make a bin; in one row (flash-attention) or padded, bins are filled longest first
+        by the forward's positions (``token_bins``)."""
+        plan = self.plan(model)
+        if plan.packed and not plan.one_row and items:
+            width = max(sum(item) for item in items)
+            rows = best_fit_rows([sum(item) for item in items], width)
+            per = max(1, budget // width)
+            return [[i for row in rows[k : k + per] for i in row] for k in range(0, len(rows), per)], width
+        cost = sum if plan.packed else (lambda ls: len(ls) * max(ls, default=0))
+        return token_bins(items, budget, cost), 0
+
+    @contextlib.contextmanager
+    def row_width(self, width: int):
+        """Pack the forwards inside into rows at least ``width`` tokens wide (as :meth:`bins` planned them)."""
+        before, self._width = self._width, width
+        try:
+            yield
+        finally:
+            self._width = before
 
     def plan(self, model: torch.nn.Module) -> Plan:
         """This scorer's choices for ``model``, checked once per model on a tiny probe (then cached)."""
@@ -166,16 +205,17 @@ class Scorer:
         return self._plans[lm]
 
     # -- the forward ------------------------------------------------------------------------------------------
-    def _forward(self, model, prompt_ids, response_ids, plan: Plan) -> torch.Tensor:
+    def _forward(self, model, prompt_ids, response_ids, plan: Plan) -> tuple[torch.Tensor, int]:
+        """(log-probs [B, L], the positions the model ran on)."""
         if plan.packed:
-            batch = pack_sequences(prompt_ids, response_ids, self.pad_token_id, plan.one_row)
+            batch = pack_sequences(prompt_ids, response_ids, self.pad_token_id, plan.one_row, self._width)
             inputs = {k: batch[k].to(self.device) for k in ("input_ids", "position_ids")}
             predict_at = batch["predict_at"].to(self.device)
         else:
             batch = build_sequence_batch(prompt_ids, response_ids, self.pad_token_id)
             if not plan.chunked:  # the model's own logits at the last L + 1 columns, as before packing existed
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                return response_token_logps(model, batch, self.allowed)
+                return response_token_logps(model, batch, self.allowed), batch["input_ids"].numel()
             inputs = {k: batch[k].to(self.device) for k in ("input_ids", "attention_mask", "position_ids")}
             predict_at = padded_predict_at(batch).to(self.device)
         mask = batch["response_mask"].to(self.device)
@@ -186,7 +226,7 @@ class Scorer:
             logits = model(**inputs, use_cache=False).logits
             flat = gather_token_logps(logits.reshape(-1, logits.shape[-1])[predict_at], targets, self.allowed)
         out = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device)
-        return out.masked_scatter(mask, flat)
+        return out.masked_scatter(mask, flat), inputs["input_ids"].numel()
 
     def _chunked(self, model, inputs, predict_at, targets) -> torch.Tensor:
         """[M] log-probs from the decoder's hidden states and the head, ``chunk_size`` positions at a time."""
@@ -227,9 +267,11 @@ class Scorer:
         model.eval()
         try:
             with torch.no_grad():
-                plain = self._forward(model, prompts, responses, Plan(False, False))
+                plain, _ = self._forward(model, prompts, responses, Plan(False, False))
                 tol = 1e-4 if _dtype(lm) == torch.float32 else 5e-2
-                packed = wanted.packed and self._agrees(model, prompts, responses, Plan(True, False, one_row), plain, tol)
+                packed = wanted.packed and self._agrees(
+                    model, prompts, responses, Plan(True, False, one_row), plain, tol
+                )
                 chunked = wanted.chunked and self._agrees(model, prompts, responses, Plan(False, True), plain, tol)
         finally:
             model.train(was_training)
@@ -244,7 +286,7 @@ class Scorer:
 
     def _agrees(self, model, prompts, responses, plan: Plan, plain: torch.Tensor, tol: float) -> bool:
         try:
-            other = self._forward(model, prompts, responses, plan)
+            other, _ = self._forward(model, prompts, responses, plan)
         except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):  # the path does not run on it
             return False
         return other.shape == plain.shape and bool(((other - plain).abs() <= tol).all())

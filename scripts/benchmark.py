@@ -4,13 +4,16 @@
     python scripts/benchmark.py --hidden_size 256 --num_layers 4 --max_new_tokens 32
     python scripts/benchmark.py --deepspeed configs/deepspeed/zero2.json --out zero2.json
     python scripts/benchmark.py --learning_rate 1e-3                   # any other --key value goes to the config
+    python scripts/benchmark.py --workload varlen --repeats 3          # optimise only: padded vs packed
+    python scripts/benchmark.py --workload large_vocab                 # optimise only: a 151,936-token head
 
 Training runs in-process through the public API (``build_configs`` + ``train``), into a temporary run directory,
 and the per-iteration ``time/*_s`` numbers are read back from its metrics.jsonl, so the benchmark measures what
 ``prefopt train`` does, not a copy of it. The first ``--warmup`` iterations are left out of the averages: they pay
 for one-off costs (lazy imports, allocator growth). Setup (model load, DeepSpeed's op build on its first use) and
 the per-iteration checkpoint writes fall outside ``time/iteration_s``; they show as ``outside_iterations_s``.
-See docs/benchmark.md.
+With ``--workload`` the benchmark times the optimiser alone on a synthetic batch instead, each variant of the
+scorer in its own subprocess (scripts/workloads.py). See docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from prefopt.errors import ConfigError, PrefoptError
 from prefopt.tiny import write_tiny_model
 from prefopt.trainers import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workloads import WORKLOADS, side_by_side  # noqa: E402
+from workloads import markdown as workload_markdown  # noqa: E402
+
 PHASES = ("rollout", "judge", "anchor", "collect", "optimise", "iteration")
 # Benchmark flags that are also config keys: passed on only when given, so the YAML stays the default.
 CONFIG_FLAGS = ("prompts_per_iteration", "max_new_tokens", "num_samples", "deepspeed")
@@ -55,9 +62,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--torch_num_threads", type=int, default=1, help="1 is fastest for tiny models on CPU.")
     parser.add_argument("--deepspeed", help="DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json.")
     parser.add_argument("--out", help="Also write the results to this JSON file.")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), help="Optimise-only workload (scripts/workloads.py).")
+    parser.add_argument("--repeats", type=int, default=3, help="With --workload: alternating rounds per variant.")
     args, rest = parser.parse_known_args(argv)
-    if args.iterations < 1 or args.warmup < 0:
-        parser.error("--iterations must be >= 1 and --warmup >= 0")
+    if args.iterations < 1 or args.warmup < 0 or args.repeats < 1:
+        parser.error("--iterations and --repeats must be >= 1 and --warmup >= 0")
     overrides = parse_cli_overrides(rest)
     overrides.update({k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None})
     return args, overrides
@@ -180,12 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, overrides = parse_args(argv)
-        result = benchmark(args, overrides)
+        if args.workload:
+            model = {"hidden_size": args.hidden_size, "num_layers": args.num_layers}
+            result = side_by_side(args.workload, args.repeats, model, args.torch_num_threads)
+        else:
+            result = benchmark(args, overrides)
     except PrefoptError as err:  # a bad key or file: one line, as `prefopt train` prints it
         print(f"benchmark: error: {err}", file=sys.stderr)
         return 2
     result["command"] = shlex.join([sys.executable, sys.argv[0], *argv])
-    print(markdown(result))
+    print(workload_markdown(result) if args.workload else markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0

@@ -147,6 +147,9 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, algorithm, stage):
         ("inpo", "zero3", []),  # keeps past iterates as snapshots (ZeRO-3 shards)
         ("rebel", "zero2", []),
         ("grao", "zero3", []),
+        # Token-budget micro-batches: the two processes' rows bin into different counts (spare micro-batches
+        # keep ZeRO-3's per-forward collectives in step), and the one process bins the same rows otherwise.
+        ("sppo", "zero3", ["--max_tokens_per_micro_batch", "48"]),
     ],
 )
 def test_every_trainer_takes_the_same_steps_on_two_processes(tiny_model_dir, tmp_path, algorithm, stage, extra):

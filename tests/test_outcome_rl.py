@@ -19,7 +19,7 @@ def one_response(token_logps, advantage, **token):
     lp = torch.tensor([[token_logps]])
     mask = torch.ones_like(lp, dtype=torch.bool)
     tokens = {k: torch.tensor([[v]]) for k, v in token.items()}
-    batch = MiniBatch({}, 1, 1, {"advantage": torch.tensor([[advantage]])}, tokens, mask)
+    batch = MiniBatch(1, 1, {"advantage": torch.tensor([[advantage]])}, tokens, mask)
     return batch, PolicyLogps(lp, mask)
 
 
