@@ -93,6 +93,7 @@ def iteration_metrics(
             "time/judge_s": ctx.judge.elapsed_s,
             "time/anchor_s": ctx.anchors.elapsed_s,
             "rows": sum(run.backend.all_gather_object(batch.num_rows)),
+            **forward_metrics(run),
         }
     )
     if run.game_monitor is not None:
@@ -108,6 +109,14 @@ def iteration_metrics(
             events.call("on_evaluate", metrics=results)
     metrics["time/iteration_s"] = time.perf_counter() - started
     return metrics
+
+
+def forward_metrics(run: Run) -> dict:
+    """The scorer's forwards of the iteration (training and anchor passes, every process): the prompt + response
+    tokens scored and the share of the positions run that were padding."""
+    counts = run.backend.all_gather_object(run.ctx.scorer.take_counts())
+    real, positions = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return {"forward/tokens": real, "forward/padding_fraction": 1 - real / positions if positions else 0.0}
 
 
 def rollout_metrics(ctx: Context) -> dict:

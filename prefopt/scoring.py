@@ -169,6 +169,12 @@ class Scorer:
         """The share of the positions run so far that were padding."""
         return 1 - self.real_tokens / self.forward_tokens_seen if self.forward_tokens_seen else 0.0
 
+    def take_counts(self) -> tuple[int, int]:
+        """(real tokens, positions run) since the last call, and start counting afresh."""
+        counts = (self.real_tokens, self.forward_tokens_seen)
+        self.real_tokens = self.forward_tokens_seen = 0
+        return counts
+
     def bins(self, model: torch.nn.Module, items: Sequence[Sequence[int]], budget: int) -> tuple[list[list[int]], int]:
         """Token-budget micro-batches: indices of ``items`` (each the lengths, prompt + response, of the sequences
         that must share a forward: a training row's S, or one) grouped so that each forward runs on at most

@@ -50,6 +50,7 @@ def make_timer():
         def __init__(self):
             self.begin = self.end = None
             self.steps = 0
+            self.step_ends: list[float] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.begin = time.perf_counter()
@@ -57,6 +58,7 @@ def make_timer():
         def on_step_end(self, args, state, control, **kwargs):
             self.end = time.perf_counter()
             self.steps += 1
+            self.step_ends.append(self.end)
 
         def on_iteration_end(self, args, state, control, **kwargs):  # prefopt: after its iteration bookkeeping
             self.end = time.perf_counter()
@@ -72,30 +74,36 @@ def settings(args) -> dict:
 
 
 def run_prefopt(model: str, s: dict, out_dir: str, timer):
+    import torch
     from datasets import load_dataset
 
     from prefopt.trainers import GRPOConfig, GRPOTrainer
 
+    micro = s.get("micro_batch", s["batch"])
     config = GRPOConfig(
         output_dir=out_dir, overwrite=True, num_samples=s["num_generations"], beta=s["beta"],
         prompts_per_iteration=s["batch"] // s["num_generations"], num_iterations=s["steps"],
-        per_device_train_batch_size=s["batch"], gradient_accumulation_steps=1, num_train_epochs=1,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=s["batch"] // micro, num_train_epochs=1,
         max_new_tokens=s["max_new_tokens"], temperature=s["temperature"], learning_rate=s["learning_rate"],
         save_every=s["steps"], eval_num_prompts=0, disable_tqdm=True, torch_num_threads=1, seed=s["seed"],
+        dtype="bfloat16" if torch.cuda.is_available() else "float32",
     )  # fmt: skip
     data = load_dataset("json", data_files=str(PROMPTS), split="train")
     GRPOTrainer(model=model, args=config, train_dataset=data, reward_funcs=reward, callbacks=[timer]).train()
 
 
 def run_trl(model: str, s: dict, out_dir: str, timer):
+    import torch
     from datasets import load_dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    gpu = torch.cuda.is_available()  # bf16 on a GPU (scripts/gpu_bench.py); float32 on this CPU
+    micro = s.get("micro_batch", s["batch"])
     config = GRPOConfig(
         output_dir=out_dir, num_generations=s["num_generations"], beta=s["beta"],
-        per_device_train_batch_size=s["batch"], gradient_accumulation_steps=1, max_steps=s["steps"],
+        per_device_train_batch_size=micro, gradient_accumulation_steps=s["batch"] // micro, max_steps=s["steps"],
         max_completion_length=s["max_new_tokens"], temperature=s["temperature"], learning_rate=s["learning_rate"],
-        bf16=False, gradient_checkpointing=False, use_cpu=True, save_strategy="no", report_to="none",
+        bf16=gpu, gradient_checkpointing=False, use_cpu=not gpu, save_strategy="no", report_to="none",
         logging_steps=1, disable_tqdm=True, seed=s["seed"], dataloader_num_workers=0,
     )  # fmt: skip
     data = load_dataset("json", data_files=str(PROMPTS), split="train")
@@ -114,7 +122,10 @@ def one_run(which: str, model: str, s: dict) -> dict:
         (run_prefopt if which == "prefopt" else run_trl)(model, s, tmp, timer)
     if timer.steps != s["steps"]:
         raise RuntimeError(f"{which} ran {timer.steps} steps, not {s['steps']}")
-    return {"loop_s": timer.end - timer.begin, "steps": timer.steps}
+    warmup = s.get("warmup_steps", 0)  # steps left out of measured_s (scripts/gpu_bench.py: the first)
+    measured = timer.end - (timer.step_ends[warmup - 1] if warmup else timer.begin)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"loop_s": timer.end - timer.begin, "measured_s": measured, "steps": timer.steps, "peak_gpu_mib": peak}
 
 
 def side_by_side(args) -> dict:

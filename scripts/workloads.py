@@ -139,7 +139,7 @@ def run_variant(workload: str, variant: str, model_args: dict, threads: int) -> 
         batch = synthetic_batch(workload, spec["rows"], vocab)
         run.ctx.optimise(batch)  # allocates the optimizer's state
         scorer = run.ctx.scorer
-        scorer.real_tokens = scorer.forward_tokens_seen = 0
+        scorer.take_counts()
         baseline = reset_peak()
         start = time.perf_counter()
         run.ctx.optimise(batch)

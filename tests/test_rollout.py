@@ -98,6 +98,19 @@ def test_allowed_tokens_sample_the_restricted_softmax(policy, tokenizer):
         assert s.token_logps[0].item() == pytest.approx(math.log(probs[actions.index(s.response_ids[0])]), abs=1e-5)
 
 
+def test_full_vocabulary_draws_follow_the_tempered_truncated_softmax(policy, tokenizer):
+    prompts = chat_prompt_ids(tokenizer, ["play"])
+    params = SamplingParams(max_new_tokens=1, temperature=0.5, top_k=4)
+    batch = engine(policy, tokenizer).generate(prompts, 3000, params, seeds=[0])
+    with torch.no_grad():
+        logits = policy(torch.tensor(prompts)).logits[0, -1]
+    probs = torch.softmax(filter_logits(logits[None], params)[0], -1)
+    top = torch.topk(probs, 4).indices.tolist()
+    counts = torch.bincount(torch.tensor([s.response_ids[0] for s in batch.samples]), minlength=len(probs)).float()
+    assert counts[top].sum() == 3000  # nothing outside the top 4 is ever drawn
+    assert torch.allclose(counts[top] / 3000, probs[top], atol=0.037)  # 4 multinomial standard errors
+
+
 def test_greedy_and_top_k_one_agree(policy, tokenizer):
     prompts = chat_prompt_ids(tokenizer, TEXTS)
     greedy = engine(policy, tokenizer).generate(prompts, 1, SamplingParams(max_new_tokens=6, temperature=0), [1, 2, 3])

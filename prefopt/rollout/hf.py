@@ -1,9 +1,13 @@
 """Rollout backend on ``transformers`` generate: batched, left-padded, KV-cached, each row stopped at EOS.
 
 How per-row seeding fits into ``generate``: generate runs greedy decoding, and a logits processor draws each
-row's token itself (Gumbel-max with that row's own ``torch.Generator``, over the temperature/top-k/top-p
-distribution) and masks every other token to −inf, so the greedy pick is the sampled token. The same processor
-records log π(token) from the raw logits it receives, so no [steps, B, V] logits tensor is kept.
+row's token itself and masks every other token to −inf, so the greedy pick is the sampled token. The draw is by
+inverse CDF over the temperature/top-k/top-p distribution: token t_k of a row is the first index whose cumulative
+probability exceeds u_k, where u_1..u_N are that row's uniforms, drawn once per generate call from a generator
+seeded with the row's own seed (one small draw per row, not a [V] draw per row and token; batched over rows as one
+cumsum and one searchsorted per step). A row's tokens therefore depend only on its seed and its distribution,
+never on the other rows of the batch. The same processor records log π(token) from the raw logits it receives,
+on the device (one transfer at the end of the call, no sync per token), so no [steps, B, V] logits tensor is kept.
 
 Sampling from the geometric mixture with π_ref (``SamplingParams.ref_mixture``): a second processor, ahead of the
 sampler, runs π_ref on the same rows with its own KV cache (one prefill, then one token per step) and replaces the
@@ -48,12 +52,19 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 
 
 class _SeededSampler:
-    """A generate logits processor: picks each row's token from its own generator, records its log-prob."""
+    """A generate logits processor: picks each row's token with its own uniforms, records its log-prob.
 
-    def __init__(self, params: SamplingParams, row_seeds: Sequence[int], device: torch.device):
+    Args:
+        row_seeds: one seed per row; row b's k-th token uses the k-th of ``steps`` uniforms drawn from a CPU
+            generator seeded with ``row_seeds[b]`` (the same on every device).
+        steps: the most tokens a row can draw (the call's max_new_tokens).
+    """
+
+    def __init__(self, params: SamplingParams, row_seeds: Sequence[int], device: torch.device, steps: int):
         self.params = params
         self.allowed = None if params.allowed_token_ids is None else torch.tensor(params.allowed_token_ids)
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
+        draws = [torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in row_seeds]
+        self.uniforms = torch.stack(draws).to(device) if draws else torch.zeros(0, steps, dtype=torch.float64)
         self.step_logps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -62,15 +73,10 @@ class _SeededSampler:
             chosen = logps.argmax(-1)
         else:
             sampling_logits = logps if self.allowed is not None else scores.float()
-            filtered = filter_logits(sampling_logits, self.params)
-            gumbel = torch.stack(
-                [
-                    -torch.log(-torch.log(torch.rand(scores.shape[-1], generator=g, device=scores.device) + 1e-20))
-                    for g in self.generators
-                ]
-            )
-            chosen = (filtered + gumbel).argmax(-1)
-        self.step_logps.append(logps.gather(-1, chosen[:, None]).squeeze(-1).cpu())
+            cdf = torch.softmax(filter_logits(sampling_logits, self.params), dim=-1).double().cumsum(-1)
+            u = self.uniforms[:, len(self.step_logps), None] * cdf[:, -1:]  # scaled to the sum's rounding
+            chosen = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
+        self.step_logps.append(logps.gather(-1, chosen[:, None]).squeeze(-1))
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, chosen[:, None], 0.0)
         return out
@@ -173,14 +179,15 @@ class HFRolloutEngine(RolloutEngine):
         prompts = [list(prompt_ids[i]) for i, _, _ in reqs]
         input_ids = pad_sequences(prompts, tok.pad_token_id, side="left").to(device)
         attention_mask = pad_sequences([[1] * len(p) for p in prompts], 0, side="left").to(device)
-        sampler = _SeededSampler(params, [seed for _, _, seed in reqs], device)
+        steps = max_new_tokens or params.max_new_tokens
+        sampler = _SeededSampler(params, [seed for _, _, seed in reqs], device, steps)
         processors = [sampler]
         if ref_forward is not None:
             processors.insert(0, _ReferenceMixer(ref_forward, attention_mask, params.ref_mixture, sampler.allowed))
         eos_ids = eos_token_ids(model, tok)
         config = GenerationConfig(
             do_sample=False,
-            max_new_tokens=max_new_tokens or params.max_new_tokens,
+            max_new_tokens=steps,
             eos_token_id=sorted(eos_ids),
             pad_token_id=tok.pad_token_id,
         )
@@ -192,7 +199,7 @@ class HFRolloutEngine(RolloutEngine):
             synced_gpus=self.lockstep is not None,
         )
         generated = out[:, input_ids.shape[1] :].cpu()
-        step_logps = torch.stack(sampler.step_logps, dim=1)  # [B, steps]
+        step_logps = torch.stack(sampler.step_logps, dim=1).float().cpu()  # [B, steps]
         samples = []
         for row, (i, j, _) in enumerate(reqs):
             ids = generated[row].tolist()
