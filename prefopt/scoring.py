@@ -7,8 +7,10 @@ Two choices, each checked against the plain forward on the model itself before i
   restarting at 0 for each sequence and no attention mask, which transformers turns into attention that never
   crosses sequences (a block-diagonal causal mask for sdpa/eager, varlen kernels for flash-attention). For
   sdpa/eager the mask is dense, so sequences are packed best-fit decreasing into rows as long as the longest
-  sequence: attention then costs no more than padded rows, and only the rows' tails are padding. Flash-attention
-  reads sequence boundaries from the position ids of a single row only, so there everything goes into one row.
+  sequence (or as wide as :meth:`Scorer.row_width` says, for token-budget micro-batches planned by
+  :meth:`Scorer.bins`): attention then costs no more than padded rows, and only the rows' tails are padding.
+  Flash-attention reads sequence boundaries from the position ids of a single row only, so there everything
+  goes into one row.
 - **Output head.** With ``chunk_size`` > 0 the model is asked for no logits at all: its decoder's last hidden
   states are read by a forward hook, and log π(y_t) is computed from them and the output head ``chunk_size``
   tokens at a time, each chunk under activation checkpointing (its logits are recomputed in backward), so

@@ -184,14 +184,19 @@ def test_every_algorithms_loss_is_the_same_packed_and_padded(name, tiny_model_di
     assert packed.plan(model) == Plan(True, True)
     (l1, g1), (l2, g2) = results
     assert torch.allclose(l1, l2, atol=1e-5, rtol=1e-5), name
-    assert g1.keys() == g2.keys() and all(torch.allclose(g1[k], g2[k], atol=1e-5, rtol=1e-4) for k in g1), name
+    # Gradients to 1e-5 of each tensor's largest entry: INPO's reach 34 on the embeddings, where float32 sums in
+    # another order differ by ~7e-5 (2e-6 relative).
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        assert float((g1[k] - g2[k]).abs().max()) <= 1e-5 * max(1.0, float(g1[k].abs().max())), (name, k)
 
 
 @pytest.mark.parametrize("name", ["rebel", "sppo"])
 def test_one_minibatchs_gradient_is_the_same_however_it_is_cut_into_micro_batches(name, tiny_model_dir, tmp_path):
     """The rows of one minibatch in one micro-batch, one row per micro-batch, and token budgets that bin them
-    (longest first) into a few: the accumulated gradient is the same within 1e-6 (relative to its largest entry:
-    float32 sums in another order). REBEL's rows hold two sequences, SPPO's one."""
+    (longest first) into a few: the accumulated gradient is the same within 1e-6 of its largest entry. The
+    weights are float64, so rounding (float32 sums in another order differ by ~2e-6) cannot hide a wrong cut.
+    REBEL's rows hold two sequences, SPPO's one."""
     import dataclasses
 
     from test_trainers import cli_args, config_for
@@ -204,6 +209,7 @@ def test_one_minibatchs_gradient_is_the_same_however_it_is_cut_into_micro_batche
     config = config_for(name, args, output_dir=tmp_path, model_name_or_path=tiny_model_dir)
     run = build_run(name, *config.split())
     batch, _ = collect_shard(run.ctx, get_algorithm(name), run.train_prompts, 0)
+    run.backend.model.double()  # float64 weights and gradients: a difference left is the cut's, not rounding
     rows = list(range(batch.num_rows))
     lengths = [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
     per_row = [sum(lengths[r * batch.seqs_per_row : (r + 1) * batch.seqs_per_row]) for r in rows]
@@ -229,7 +235,7 @@ def test_one_minibatchs_gradient_is_the_same_however_it_is_cut_into_micro_batche
         assert grad.keys() == reference.keys()
         worst = max(float((grad[k] - reference[k]).abs().max()) for k in grad)
         scale = max(float(g.abs().max()) for g in reference.values())
-        assert worst <= 1e-6 * scale, (label, worst, scale)  # float32: the same sums in another order
+        assert worst <= 1e-6 * scale, (label, worst, scale)  # measured: ~1e-15
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
@@ -243,3 +249,7 @@ def test_packed_training_under_zero_matches_padded_training(tiny_model_dir, tmp_
     assert_same_weights(tmp_path / "padded", tmp_path / "packed")
     m_padded, m_packed = (json.loads((tmp_path / d / "metrics.jsonl").read_text()) for d in ("padded", "packed"))
     assert m_packed["loss/total"] == pytest.approx(m_padded["loss/total"], rel=1e-5)
+    # The same tokens scored (same samples), on no more positions (these prompts differ by a few tokens, too little
+    # for two sequences to share a row as wide as the longest).
+    assert m_packed["forward/tokens"] == m_padded["forward/tokens"] > 0
+    assert 0 < m_packed["forward/padding_fraction"] <= m_padded["forward/padding_fraction"] < 0.5

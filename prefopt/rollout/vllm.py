@@ -5,7 +5,7 @@ Behind the same :class:`~prefopt.rollout.engine.RolloutEngine` interface as the 
 
 - **Requests**: one vLLM request per sample (n = 1) with its own seed ``derive_seed(seeds[i], j)``; vLLM draws a
   seeded request from a generator of its own, so a sample does not depend on the batch it runs in. vLLM's
-  streams are not the HF engine's Gumbel draws: with temperature > 0 the two engines draw different (equally
+  streams are not the HF engine's inverse-CDF draws: with temperature > 0 the two engines draw different (equally
   distributed) samples; greedy decoding gives the same tokens up to numerical ties.
 - **Log-probs**: ``logprobs=0`` returns the sampled token's log-prob, and the LLM is built with
   ``logprobs_mode="raw_logprobs"``: the log-softmax of the model's own logits before temperature, top-k/top-p,
