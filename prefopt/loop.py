@@ -85,6 +85,9 @@ def iteration_metrics(
     when a callback asked for one); ``started`` is the iteration's perf_counter start."""
     ctx, cfg = run.ctx, run.cfg
     metrics = {"iteration": it, "step": run.state["global_step"], **stats, **ctx.gather_metrics(batch)}
+    # Every process's rows, and the tokens its scorer's forwards (training and anchor passes) scored and ran on.
+    gathered = run.backend.all_gather_object((batch.num_rows, *ctx.scorer.take_counts()))
+    rows, real, positions = (sum(g[k] for g in gathered) for k in range(3))
     metrics.update(rollout_metrics(ctx))
     metrics.update(
         {
@@ -92,8 +95,9 @@ def iteration_metrics(
             "time/rollout_s": ctx.rollout_s,
             "time/judge_s": ctx.judge.elapsed_s,
             "time/anchor_s": ctx.anchors.elapsed_s,
-            "rows": sum(run.backend.all_gather_object(batch.num_rows)),
-            **forward_metrics(run),
+            "rows": rows,
+            "forward/tokens": real,
+            "forward/padding_fraction": 1 - real / positions if positions else 0.0,
         }
     )
     if run.game_monitor is not None:
@@ -109,14 +113,6 @@ def iteration_metrics(
             events.call("on_evaluate", metrics=results)
     metrics["time/iteration_s"] = time.perf_counter() - started
     return metrics
-
-
-def forward_metrics(run: Run) -> dict:
-    """The scorer's forwards of the iteration (training and anchor passes, every process): the prompt + response
-    tokens scored and the share of the positions run that were padding."""
-    counts = run.backend.all_gather_object(run.ctx.scorer.take_counts())
-    real, positions = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    return {"forward/tokens": real, "forward/padding_fraction": 1 - real / positions if positions else 0.0}
 
 
 def rollout_metrics(ctx: Context) -> dict:

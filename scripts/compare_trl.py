@@ -150,9 +150,7 @@ def side_by_side(args) -> dict:
 
 
 def _env() -> dict:
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "scripts"), env.get("PYTHONPATH", "")])
-    return env
+    return dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
 
 
 def markdown(result: dict) -> str:

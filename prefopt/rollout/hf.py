@@ -64,7 +64,7 @@ class _SeededSampler:
         self.params = params
         self.allowed = None if params.allowed_token_ids is None else torch.tensor(params.allowed_token_ids)
         draws = [torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in row_seeds]
-        self.uniforms = torch.stack(draws).to(device) if draws else torch.zeros(0, steps, dtype=torch.float64)
+        self.uniforms = torch.stack(draws).to(device)
         self.step_logps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
