@@ -348,6 +348,16 @@ class Backend:
         finally:
             self._gathered = False
 
+    def gather_parameters(self, params) -> contextlib.AbstractContextManager:
+        """Under ZeRO-3, these parameters whole on every process for the block (a collective: every process gathers
+        the same ones in the same order); a no-op otherwise or inside ``gathered()``. Weight syncs gather module by
+        module with it, so the whole model is never on one rank at once."""
+        if self.zero_stage != 3 or self._gathered:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
+
     @contextlib.contextmanager
     def inference_model(self, gather: bool | None = None):
         """The unwrapped model for no-grad passes and per-sample gradients outside the optimizer (anchors, GVM's
@@ -370,6 +380,7 @@ class Backend:
 
     def load_state(self, path: str) -> None:
         self.accelerator.load_state(path)
+        self._new_weights_version()  # an engine with its own copy of the weights must load these
 
     def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
         """The full model state dict, gathered from every shard (call on all ranks)."""

@@ -9,6 +9,7 @@ engine and the run directory, and computes what needs the initial weights: a tra
 
 from __future__ import annotations
 
+import atexit
 import copy
 import random
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from prefopt.optim import make_optimizer, start_schedule
 from prefopt.optimise import Optimisation, fresh_state
 from prefopt.rollout.engine import SamplingParams
 from prefopt.rollout.hf import HFRolloutEngine
+from prefopt.rollout.prefetch import Prefetcher
 from prefopt.rundir import RunDir
 from prefopt.scoring import Scorer
 from prefopt.training_run import Run, eval_responses
@@ -54,6 +56,7 @@ class Setup:
     backend: Backend
     model: torch.nn.Module
     reference_model: torch.nn.Module | None = None
+    model_from_path: bool = True  # loaded from model_name_or_path (not a given instance)
 
 
 def prepare_run(algorithm_name: str, cfg: TrainConfig, algo_cfg, given: Given | None = None) -> Setup:
@@ -71,7 +74,7 @@ def prepare_run(algorithm_name: str, cfg: TrainConfig, algo_cfg, given: Given | 
     backend.attach(model)
     if reference is not None:
         reference = reference.to(backend.device).eval().requires_grad_(False)
-    return Setup(algorithm, cfg, algo_cfg, inputs, backend, model, reference)
+    return Setup(algorithm, cfg, algo_cfg, inputs, backend, model, reference, given.model is None)
 
 
 def check_output_dir(algorithm_name: str, cfg: TrainConfig, algo_cfg) -> None:
@@ -99,7 +102,7 @@ def start_run(setup: Setup) -> Run:
     resumed = rundir.check(config, cfg.resume_from_iteration)
     state = fresh_state() if resumed is None else resumed
     optimisation = Optimisation(cfg, backend, algorithm, state, rundir.saved_steps(resumed))
-    ctx = _context(cfg, algo_cfg, inputs, backend, optimisation, setup.reference_model)
+    ctx = _context(cfg, algo_cfg, inputs, backend, optimisation, setup)
     judge_records: list[dict] = []
     inputs.judge.recorder = judge_records  # the iteration's judge outputs, saved with its data
     prefetched = None  # LoRA-GA's estimate collects iteration 0 before training: that batch is trained on
@@ -157,10 +160,17 @@ def _reference_model(algorithm: Algorithm, cfg: TrainConfig, algo_cfg, given: Gi
     return None
 
 
-def _context(cfg: TrainConfig, algo_cfg, inputs: Inputs, backend: Backend, optimisation, reference_model) -> Context:
-    """The services collect uses: sampling defaults, anchors, the rollout engine, the judge, the optimisation."""
-    sampling, anchors, rollout = _sampling_services(cfg, backend, inputs.tokenizer, inputs.allowed, reference_model)
+def _context(cfg: TrainConfig, algo_cfg, inputs: Inputs, backend: Backend, optimisation, setup: Setup) -> Context:
+    """The services collect uses: sampling defaults, anchors, the rollout engine (with asynchronous rollouts, its
+    prefetcher), the judge, the optimisation."""
+    sampling, anchors, rollout = _sampling_services(
+        cfg, backend, inputs.tokenizer, inputs.allowed, setup.reference_model, setup.model_from_path
+    )
+    prefetcher = None
+    if cfg.async_rollouts and cfg.max_staleness > 0:
+        prefetcher = Prefetcher(rollout, cfg.max_staleness, cfg.seed)
     return Context(
+        prefetcher=prefetcher,
         cfg=cfg,
         algo_cfg=algo_cfg,
         tokenizer=inputs.tokenizer,
@@ -173,7 +183,7 @@ def _context(cfg: TrainConfig, algo_cfg, inputs: Inputs, backend: Backend, optim
     )
 
 
-def _sampling_services(cfg, backend, tokenizer, allowed, reference_model=None):
+def _sampling_services(cfg, backend, tokenizer, allowed, reference_model=None, model_from_path=True):
     """Default sampling parameters, the anchors (π_ref, π_t log-probs) and the rollout engine."""
     sampling = SamplingParams(
         max_new_tokens=1 if allowed else cfg.max_new_tokens,
@@ -200,6 +210,12 @@ def _sampling_services(cfg, backend, tokenizer, allowed, reference_model=None):
         from prefopt.rollout.vllm import build_vllm_engine
 
         return sampling, anchors, build_vllm_engine(cfg, backend, tokenizer)
+    if cfg.rollout_workers:  # Ray actors with their own copies of the weights (prefopt.rollout.workers)
+        from prefopt.rollout.workers import build_ray_engine
+
+        engine = build_ray_engine(cfg, backend, tokenizer, model_from_path)
+        atexit.register(engine.close)
+        return sampling, anchors, engine
     rollout = HFRolloutEngine(
         backend.inference_model,
         tokenizer,
@@ -249,6 +265,9 @@ def _resume(ctx: Context, rundir: RunDir, saved: dict | None) -> list[dict]:
     algo_state = checkpoint / f"algo_state_{backend.rank}.pt"
     if algo_state.exists():
         ctx.algo_state.update(torch.load(algo_state, weights_only=True))
+    prefetched = checkpoint / f"prefetched_{backend.rank}.pt"
+    if ctx.prefetcher is not None and prefetched.exists():
+        ctx.prefetcher.load_state(torch.load(prefetched, weights_only=False))
     # The schedule spans the configured iterations, so a resumed run may extend num_iterations.
     start_schedule(backend.scheduler, saved["steps_per_iteration"] * cfg.num_iterations)
     history = [r for r in rundir.read_jsonl("metrics.jsonl") if r["iteration"] <= last]

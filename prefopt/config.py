@@ -81,6 +81,37 @@ class TrainConfig:
         False, "Put vLLM to sleep (weights and KV cache freed from the GPU) while the policy trains; CUDA only."
     )
     vllm_max_model_length: int | None = _f(None, "vLLM's context length (None: max_prompt_length + max_new_tokens).")
+    # Rollout workers (Ray) and asynchronous rollouts (docs/async.md)
+    rollout_workers: int = _f(0, "Ray actors that sample rollouts with their own copy of the weights (0: in-process).")
+    rollout_worker_num_cpus: float = _f(1.0, "CPUs Ray reserves for each rollout worker.")
+    rollout_worker_num_gpus: float = _f(0.0, "GPUs Ray reserves for each rollout worker (> 0: it samples on CUDA).")
+    rollout_worker_threads: int | None = _f(None, "torch threads in each worker (None: torch_num_threads).")
+    ray_address: str | None = _f(None, "An existing Ray cluster to start the workers on (None: a local instance).")
+    rollout_timeout_s: float = _f(
+        600.0, "A worker that does not answer a call within this many seconds stops the run."
+    )
+    async_rollouts: bool = _f(
+        False, "Sample the next iterations on the workers while this one trains (samples up to max_staleness old)."
+    )
+    max_staleness: int = _f(1, "async_rollouts: k, an iteration trains on samples of the policy of up to k before.")
+    logp_check_fraction: float = _f(
+        0.0, "Fraction of each iteration's samples whose engine log-probs are checked against a trainer forward."
+    )
+    anchor_logps: Literal["rollout", "recompute"] = _f(
+        "rollout",
+        "π_t's log-probs of the samples: the rollout engine's (no extra pass), or one trainer forward with the "
+        "current weights (the anchor an asynchronous run's regression methods need).",
+    )
+    vllm_importance_sampling_correction: bool = _f(
+        False,
+        "Reward methods (TRL's name, any engine): weight the loss by the trainer/engine ratio of the sampled tokens "
+        "(the trainer's log-probs recomputed), truncated or masked as vllm_importance_sampling_mode says.",
+    )
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = _f(
+        "sequence_mask", "Per-token or per-sequence ratios, clipped into [min, max] (truncate) or zeroed outside it."
+    )
+    vllm_importance_sampling_clip_max: float | None = _f(3.0, "Upper bound C_max of the ratio (None: none).")
+    vllm_importance_sampling_clip_min: float | None = _f(None, "Lower bound C_min of the ratio (None: none).")
     # Judge
     judge: str = _f("nontransitive", "Judge kind (see prefopt.judges.JUDGE_KINDS).")
     judge_model_name_or_path: str | None = _f(None, "Judge model for reward_model / pairwise_model / generative.")
@@ -237,12 +268,29 @@ class TrainConfig:
                 ">= 1",
             ),
             ("logprob_chunk_size", self.logprob_chunk_size >= 0, ">= 0"),
+            ("rollout_workers", self.rollout_workers >= 0, ">= 0"),
+            ("rollout_worker_num_cpus", self.rollout_worker_num_cpus >= 0, ">= 0"),
+            ("rollout_worker_num_gpus", self.rollout_worker_num_gpus >= 0, ">= 0"),
+            (
+                "rollout_worker_threads",
+                self.rollout_worker_threads is None or self.rollout_worker_threads >= 1,
+                ">= 1",
+            ),
+            ("rollout_timeout_s", self.rollout_timeout_s > 0, "> 0"),
+            ("max_staleness", self.max_staleness >= 0, ">= 0"),
+            ("logp_check_fraction", 0 <= self.logp_check_fraction <= 1, "in [0, 1]"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
 
     def _check_combinations(self) -> None:
+        if self.async_rollouts and not self.rollout_workers:
+            raise ConfigError(
+                "async_rollouts: true needs rollout_workers >= 1 (the workers sample ahead while the trainer trains)"
+            )
+        if self.rollout_workers and self.use_vllm:
+            raise ConfigError("rollout_workers > 0 samples with transformers in each worker: drop use_vllm")
         if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
             raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
         if self.eval_baseline_outputs and not Path(self.eval_baseline_outputs).is_file():

@@ -19,6 +19,7 @@ from prefopt.data import PromptExample, iteration_prompts
 from prefopt.judges.base import PreferenceJudge
 from prefopt.judges.selection import select_pairs
 from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams, derive_seed
+from prefopt.rollout.prefetch import Prefetcher, SampleRequest, sample_seeds
 from prefopt.scoring import Scorer
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ class Context:
         algo_state: what an algorithm keeps from one iteration to the next (e.g. APO's previous iterate, as a
             snapshot of trainable tensors); saved with every checkpoint and restored on --resume.
         optimisation: runs :meth:`optimise`.
+        prefetcher: with asynchronous rollouts, the calls submitted ahead of their iteration (``None``: none).
+        logp_gaps: this iteration's |log π_engine − log π_trainer| per checked token (``logp_check_fraction``, or
+            every token when the trainer's log-probs replace the engine's).
     """
 
     cfg: TrainConfig
@@ -98,6 +102,8 @@ class Context:
     rollouts: list[tuple[str, list[PromptExample], RolloutBatch]] = dataclasses.field(default_factory=list)
     rollout_s: float = 0.0
     algo_state: dict = dataclasses.field(default_factory=dict)
+    prefetcher: Prefetcher | None = None
+    logp_gaps: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
     @property
     def scorer(self) -> Scorer:
@@ -132,6 +138,7 @@ class Context:
         """``prompts``: this process's block; ``iteration_prompts``: every process's, in rank order (default: the
         block, as with one process)."""
         self.iteration, self.prompts, self.rollouts, self.rollout_s = iteration, prompts, [], 0.0
+        self.logp_gaps = []
         self.iteration_prompts = prompts if iteration_prompts is None else iteration_prompts
         self.judge.elapsed_s = 0.0
         self.anchors.elapsed_s = 0.0
@@ -140,17 +147,50 @@ class Context:
         """Sample from the current policy; ``overrides`` replace SamplingParams fields (e.g. temperature).
 
         The seed of each prompt's samples depends on (run seed, stream, iteration, dataset row), never on batch
-        layout; give a second sampling in the same iteration its own ``stream`` name.
+        layout; give a second sampling in the same iteration its own ``stream`` name. With asynchronous rollouts
+        the samples may have been drawn ahead by an earlier iteration's policy (``RolloutBatch.policy_iteration``;
+        ``prefopt.rollout.prefetch``).
         """
         if self.cfg.game_exact:  # an algorithm declaring exact_expectation reads its data through the estimators
             raise RuntimeError("game_exact: collect drew samples outside the Context's estimators")
         params = dataclasses.replace(self.sampling, **overrides)
-        seeds = [derive_seed(self.cfg.seed, stream, self.iteration, p.index) for p in prompts]
         start = time.perf_counter()
-        batch = self.rollout.generate([p.prompt_ids for p in prompts], n, params, seeds)
+        batch = None
+        if self.prefetcher is not None:
+            request = SampleRequest(
+                stream, tuple(p.index for p in prompts), n if isinstance(n, int) else tuple(n), params
+            )
+            batch = self.prefetcher.take(self.iteration, request, self.prompts)
+        if batch is None:
+            seeds = sample_seeds(self.cfg.seed, stream, self.iteration, prompts)
+            batch = self.rollout.generate([p.prompt_ids for p in prompts], n, params, seeds)
+            batch.policy_iteration = self.iteration
         self.rollout_s += time.perf_counter() - start
+        self._check_logps(batch)
         self.rollouts.append((stream, prompts, batch))
         return batch
+
+    def _check_logps(self, batch: RolloutBatch) -> None:
+        """Compare the engine's log-probs with the trainer's on a seeded fraction of the samples
+        (``logp_check_fraction``), or on all of them when the trainer's replace the engine's (``anchor_logps:
+        recompute``, or the importance-sampling correction, which reads both: ``Sample.engine_logps``)."""
+        cfg = self.cfg
+        replace = cfg.anchor_logps == "recompute" or cfg.vllm_importance_sampling_correction
+        samples = batch.samples
+        if not replace:
+            if cfg.logp_check_fraction <= 0:
+                return
+            gen = torch.Generator().manual_seed(
+                derive_seed(cfg.seed, "logp_check", self.iteration, len(self.rollouts))
+            )
+            keep = (torch.rand(len(samples), generator=gen, dtype=torch.float64) < cfg.logp_check_fraction).tolist()
+            samples = [s for s, k in zip(samples, keep) if k]
+        # Called even with no samples: under lockstep forwards every process runs as many passes as the busiest.
+        trainer = self.anchors.token_logps([s.prompt_ids for s in samples], [s.response_ids for s in samples])
+        for s, logps in zip(samples, trainer):
+            self.logp_gaps.append((s.token_logps.double() - logps.double()).abs())
+            if replace:
+                s.engine_logps, s.token_logps = s.token_logps, logps
 
     def references(self, prompts: list[PromptExample]) -> list | None:
         """Each prompt's reference answer (the ``answer_column`` of its row) for the judge, or None when unset."""
@@ -212,14 +252,27 @@ class Context:
         return PairData([(g[0], g[1]) for g in ys], (probs[:n] - probs[n:]).float())
 
 
-def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], it: int):
-    """(this process's batch, seconds): iteration ``it``'s collect on this process's contiguous block of the
-    iteration's prompts (``ctx.prompts`` is that block afterwards)."""
+def shard_prompts(ctx: Context, train_prompts: list[PromptExample], it: int) -> tuple[list, list]:
+    """(iteration ``it``'s prompts, this process's contiguous block of them)."""
     cfg = ctx.cfg
     idx = iteration_prompts(len(train_prompts), cfg.prompts_per_iteration, it, cfg.num_iterations, cfg.seed)
     prompts = [train_prompts[i] for i in idx]
     lo, hi = ctx.shard(prompts)
-    ctx.start_iteration(it, prompts[lo:hi], prompts)
+    return prompts, prompts[lo:hi]
+
+
+def collect_shard(ctx: Context, algorithm, train_prompts: list[PromptExample], it: int):
+    """(this process's batch, seconds): iteration ``it``'s collect on this process's contiguous block of the
+    iteration's prompts (``ctx.prompts`` is that block afterwards). With asynchronous rollouts, the next iterations'
+    predicted calls are submitted to the workers as soon as it returns."""
+    prompts, block = shard_prompts(ctx, train_prompts, it)
+    ctx.start_iteration(it, block, prompts)
     start = time.perf_counter()
-    batch = algorithm.collect(ctx, prompts[lo:hi])
+    prefetcher = ctx.prefetcher
+    if prefetcher is not None:
+        prefetcher.begin_collect(it)
+    batch = algorithm.collect(ctx, block)
+    if prefetcher is not None:
+        prefetcher.end_collect()
+        prefetcher.submit_ahead(it, ctx.cfg.num_iterations - 1, lambda k: shard_prompts(ctx, train_prompts, k)[1])
     return batch, time.perf_counter() - start

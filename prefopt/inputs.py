@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from prefopt import exact
-from prefopt.algorithms import Algorithm
+from prefopt.algorithms import Algorithm, stale_samples
 from prefopt.config import TrainConfig
 from prefopt.data import GivenDataset, PromptExample, holdout_split, load_preferences, load_prompts
 from prefopt.data.prompts import encode_row_prompt
@@ -189,6 +189,7 @@ def _check_judge_and_actions(cfg, algorithm: Algorithm, algo_cfg, judge, tokeniz
         algorithm.check_examples(algo_cfg, examples, tokenizer, allowed, cfg.max_new_tokens)
     if cfg.use_vllm:
         _check_vllm(algorithm, algo_cfg, allowed)
+    _check_rollouts(algorithm, algo_cfg, cfg)
     if cfg.game_exact:
         exact.check_supported(algorithm, algo_cfg, allowed)
     return allowed
@@ -219,6 +220,37 @@ def _check_fits(cfg, examples, eval_prompts, train_prompts, model_config=None) -
             f"a prompt and its response take up to {longest} tokens (max_new_tokens {cfg.max_new_tokens}), more than "
             f"the {limit} positions of model '{cfg.model_name_or_path}' (max_position_embeddings); lower "
             f"max_new_tokens or max_prompt_length"
+        )
+
+
+def _check_rollouts(algorithm: Algorithm, algo_cfg, cfg) -> None:
+    """Rollout workers need Ray; stale samples (async_rollouts with max_staleness > 0) and the importance-sampling
+    correction need an algorithm whose derivation takes them (``Algorithm.stale_samples``, docs/async.md)."""
+    if cfg.rollout_workers:
+        from prefopt.rollout.workers import require_ray
+
+        require_ray()
+        if algorithm.mixes_reference is not None and algorithm.mixes_reference(algo_cfg):
+            raise ConfigError(
+                f"{algorithm.name} decodes from the mixture with π_ref, which rollout workers do not hold: set "
+                "rollout_workers: 0"
+            )
+    mode = stale_samples(algorithm, algo_cfg)
+    if cfg.async_rollouts and cfg.max_staleness > 0:
+        if mode is None:
+            raise ConfigError(
+                f"{algorithm.name} needs samples of the current iterate (docs/async.md): set max_staleness: 0 or "
+                "async_rollouts: false"
+            )
+        if mode == "current_anchor" and cfg.anchor_logps != "recompute":
+            raise ConfigError(
+                f"{algorithm.name} regresses onto π_t, which stale samples' log-probs are not: set anchor_logps: "
+                "recompute (or max_staleness: 0)"
+            )
+    if cfg.vllm_importance_sampling_correction and mode != "behaviour_ratio":
+        raise ConfigError(
+            f"vllm_importance_sampling_correction weighs a ratio to the sampling policy, which {algorithm.name}'s "
+            "loss has none of: drop it"
         )
 
 

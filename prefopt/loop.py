@@ -116,19 +116,44 @@ def iteration_metrics(
 
 
 def rollout_metrics(ctx: Context) -> dict:
-    """Statistics of every sample drawn this iteration, by every process."""
-    samples = [s for _, _, rb in ctx.rollouts for s in rb.samples]
-    local = (len(samples), sum(len(s.response_ids) for s in samples), sum(s.finish_reason == "stop" for s in samples))
-    parts = ctx.backend.all_gather_object((*local, sum(s.logp for s in samples)))
-    n, length, stops, logp = (sum(column) for column in zip(*parts))
+    """Statistics of every sample drawn this iteration, by every process: lengths, stops, log-probs, how many
+    iterations old the policy that drew them was (``staleness``), the asynchronous calls' hits and misses, and the
+    engine/trainer log-prob gap on the checked tokens."""
+    samples = [(s, ctx.iteration - rb.policy_iteration) for _, _, rb in ctx.rollouts for s in rb.samples]
+    gaps = torch.cat(ctx.logp_gaps) if ctx.logp_gaps else torch.zeros(0, dtype=torch.float64)
+    prefetch = ctx.prefetcher.take_counts() if ctx.prefetcher is not None else {}
+    local = {
+        "n": len(samples),
+        "length": sum(len(s.response_ids) for s, _ in samples),
+        "stops": sum(s.finish_reason == "stop" for s, _ in samples),
+        "logp": sum(s.logp for s, _ in samples),
+        "staleness": sum(j for _, j in samples),
+        "max_staleness": max((j for _, j in samples), default=0),
+        "gap_sum": float(gaps.sum()),
+        "gap_max": float(gaps.max()) if len(gaps) else 0.0,
+        "gap_tokens": len(gaps),
+        **prefetch,
+    }
+    parts = ctx.backend.all_gather_object(local)
+    total = {k: (max if k.endswith("max") or k == "max_staleness" else sum)(p[k] for p in parts) for k in local}
+    n = total["n"]
     if not n:
         return {}
-    return {
+    out = {
         "rollout/samples": n,
-        "rollout/mean_length": length / n,
-        "rollout/stop_fraction": stops / n,
-        "rollout/mean_logp": logp / n,
+        "rollout/mean_length": total["length"] / n,
+        "rollout/stop_fraction": total["stops"] / n,
+        "rollout/mean_logp": total["logp"] / n,
+        "rollout/staleness_mean": total["staleness"] / n,
+        "rollout/staleness_max": total["max_staleness"],
     }
+    if total["gap_tokens"]:
+        out["rollout/logp_gap_mean"] = total["gap_sum"] / total["gap_tokens"]
+        out["rollout/logp_gap_max"] = total["gap_max"]
+        out["rollout/logp_checked_tokens"] = total["gap_tokens"]
+    for key in prefetch:
+        out[f"rollout/prefetch_{key}"] = total[key]
+    return out
 
 
 def evaluate(run: Run) -> dict[str, float]:

@@ -127,6 +127,8 @@ class Run:
         self.backend.save_state(str(staging))  # every process writes its part (RNG states, ZeRO shards)
         if self.ctx.algo_state:  # snapshots are per process (a shard under ZeRO-3)
             torch.save(self.ctx.algo_state, staging / f"algo_state_{self.backend.rank}.pt")
+        if self.ctx.prefetcher is not None:  # samples drawn ahead for later iterations: a resume trains on them
+            torch.save(self.ctx.prefetcher.state(), staging / f"prefetched_{self.backend.rank}.pt")
         self.backend.wait()
         self.state["last_completed_iteration"] = iteration
         if main:  # the checkpoint keeps its own state too: --resume_from_iteration continues from it
@@ -179,6 +181,8 @@ def rollout_rows(ctx: Context) -> dict[str, list]:
             "response_ids",
             "token_logps",
             "finish_reason",
+            "policy_iteration",
+            "weights_version",
         )
     }
     for stream, prompts, batch in ctx.rollouts:
@@ -193,6 +197,8 @@ def rollout_rows(ctx: Context) -> dict[str, list]:
                 "response_ids": s.response_ids,
                 "token_logps": s.token_logps.tolist(),
                 "finish_reason": s.finish_reason,
+                "policy_iteration": batch.policy_iteration,
+                "weights_version": -1 if batch.weights_version is None else batch.weights_version,
             }
             for k, v in row.items():
                 cols[k].append(v)

@@ -48,6 +48,13 @@ class Algorithm:
         exact_expectation: ``(cfg) -> bool``, whether collect takes all its data from the Context's estimators
             (``sample_labelled_pairs``, ``pairs_against``), so that ``game_exact`` can answer them with exact
             expectations over a single-token game's actions (``prefopt.exact``).
+        stale_samples: how the method takes samples drawn by an earlier iteration's policy (asynchronous
+            rollouts, ``max_staleness`` > 0), from its derivation (docs/async.md); a value, or ``(cfg) -> value``:
+            ``"behaviour_ratio"``: its loss weighs each token by π_θ/π_behaviour against the sampling policy's own
+            log-probs (clipped), which corrects for the older policy as it is; ``"current_anchor"``: its target is
+            relative to π_t, so π_t's log-probs must be the current policy's (``anchor_logps: recompute``), the
+            samples' policy only weighting the regression; ``"any"``: its loss reads no sampling-policy log-probs;
+            None: refused (the derivation needs samples of the current iterate).
     """
 
     name: str
@@ -66,6 +73,13 @@ class Algorithm:
     check_examples: Callable[..., None] | None = None
     exact_expectation: Callable[[Any], bool] | None = None
     needs_reward_judge: bool = False
+    stale_samples: str | Callable[[Any], str | None] | None = None
+
+
+def stale_samples(algorithm: Algorithm, cfg) -> str | None:
+    """How this run of the algorithm takes stale samples (``Algorithm.stale_samples``, resolved against its config)."""
+    value = algorithm.stale_samples
+    return value(cfg) if callable(value) else value
 
 
 def uses_reference(algorithm: Algorithm, cfg) -> bool:

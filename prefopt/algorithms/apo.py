@@ -121,6 +121,7 @@ def end_iteration(ctx: Context) -> None:
 
 
 APO = Algorithm(
+    stale_samples="current_anchor",
     name="apo",
     paper=("Accelerated Preference Optimization", "2410.06293"),
     config_class=APOParams,

@@ -94,6 +94,7 @@ def loss(cfg: DPOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 DPO = Algorithm(
+    stale_samples="any",
     name="dpo",
     paper=("Direct Preference Optimization (iterative)", "2305.18290"),
     config_class=DPOParams,

@@ -113,6 +113,7 @@ def loss(cfg: GRAOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 GRAO = Algorithm(
+    stale_samples="any",
     needs_reward_judge=True,
     name="grao",
     paper=("Group Relative Alignment Optimization", "2508.07750"),

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
+from prefopt.algorithms.outcome import (
+    clip_fraction,
+    clipped_surrogate,
+    importance_weights,
+    reward_metrics,
+    sample_groups,
+    weighted,
+)
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.context import Context
 from prefopt.errors import ConfigError
@@ -62,6 +69,9 @@ def collect(ctx: Context, prompts, counts=None) -> Batch:
         advantages.append(group_advantages(r, cfg.scale_rewards, cfg.std_epsilon))
     prompt_ids, response_ids = [s.prompt_ids for s in kept], [s.response_ids for s in kept]
     token_data = {"old_logps": [s.token_logps for s in kept]}
+    is_weight = importance_weights(ctx.cfg, kept)
+    if is_weight is not None:
+        token_data["is_weight"] = is_weight
     if cfg.beta > 0:
         token_data["ref_logps"] = ctx.anchors.token_logps(prompt_ids, response_ids, policy="reference")
     metrics, weights = reward_metrics(rewards)
@@ -71,10 +81,12 @@ def collect(ctx: Context, prompts, counts=None) -> Batch:
 
 
 def loss(cfg: GRPOParams, batch: MiniBatch, policy: PolicyLogps):
-    """Per-response GRPO loss. Shapes: advantage [B, 1]; token old_logps/ref_logps [B, 1, L]. Returns loss [B]."""
+    """Per-response GRPO loss. Shapes: advantage [B, 1]; token old_logps/ref_logps (and is_weight, the
+    importance-sampling correction's weights of the surrogate) [B, 1, L]. Returns loss [B]."""
     ratio = torch.exp(policy.token_logps - batch.token["old_logps"])
     objective = clipped_surrogate(ratio, batch.row["advantage"][..., None], cfg.clip_low, cfg.clip_high)
     metrics = {"clip/fraction": clip_fraction(ratio, cfg, policy.mask)}
+    objective = weighted(objective, batch, metrics, policy.mask)
     if cfg.beta > 0:
         log_ref_ratio = batch.token["ref_logps"] - policy.token_logps
         kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
@@ -85,6 +97,7 @@ def loss(cfg: GRPOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 GRPO = Algorithm(
+    stale_samples="behaviour_ratio",
     needs_reward_judge=True,
     name="grpo",
     paper=("DeepSeekMath (GRPO)", "2402.03300"),

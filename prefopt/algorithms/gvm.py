@@ -148,6 +148,7 @@ def _gvm(base: Algorithm, name: str, config_class: type) -> Algorithm:
         loss=base.loss,
         needs_ref=base.needs_ref,
         needs_reward_judge=True,
+        stale_samples=base.stale_samples,  # the probe's calls are predicted; the allocated ones are sampled fresh
     )
 
 

@@ -120,6 +120,7 @@ def loss(cfg: INPOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 INPO = Algorithm(
+    stale_samples="current_anchor",
     name="inpo",
     paper=("Iterative Nash Policy Optimization", "2407.00617"),
     config_class=INPOParams,

@@ -56,6 +56,7 @@ def loss(cfg: OnlineIPOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 ONLINE_IPO = Algorithm(
+    stale_samples="any",
     name="online_ipo",
     paper=("Online IPO (online mirror descent)", "2503.08942"),
     config_class=OnlineIPOParams,

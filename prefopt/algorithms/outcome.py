@@ -8,6 +8,7 @@ objective, with separate lower and upper clip ranges (DAPO's clip-higher, used b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -49,3 +50,37 @@ def clip_fraction(ratio: torch.Tensor, cfg, mask: torch.Tensor) -> torch.Tensor:
     """Per row, the fraction of response tokens whose ratio lies outside the clip range: [B, S, L] → [B]."""
     clipped = ((ratio < 1 - cfg.clip_low) | (ratio > 1 + cfg.clip_high)).float()
     return masked_mean(clipped.detach(), mask).mean(-1)
+
+
+def importance_weights(cfg, samples) -> list[torch.Tensor] | None:
+    """Per-token weights of TRL's ``vllm_importance_sampling_correction`` (None when it is off): the ratio
+    ρ = π_trainer/π_engine of each sampled token, exp(log π_trainer − log π_engine), or with a ``sequence_*`` mode
+    the sequence's ρ = exp(Σ_t (log π_trainer − log π_engine)) on every token; ``*_truncate`` clips ρ into
+    [C_min, C_max], ``*_mask`` sets it to 0 outside. The loss multiplies each token's objective by it (a constant:
+    both log-probs are fixed at collect time). ``cfg``: the TrainConfig; each sample's ``token_logps`` are the
+    trainer's and ``engine_logps`` the engine's (``Context.sample`` recomputes them when the correction is on).
+    """
+    if not cfg.vllm_importance_sampling_correction:
+        return None
+    mode = cfg.vllm_importance_sampling_mode
+    low = -math.inf if cfg.vllm_importance_sampling_clip_min is None else cfg.vllm_importance_sampling_clip_min
+    high = math.inf if cfg.vllm_importance_sampling_clip_max is None else cfg.vllm_importance_sampling_clip_max
+    weights = []
+    for s in samples:
+        diff = s.token_logps.double() - s.engine_logps.double()
+        ratio = diff.sum().exp().expand_as(diff) if mode.startswith("sequence") else diff.exp()
+        if mode.endswith("truncate"):
+            ratio = ratio.clamp(min=low, max=high)
+        else:
+            ratio = ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+        weights.append(ratio.float())
+    return weights
+
+
+def weighted(objective: torch.Tensor, batch, metrics: dict, mask: torch.Tensor) -> torch.Tensor:
+    """The per-token objective [B, S, L] times the importance weights the batch carries (``is_weight``), if any;
+    their mean per row goes to ``metrics["is/weight"]``."""
+    if "is_weight" not in batch.token:
+        return objective
+    metrics["is/weight"] = masked_mean(batch.token["is_weight"], mask).mean(-1)
+    return objective * batch.token["is_weight"]

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 import torch
 
 from prefopt.algorithms import Algorithm
-from prefopt.algorithms.outcome import clip_fraction, clipped_surrogate, reward_metrics, sample_groups
+from prefopt.algorithms.outcome import (
+    clip_fraction,
+    clipped_surrogate,
+    importance_weights,
+    reward_metrics,
+    sample_groups,
+    weighted,
+)
 from prefopt.batch import Batch, MiniBatch, PolicyLogps
 from prefopt.context import Context
 from prefopt.errors import ConfigError
@@ -52,17 +59,22 @@ class RAFTParams:
             raise ConfigError("config keys 'clip_low' (in [0, 1)) and 'clip_high' (>= 0) bound the ratio clip")
 
 
-def accepted_rows(groups, rewards: list[torch.Tensor]) -> Batch:
-    """One row per response with A = max(r, 0) > 0; per-token π_old log-probs from the rollout."""
+def accepted_rows(groups, rewards: list[torch.Tensor], train_cfg=None) -> Batch:
+    """One row per response with A = max(r, 0) > 0; per-token π_old log-probs from the rollout (and, with the
+    importance-sampling correction of ``train_cfg``, its weights)."""
     kept = [(s, float(r)) for g, rs in zip(groups, rewards) for s, r in zip(g, rs.tolist()) if r > 0]
     total = sum(len(g) for g in groups)
     metrics, weights = reward_metrics(rewards)
+    token_data = {"old_logps": [s.token_logps for s, _ in kept]}
+    is_weight = None if train_cfg is None else importance_weights(train_cfg, [s for s, _ in kept])
+    if is_weight is not None:
+        token_data["is_weight"] = is_weight
     return Batch(
         [s.prompt_ids for s, _ in kept],
         [s.response_ids for s, _ in kept],
         seqs_per_row=1,
         row_data={"advantage": torch.tensor([a for _, a in kept], dtype=torch.float32).view(-1, 1)},
-        token_data={"old_logps": [s.token_logps for s, _ in kept]},
+        token_data=token_data,
         metrics={**metrics, "raft/accepted_fraction": len(kept) / max(total, 1)},
         metric_weights={**weights, "raft/accepted_fraction": total},
     )
@@ -70,7 +82,7 @@ def accepted_rows(groups, rewards: list[torch.Tensor]) -> Batch:
 
 def collect(ctx: Context, prompts, counts=None) -> Batch:
     groups, rewards = sample_groups(ctx, prompts, ctx.algo_cfg.num_samples if counts is None else counts)
-    return accepted_rows(groups, rewards)
+    return accepted_rows(groups, rewards, ctx.cfg)
 
 
 def raft_loss(cfg: RAFTParams, batch: MiniBatch, policy: PolicyLogps):
@@ -84,11 +96,14 @@ def raftpp_loss(cfg: RAFTParams, batch: MiniBatch, policy: PolicyLogps):
     """−A·mean_t min(s_t, clip(s_t)) per accepted response. Shapes: token["old_logps"] [B, 1, L]; loss [B]."""
     ratio = torch.exp(policy.token_logps - batch.token["old_logps"])
     surrogate = clipped_surrogate(ratio, batch.row["advantage"][..., None], cfg.clip_low, cfg.clip_high)
+    metrics = {"clip/fraction": clip_fraction(ratio, cfg, policy.mask)}
+    surrogate = weighted(surrogate, batch, metrics, policy.mask)
     losses = -masked_mean(surrogate, policy.mask).squeeze(1)
-    return losses, {"loss/raftpp": losses.detach(), "clip/fraction": clip_fraction(ratio, cfg, policy.mask)}
+    return losses, {"loss/raftpp": losses.detach(), **metrics}
 
 
 RAFT = Algorithm(
+    stale_samples="any",
     needs_reward_judge=True,
     name="raft",
     paper=("RAFT: Reward rAnked FineTuning", "2304.06767"),
@@ -97,6 +112,7 @@ RAFT = Algorithm(
     loss=raft_loss,
 )
 RAFT_PP = Algorithm(
+    stale_samples="behaviour_ratio",
     needs_reward_judge=True,
     name="raftpp",
     paper=("Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization (RAFT++)", "2505.02391"),

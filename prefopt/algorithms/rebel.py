@@ -126,6 +126,7 @@ def loss(cfg: REBELParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 REBEL = Algorithm(
+    stale_samples="current_anchor",
     name="rebel",
     paper=("REBEL: Reinforcement Learning via Regressing Relative Rewards", "2404.16767"),
     config_class=REBELParams,

@@ -178,6 +178,7 @@ def loss_hard(cfg: SPPOHardParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 SPPO = Algorithm(
+    stale_samples="current_anchor",
     name="sppo",
     paper=("Self-Play Preference Optimization", "2405.00675"),
     config_class=SPPOParams,
@@ -185,6 +186,7 @@ SPPO = Algorithm(
     loss=loss,
 )
 SPPO_HARD = Algorithm(
+    stale_samples=lambda cfg: "current_anchor" if cfg.pairs_from == "rollout" else "any",
     name="sppo_hard",
     paper=("Self-Play Preference Optimization", "2405.00675"),
     config_class=SPPOHardParams,

@@ -64,6 +64,8 @@ class Sample:
         text: the response decoded without special tokens.
         token_logps: [len(response_ids)] float32, log π(y_t | x, y_<t) of the sampling policy.
         finish_reason: "stop" (EOS emitted) or "length" (max_new_tokens reached).
+        engine_logps: when the trainer's log-probs replaced the engine's in ``token_logps`` (``anchor_logps:
+            recompute``), the engine's own; None otherwise.
     """
 
     prompt_index: int
@@ -73,6 +75,7 @@ class Sample:
     text: str
     token_logps: torch.Tensor
     finish_reason: str
+    engine_logps: torch.Tensor | None = None
 
     @property
     def logp(self) -> float:
@@ -82,10 +85,18 @@ class Sample:
 
 @dataclass
 class RolloutBatch:
-    """All samples of one ``generate`` call, ordered by (prompt_index, sample_index)."""
+    """All samples of one ``generate`` call, ordered by (prompt_index, sample_index).
+
+    Attributes:
+        weights_version: the published weights version that drew them (rollout workers; None: the training model).
+        policy_iteration: the iteration whose policy drew them (set by ``Context.sample``; an asynchronous run's
+            prefetched samples come from an earlier iteration's policy than the one they train in).
+    """
 
     samples: list[Sample]
     num_prompts: int
+    weights_version: int | None = None
+    policy_iteration: int | None = None
 
     def groups(self) -> list[list[Sample]]:
         """The samples of each prompt, in prompt order (an empty list for a prompt with n = 0)."""

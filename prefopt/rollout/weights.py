@@ -17,12 +17,15 @@ actually computes with:
   Trainable parameters outside the LoRA modules (peft's ``bias``/``modules_to_save`` options, which prefopt does
   not use) are sent too, so nothing that changes is missed.
 
-Under ZeRO-3 the caller iterates inside ``Backend.gathered()``: the parameters are whole there.
+Under ZeRO-3 the caller either iterates inside ``Backend.gathered()`` (the whole model gathered at once), or passes
+``gather=Backend.gather_parameters``: each module's parameters are then gathered only while its weight is computed and
+handed over (the consumer copies it before asking for the next), so the whole model is never on one rank at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -56,16 +59,24 @@ def effective_lora_weight(layer) -> torch.Tensor:
     return weight.to(base.dtype)
 
 
-def changed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+Gather = Callable[[Iterable[torch.nn.Parameter]], contextlib.AbstractContextManager]
+
+
+def _no_gather(params) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def changed_weights(model: torch.nn.Module, gather: Gather = _no_gather) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF parameter name, tensor) for every weight that training can have changed; see the module docstring.
 
     Tensors are detached; each LoRA module's merged weight is a fresh tensor, the others are the parameters
-    themselves (the consumer copies them before the next step).
+    themselves (the consumer copies them before asking for the next: ``gather`` may release them then).
     """
     if not is_peft_model(model):
         for name, param in model.named_parameters():
             if param.requires_grad:
-                yield name, param.detach()
+                with gather([param]):
+                    yield name, param.detach()
         return
     from peft.tuners.lora import LoraLayer
 
@@ -75,11 +86,28 @@ def changed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]
     sent = set()
     for name, layer in lora_modules.items():
         sent.add(f"{name}.weight")
-        yield f"{name}.weight", effective_lora_weight(layer)
+        with gather(layer.parameters()):
+            yield f"{name}.weight", effective_lora_weight(layer)
     for name, param in base_model.named_parameters():
         plain = hf_name(name)
         if any(f".{part}." in name for part in _LORA_PARTS) or plain in sent:
             continue
         fused_partner = plain.rpartition(".")[0].rpartition(".")[0] in parents  # parent.sibling.weight (or .bias)
         if param.requires_grad or fused_partner:
-            yield plain, param.detach()
+            with gather([param]):
+                yield plain, param.detach()
+
+
+def full_weights(model: torch.nn.Module, gather: Gather = _no_gather) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every weight of the model as the plain (un-adapted) model names it, LoRA merged as in ``changed_weights``:
+    what a copy built from the model's config needs to compute as the training model does."""
+    sent = set()
+    for name, tensor in changed_weights(model, gather):
+        sent.add(name)
+        yield name, tensor
+    base = model.get_base_model() if is_peft_model(model) else model
+    for name, param in base.named_parameters():
+        plain = hf_name(name)
+        if plain not in sent and not any(f".{part}." in name for part in _LORA_PARTS):
+            with gather([param]):
+                yield plain, param.detach()
