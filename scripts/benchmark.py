@@ -6,6 +6,8 @@
     python scripts/benchmark.py --learning_rate 1e-3                   # any other --key value goes to the config
     python scripts/benchmark.py --workload varlen --repeats 3          # optimise only: padded vs packed
     python scripts/benchmark.py --workload large_vocab                 # optimise only: a 151,936-token head
+    python scripts/benchmark.py --config configs/tiny/grpo.yaml --algorithm grpo \
+        --rollout_workers 1 --async_rollouts true --repeats 3            # Ray workers, async, against the default
 
 Training runs in-process through the public API (``build_configs`` + ``train``), into a temporary run directory,
 and the per-iteration ``time/*_s`` numbers are read back from its metrics.jsonl, so the benchmark measures what
@@ -13,7 +15,10 @@ and the per-iteration ``time/*_s`` numbers are read back from its metrics.jsonl,
 for one-off costs (lazy imports, allocator growth). Setup (model load, DeepSpeed's op build on its first use) and
 the per-iteration checkpoint writes fall outside ``time/iteration_s``; they show as ``outside_iterations_s``.
 With ``--workload`` the benchmark times the optimiser alone on a synthetic batch instead, each variant of the
-scorer in its own subprocess (scripts/workloads.py). See docs/benchmark.md.
+scorer in its own subprocess (scripts/workloads.py). With ``--rollout_workers N`` (and ``--async_rollouts true``)
+it runs that setting and the default in-process rollouts side by side, alternating for ``--repeats`` rounds, and
+compares the loop's throughput: prompts per second of wall time between the ends of the measured iterations (an
+iteration's commit and checkpoint included, which ``time/iteration_s`` leaves out). See docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ from prefopt.algorithms import get_algorithm
 from prefopt.config import build_configs, parse_cli_overrides, read_yaml
 from prefopt.errors import ConfigError, PrefoptError
 from prefopt.tiny import write_tiny_model
-from prefopt.trainers import train
+from prefopt.trainers import trainer_class
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workloads import WORKLOADS, side_by_side  # noqa: E402
 from workloads import markdown as workload_markdown  # noqa: E402
 
 PHASES = ("rollout", "judge", "anchor", "collect", "optimise", "iteration")
+# Keys of the rollout workers' setting: the side-by-side baseline drops them.
+WORKER_KEYS = ("rollout_workers", "async_rollouts", "max_staleness", "anchor_logps", "rollout_worker_threads")
 # Benchmark flags that are also config keys: passed on only when given, so the YAML stays the default.
 CONFIG_FLAGS = ("prompts_per_iteration", "max_new_tokens", "num_samples", "deepspeed")
 
@@ -92,13 +99,30 @@ def make_configs(args: argparse.Namespace, overrides: dict, model: str, run_dir:
     return train_cfg, algo_cfg
 
 
-def run_training(algorithm: str, train_cfg, algo_cfg) -> tuple[list[dict], float]:
-    """Train in-process; return the run's metrics lines and the wall time of the whole run (setup included)."""
+class IterationEnds:
+    """A callback: the perf_counter time at the end of each iteration (its commit and checkpoint done)."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_iteration_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+
+def run_training(algorithm: str, train_cfg, algo_cfg) -> tuple[list[dict], float, list[float]]:
+    """Train in-process; return the run's metrics lines, the wall time of the whole run (setup included) and each
+    iteration's end time."""
+    cls = trainer_class(algorithm)
+    clock = IterationEnds()
     start = time.perf_counter()
-    train(algorithm, train_cfg, algo_cfg)
+    trainer = cls(args=cls.config_class.from_parts(train_cfg, algo_cfg), callbacks=[clock])
+    trainer.train()
     wall_s = time.perf_counter() - start
+    close = getattr(trainer._run.ctx.rollout, "close", None)
+    if close is not None:  # the rollout workers of this run
+        close()
     lines = Path(train_cfg.output_dir, "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()], wall_s
+    return [json.loads(line) for line in lines if line.strip()], wall_s, clock.ends
 
 
 def parameter_count(model: str) -> int:
@@ -168,9 +192,13 @@ def benchmark(args: argparse.Namespace, overrides: dict) -> dict:
         if not args.model:
             write_tiny_model(model, hidden_size=args.hidden_size, num_layers=args.num_layers)
         params = parameter_count(model)  # before training: a ZeRO-3 run leaves transformers in its sharded mode
-        lines, wall_s = run_training(args.algorithm, train_cfg, algo_cfg)
+        lines, wall_s, ends = run_training(args.algorithm, train_cfg, algo_cfg)
     measured = lines[args.warmup :]
+    first = ends[args.warmup - 1] if args.warmup else None
+    loop_s = ends[-1] - first if first is not None else None
     return {
+        "loop_s": loop_s,
+        "loop_prompts_per_s": len(measured) * train_cfg.prompts_per_iteration / loop_s if loop_s else None,
         **summarise(measured, train_cfg),
         "parameters": params,
         "measured_iterations": len(measured),
@@ -184,6 +212,47 @@ def benchmark(args: argparse.Namespace, overrides: dict) -> dict:
     }
 
 
+def against_in_process(args: argparse.Namespace, overrides: dict) -> dict:
+    """The rollout-worker setting in ``overrides`` and the default (in-process, synchronous) side by side, in
+    alternating order for ``args.repeats`` rounds: each one's loop throughput and the training reward per iteration
+    (``reward/mean``, the mean reward of the samples each iteration trained on) where the judge gives one."""
+    settings = {"in-process": {k: v for k, v in overrides.items() if k not in WORKER_KEYS}, "workers": overrides}
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
+    for r in range(args.repeats):
+        for name in list(settings)[:: 1 if r % 2 == 0 else -1]:
+            runs[name].append(benchmark(args, settings[name]))
+    variants = {}
+    for name, results in runs.items():
+        variants[name] = {
+            "loop_prompts_per_s": mean_std([x["loop_prompts_per_s"] for x in results]),
+            "iteration_s": mean_std([x["phases"]["time/iteration_s"]["mean"] for x in results]),
+            "rollout_s": mean_std([x["phases"]["time/rollout_s"]["mean"] for x in results]),
+            "optimise_s": mean_std([x["phases"]["time/optimise_s"]["mean"] for x in results]),
+            "reward_curves": [[m.get("reward/mean") for m in x["iterations"]] for x in results],
+            "staleness_mean": statistics.fmean(
+                m.get("rollout/staleness_mean", 0.0) for x in results for m in x["iterations"]
+            ),
+            "overrides": settings[name],
+        }
+    speedup = variants["workers"]["loop_prompts_per_s"]["mean"] / variants["in-process"]["loop_prompts_per_s"]["mean"]
+    return {"variants": variants, "speedup": speedup, "rounds": args.repeats, **memory_and_machine()}
+
+
+def workers_markdown(result: dict) -> str:
+    rows = [
+        "| rollouts | loop prompts/s | iteration s | rollout wait s | optimise s | mean staleness |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        rows.append(
+            f"| {name} | {v['loop_prompts_per_s']['mean']:.1f} ± {v['loop_prompts_per_s']['std']:.1f} "
+            f"| {v['iteration_s']['mean']:.3f} | {v['rollout_s']['mean']:.3f} | {v['optimise_s']['mean']:.3f} "
+            f"| {v['staleness_mean']:.2f} |"
+        )
+    rows.append(f"\nspeed-up of the loop: {result['speedup']:.2f}x over {result['rounds']} alternating rounds")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -192,13 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.workload:
             model = {"hidden_size": args.hidden_size, "num_layers": args.num_layers}
             result = side_by_side(args.workload, args.repeats, model, args.torch_num_threads)
+        elif overrides.get("rollout_workers"):
+            result = against_in_process(args, overrides)
         else:
             result = benchmark(args, overrides)
     except PrefoptError as err:  # a bad key or file: one line, as `prefopt train` prints it
         print(f"benchmark: error: {err}", file=sys.stderr)
         return 2
     result["command"] = shlex.join([sys.executable, sys.argv[0], *argv])
-    print(workload_markdown(result) if args.workload else markdown(result))
+    if args.workload:
+        print(workload_markdown(result))
+    else:
+        print(workers_markdown(result) if "variants" in result else markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0

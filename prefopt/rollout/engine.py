@@ -106,6 +106,36 @@ class RolloutBatch:
         return out
 
 
+def pack_samples(samples: Sequence[Sample]) -> dict:
+    """Samples as a few flat lists and one log-prob tensor (what crosses processes and goes into checkpoints:
+    pickling thousands of small tensors one by one costs more than the sampling of a small model)."""
+    logps = [s.token_logps for s in samples]
+    engine = [s.engine_logps for s in samples]
+    return {
+        "index": [(s.prompt_index, s.sample_index) for s in samples],
+        "prompt_ids": [s.prompt_ids for s in samples],
+        "response_ids": [s.response_ids for s in samples],
+        "text": [s.text for s in samples],
+        "finish_reason": [s.finish_reason for s in samples],
+        "token_logps": torch.cat(logps) if logps else torch.zeros(0),
+        "engine_logps": torch.cat(engine) if engine and all(e is not None for e in engine) else None,
+    }
+
+
+def unpack_samples(packed: dict) -> list[Sample]:
+    """The samples :func:`pack_samples` packed."""
+    lengths = [len(r) for r in packed["response_ids"]]
+    logps = torch.split(packed["token_logps"], lengths)
+    engine = torch.split(packed["engine_logps"], lengths) if packed["engine_logps"] is not None else None
+    return [
+        Sample(i, j, p, r, text, lp, reason, None if engine is None else engine[k])
+        for k, ((i, j), p, r, text, reason, lp) in enumerate(
+            zip(packed["index"], packed["prompt_ids"], packed["response_ids"], packed["text"],
+                packed["finish_reason"], logps)
+        )
+    ]  # fmt: skip
+
+
 class RolloutEngine(ABC):
     """Draws samples from the current policy."""
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefopt.data import PromptExample
-from prefopt.rollout.engine import RolloutBatch, SamplingParams, derive_seed
+from prefopt.rollout.engine import RolloutBatch, SamplingParams, derive_seed, pack_samples, unpack_samples
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,16 @@ class Prefetcher:
         return counts
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
-    def state(self) -> list[tuple[int, SampleRequest, RolloutBatch, int]]:
+    def state(self) -> list[tuple]:
         """Every call submitted ahead, with its samples (waits for the workers): what a resume continues with."""
-        return [(it, req, pending.result(), s) for (it, req), (pending, s) in self.pending.items()]
+        saved = []
+        for (it, req), (pending, s) in self.pending.items():
+            batch = pending.result()
+            saved.append((it, req, s, batch.num_prompts, batch.weights_version, pack_samples(batch.samples)))
+        return saved
 
-    def load_state(self, saved: list[tuple[int, SampleRequest, RolloutBatch, int]]) -> None:
-        self.pending = {(it, req): (_Drawn(batch), s) for it, req, batch, s in saved}
+    def load_state(self, saved: list[tuple]) -> None:
+        self.pending = {
+            (it, req): (_Drawn(RolloutBatch(unpack_samples(packed), num_prompts, version)), s)
+            for it, req, s, num_prompts, version, packed in saved
+        }

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from prefopt.errors import ConfigError, PrefoptError
-from prefopt.rollout.engine import RolloutBatch, RolloutEngine, Sample, SamplingParams
+from prefopt.rollout.engine import RolloutBatch, RolloutEngine, SamplingParams, pack_samples, unpack_samples
 from prefopt.rollout.weights import changed_weights, full_weights
 
 
@@ -100,6 +101,7 @@ class RolloutWorker:
         )
         self.version: int | None = None
         self.loaded: list[int] = []  # every version loaded, in order
+        self.busy_s = 0.0  # seconds spent sampling
 
     @torch.no_grad()
     def load(self, version: int, weights: dict[str, torch.Tensor]) -> int:
@@ -113,14 +115,22 @@ class RolloutWorker:
         self.loaded.append(version)
         return version
 
-    def generate(self, version: int, prompt_ids, n, params: SamplingParams, seeds) -> tuple[int, list[Sample]]:
+    def generate(self, version: int, prompt_ids, n, params: SamplingParams, seeds) -> tuple[int, dict]:
         if version != self.version:
             raise RuntimeError(f"request for weights version {version}, worker holds {self.version}")
-        return version, self.engine.generate(prompt_ids, n, params, seeds).samples
+        start = time.perf_counter()
+        samples = self.engine.generate(prompt_ids, n, params, seeds).samples
+        self.busy_s += time.perf_counter() - start
+        return version, pack_samples(samples)
 
     def info(self) -> dict:
         """The worker's process id, the versions it loaded and its torch threads."""
-        return {"pid": os.getpid(), "loaded": list(self.loaded), "threads": torch.get_num_threads()}
+        return {
+            "pid": os.getpid(),
+            "loaded": list(self.loaded),
+            "threads": torch.get_num_threads(),
+            "busy_s": self.busy_s,
+        }
 
 
 class PendingRollout:
@@ -139,7 +149,8 @@ class PendingRollout:
                 self.engine.wait(worker, ref)
             samples = []
             for (worker, ref), offset in zip(self.parts, self.offsets):
-                version, part = self.engine.wait(worker, ref)
+                version, packed = self.engine.wait(worker, ref)
+                part = unpack_samples(packed)
                 if version != self.version:
                     raise RolloutWorkerError(
                         f"rollout worker {worker} sampled with version {version}, not {self.version}"
