@@ -9,9 +9,12 @@ from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, prefopt_ok
 
 from prefopt.algorithms.grpo import GRPOParams
 from prefopt.algorithms.grpo import loss as grpo_loss
+from prefopt.algorithms.outcome import importance_weights
 from prefopt.algorithms.raft import RAFTParams, raft_loss, raftpp_loss
 from prefopt.batch import MiniBatch, PolicyLogps
+from prefopt.config import TrainConfig
 from prefopt.ops import group_advantages
+from prefopt.rollout.engine import Sample
 
 
 def one_response(token_logps, advantage, **token):
@@ -50,6 +53,45 @@ def test_grpo_loss_with_negative_advantage_and_k3_penalty():
     expected = -sum(s - 0.1 * k for s, k in zip(surrogate, k3)) / 2
     assert losses.item() == pytest.approx(expected, rel=1e-6)
     assert metrics["kl/k3"].item() == pytest.approx(sum(k3) / 2, rel=1e-6)
+
+
+def corrected(mode, clip_min=None, clip_max=3.0):
+    """The importance weights of one sample: trainer log-probs [−1, −2, −0.5], the engine's [−1.5, −1, −0.5]."""
+    cfg = TrainConfig(
+        vllm_importance_sampling_correction=True,
+        vllm_importance_sampling_mode=mode,
+        vllm_importance_sampling_clip_min=clip_min,
+        vllm_importance_sampling_clip_max=clip_max,
+    )
+    sample = Sample(
+        0, 0, [1], [2, 3, 4], "", torch.tensor([-1.0, -2.0, -0.5]), "stop", torch.tensor([-1.5, -1.0, -0.5])
+    )
+    return importance_weights(cfg, [sample])[0].tolist()
+
+
+def test_importance_sampling_correction_weights_by_hand():
+    # log ρ_t = trainer − engine = [0.5, −1, 0]: ρ_t = [e^0.5 = 1.649, e^−1 = 0.368, 1];
+    # the sequence's ρ = e^−0.5 = 0.607.
+    e = math.exp
+    assert corrected("token_truncate", clip_max=1.5) == pytest.approx([1.5, e(-1), 1.0])
+    assert corrected("token_truncate", clip_min=0.5, clip_max=1.5) == pytest.approx([1.5, 0.5, 1.0])
+    assert corrected("token_mask", clip_max=1.5) == pytest.approx([0.0, e(-1), 1.0])
+    assert corrected("token_mask", clip_min=0.5, clip_max=1.5) == pytest.approx([0.0, 0.0, 1.0])
+    assert corrected("sequence_truncate", clip_min=0.7) == pytest.approx([0.7] * 3)
+    assert corrected("sequence_mask") == pytest.approx([e(-0.5)] * 3)
+    assert corrected("sequence_mask", clip_min=0.7) == [0.0] * 3
+    assert importance_weights(TrainConfig(), []) is None  # off by default
+
+
+@pytest.mark.parametrize("loss", ["grpo", "raftpp"])
+def test_the_importance_weight_multiplies_each_tokens_surrogate(loss):
+    # A = 2, ratios s = e^{0.05} = 1.051 (inside the clip) on both tokens, weights [1.5, 0.5]:
+    # loss = −(2·1.051·1.5 + 2·1.051·0.5)/2 = −2·1.051; the weights' mean is logged.
+    batch, policy = one_response([-0.95, -0.95], 2.0, old_logps=[-1.0, -1.0], is_weight=[1.5, 0.5])
+    fn, cfg = (grpo_loss, GRPOParams(beta=0.0)) if loss == "grpo" else (raftpp_loss, RAFTParams())
+    losses, metrics = fn(cfg, batch, policy)
+    assert losses.item() == pytest.approx(-2 * math.exp(0.05), rel=1e-6)
+    assert metrics["is/weight"].item() == pytest.approx(1.0)
 
 
 def test_group_advantages():

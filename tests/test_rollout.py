@@ -183,3 +183,43 @@ def test_reference_mixture_endpoints(policy, reference, tokenizer):
     assert key(mixer.generate(prompts, 2, dataclasses.replace(PARAMS, ref_mixture=1.0), seeds)) == key(ref_only)
     with pytest.raises(ValueError, match="reference"):
         engine(policy, tokenizer).generate(prompts, 1, dataclasses.replace(PARAMS, ref_mixture=0.5), seeds)
+
+
+def test_packed_samples_round_trip():
+    from prefopt.rollout.engine import Sample, pack_samples, unpack_samples
+
+    samples = [
+        Sample(0, 0, [1, 2], [3, 4, 5], "abc", torch.tensor([-0.5, -1.0, -2.0]), "stop"),
+        Sample(0, 1, [1, 2], [], "", torch.zeros(0), "length"),
+        Sample(1, 0, [7], [8], "d", torch.tensor([-0.25]), "length", torch.tensor([-0.3])),
+    ]
+    back = unpack_samples(pack_samples(samples))
+    for a, b in zip(samples, back):
+        assert (a.prompt_index, a.sample_index, a.prompt_ids, a.response_ids, a.text, a.finish_reason) == (
+            b.prompt_index, b.sample_index, b.prompt_ids, b.response_ids, b.text, b.finish_reason
+        )  # fmt: skip
+        assert torch.equal(a.token_logps, b.token_logps) and b.engine_logps is None  # not every sample has them
+    mixed = unpack_samples(pack_samples(samples[2:]))
+    assert torch.equal(mixed[0].engine_logps, torch.tensor([-0.3]))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_logp_check_compares_the_engines_log_probs_with_a_trainer_forward(tiny_model_dir, tmp_path, fraction):
+    """The in-process engine's log-probs agree with the trainer's packed forward to rounding; a fraction of the
+    samples (seeded) is checked, all of them at 1."""
+    from helpers import PROMPTS
+
+    import prefopt
+
+    config = prefopt.SPPOConfig(output_dir=str(tmp_path / "run"), dataset_name=str(PROMPTS), num_samples=4,
+                                max_new_tokens=6, prompts_per_iteration=16, num_iterations=1, disable_tqdm=True,
+                                logp_check_fraction=fraction)  # fmt: skip
+    trainer = prefopt.SPPOTrainer(tiny_model_dir, args=config)
+    trainer.train()
+    record = trainer.log_history[-1]
+    tokens = record["rollout/samples"] * record["rollout/mean_length"]
+    assert record["rollout/logp_gap_max"] < 1e-4
+    if fraction == 1.0:
+        assert record["rollout/logp_checked_tokens"] == pytest.approx(tokens)
+    else:
+        assert 0.25 * tokens < record["rollout/logp_checked_tokens"] < 0.75 * tokens
