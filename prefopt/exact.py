@@ -58,7 +58,7 @@ def enumerate_actions(ctx: Context, prompts, stream: str, params: SamplingParams
         for i, p in enumerate(prompts)
         for j, a in enumerate(actions)
     ]
-    ctx.rollouts.append((stream, prompts, RolloutBatch(samples, len(prompts))))
+    ctx.rollouts.append((stream, prompts, RolloutBatch(samples, len(prompts), policy_iteration=ctx.iteration)))
     return [samples[i * n : (i + 1) * n] for i in range(len(prompts))], sampler_probs(logps, params)
 
 
