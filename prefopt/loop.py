@@ -135,7 +135,9 @@ def rollout_metrics(ctx: Context) -> dict:
         **prefetch,
     }
     parts = ctx.backend.all_gather_object(local)
-    total = {k: (max if k.endswith("max") or k == "max_staleness" else sum)(p[k] for p in parts) for k in local}
+    # The prefetcher's counts are calls per process (each process makes its own): the busiest process's.
+    most = {"gap_max", "max_staleness", *prefetch}
+    total = {k: (max if k in most else sum)(p[k] for p in parts) for k in local}
     n = total["n"]
     if not n:
         return {}

@@ -202,3 +202,23 @@ def test_a_script_building_a_trainer_runs_under_torchrun_as_prefopt_train_does(t
     cli, script = final_weights(tmp_path / "cli"), final_weights(tmp_path / "script")
     assert all(torch.equal(cli[k], script[k]) for k in cli)
     assert "sha256" in (tmp_path / "script/config.yaml").read_text()  # the in-memory dataset's digest
+
+
+def test_rollout_workers_under_two_zero3_processes_sample_what_the_processes_would(tiny_model_dir, tmp_path):
+    """Two ZeRO-3 processes, each with its own rollout worker (its own local Ray instance) fed weights gathered one
+    module at a time: the run ends with the in-process run's weights bit for bit."""
+    extra = ["--deepspeed", REPO / "configs/deepspeed/zero3.json", *ADAM_ARGS]
+    launch(2, "grpo", tiny_model_dir, tmp_path / "in_process", *extra)
+    launch(2, "grpo", tiny_model_dir, tmp_path / "workers", *extra, "--rollout_workers", "1")
+    one, two = final_weights(tmp_path / "in_process"), final_weights(tmp_path / "workers")
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_an_async_two_process_run_trains_on_the_one_process_runs_stale_samples(tiny_model_dir, tmp_path):
+    """max_staleness 1 on 2 processes: each process prefetches its block of the next iteration's prompts; the run
+    is the 1-process asynchronous run (the same samples, drawn by the same earlier policies)."""
+    extra = [*ADAM_ARGS, "--rollout_workers", "1", "--async_rollouts", "true", "--num_iterations", "3"]
+    launch(1, "grpo", tiny_model_dir, tmp_path / "one", *extra)
+    launch(2, "grpo", tiny_model_dir, tmp_path / "two", *extra, "--deepspeed", REPO / "configs/deepspeed/zero2.json")
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert [m["rollout/staleness_max"] for m in metrics(tmp_path / "two") if "iteration" in m] == [0, 1, 1]
