@@ -3,9 +3,9 @@
     python scripts/async_quality.py                           # GRPO and SPPO tiny configs, seeds 0 1 2
     python scripts/async_quality.py --configs configs/tiny/grpo.yaml --seeds 0 1 2 3 4 --out async_quality.json
 
-Each config trains twice per seed, in-process rollouts and ``--rollout_workers 1 --async_rollouts true
---max_staleness 1`` (with ``--anchor_logps recompute`` where the algorithm regresses onto π_t), through ``prefopt
-train`` in a subprocess, with the same data, seeds and number of iterations: the same samples per iteration, so a
+Each config trains per seed with in-process rollouts and with ``--rollout_workers 1 --async_rollouts true
+--max_staleness 1`` (with ``--anchor_logps recompute`` where the algorithm regresses onto π_t; a reward method also
+with the importance-sampling correction, ``token_truncate``), through ``prefopt train`` in a subprocess, with the same data, seeds and number of iterations: the same samples per iteration, so a
 curve's x axis is the samples drawn. It reports, per setting, the final held-out score (``eval/reward``, the accuracy
 against the reference answers, where the judge gives rewards; else ``eval/win_rate`` against the initial policy)
 averaged over seeds with a 95% interval over seeds, and the per-iteration training reward (``reward/mean``) where
@@ -28,12 +28,15 @@ from prefopt.algorithms import get_algorithm, stale_samples
 
 REPO = Path(__file__).resolve().parents[1]
 ASYNC = ["--rollout_workers", "1", "--async_rollouts", "true", "--max_staleness", "1"]
+IS_CORRECTION = ["--vllm_importance_sampling_correction", "true", "--vllm_importance_sampling_mode", "token_truncate"]
 
 
-def run(config: str, seed: int, extra: list[str], out: Path, model: str) -> list[dict]:
-    cmd = [sys.executable, "-m", "prefopt.cli", "train", "--config", config, "--seed", str(seed),
+def run(algorithm: str, config: str, seed: int, extra: list[str], out: Path, model: str) -> list[dict]:
+    cmd = [sys.executable, "-m", "prefopt.cli", "train", algorithm, "--config", config, "--seed", str(seed),
            "--output_dir", str(out), "--model_name_or_path", model, *extra]  # fmt: skip
-    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -48,12 +51,17 @@ def study(config: str, seeds: list[int], model: str) -> dict:
     algorithm = values["algorithm"]
     spec = get_algorithm(algorithm)
     params = spec.config_class(**{k: v for k, v in values.items() if k in spec.config_class.__dataclass_fields__})
-    regression = stale_samples(spec, params) == "current_anchor"  # the anchor must be the current iterate
-    settings = {"in-process": [], "async k=1": ASYNC + (["--anchor_logps", "recompute"] if regression else [])}
+    mode = stale_samples(spec, params)
+    settings = {
+        "in-process": [],
+        "async k=1": ASYNC + (["--anchor_logps", "recompute"] if mode == "current_anchor" else []),
+    }
+    if mode == "behaviour_ratio":  # also the decoupled objective: clip around the current policy, IS-weight the rest
+        settings["async k=1, IS-corrected"] = ASYNC + IS_CORRECTION
     result = {"config": config, "algorithm": algorithm, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in settings.items():
-            runs = [run(config, s, extra, Path(tmp, f"{name}-{s}".replace(" ", "_")), model) for s in seeds]
+            runs = [run(algorithm, config, s, extra, Path(tmp, f"{name}-{s}".replace(" ", "_")), model) for s in seeds]
             key = "eval/reward" if "eval/reward" in runs[0][-1] else "eval/win_rate"
             curves = [[m.get("reward/mean") for m in r] for r in runs]
             result["settings"][name] = {

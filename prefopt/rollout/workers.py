@@ -134,27 +134,25 @@ class RolloutWorker:
 
 
 class PendingRollout:
-    """A submitted ``generate`` call: its parts on the workers, the weights version they run on."""
+    """A submitted ``generate`` call: its parts on the workers, the weights version they run on and that version's
+    load calls (checked first: a worker that failed to load it fails here)."""
 
     def __init__(self, engine: RayRolloutEngine, parts: list, offsets: list[int], num_prompts: int, version: int):
         self.engine, self.parts, self.offsets, self.num_prompts, self.version = (
             engine, parts, offsets, num_prompts, version
         )  # fmt: skip
+        self.loads = list(engine.loads)
         self._batch: RolloutBatch | None = None
 
     def result(self) -> RolloutBatch:
         """The samples, in (prompt, sample) order, with ``weights_version`` set (waits for the workers)."""
         if self._batch is None:
-            for worker, ref in self.engine.loads:
+            for worker, ref in self.loads:
                 self.engine.wait(worker, ref)
             samples = []
             for (worker, ref), offset in zip(self.parts, self.offsets):
-                version, packed = self.engine.wait(worker, ref)
+                _, packed = self.engine.wait(worker, ref)  # the worker checked it ran on self.version
                 part = unpack_samples(packed)
-                if version != self.version:
-                    raise RolloutWorkerError(
-                        f"rollout worker {worker} sampled with version {version}, not {self.version}"
-                    )
                 for s in part:
                     s.prompt_index += offset
                 samples.extend(part)
@@ -194,7 +192,7 @@ class RayRolloutEngine(RolloutEngine):
         self._synced_backend_version: int | None = None
         self._full_first = spec.model_source is None
         self.published: list[int] = []
-        self.loads: list = []  # the last publication's load calls, checked when a request's answer is read
+        self.loads: list = []  # the last publication's load calls (worker, ref)
         for i, worker in enumerate(self.workers):  # wait until every worker is up: a failing build shows here
             self.wait(i, worker.info.remote())
 
