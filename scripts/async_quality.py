@@ -6,10 +6,11 @@
 Each config trains per seed with in-process rollouts and with ``--rollout_workers 1 --async_rollouts true
 --max_staleness 1`` (with ``--anchor_logps recompute`` where the algorithm regresses onto π_t; a reward method also
 with the importance-sampling correction, ``token_truncate``), through ``prefopt train`` in a subprocess, with the
-same data, seeds and number of iterations: the same samples per iteration, so a curve's x axis is the samples drawn. It reports, per setting, the final held-out score (``eval/reward``, the accuracy
-against the reference answers, where the judge gives rewards; else ``eval/win_rate`` against the initial policy)
-averaged over seeds with a 95% interval over seeds, and the per-iteration training reward (``reward/mean``) where
-there is one. See docs/benchmark.md.
+same data, seeds and number of iterations: the same samples per iteration, so a curve's x axis is the samples drawn.
+It reports, per setting, the final held-out score (``eval/reward``, the accuracy against the reference answers,
+where the judge gives rewards; else ``eval/win_rate`` against the initial policy) averaged over seeds with a 95%
+interval over seeds, and the per-iteration training reward (``reward/mean``) where there is one. See
+docs/benchmark.md.
 """
 
 from __future__ import annotations
