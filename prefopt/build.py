@@ -206,16 +206,16 @@ def _sampling_services(cfg, backend, tokenizer, allowed, reference_model=None, m
             cfg.model_name_or_path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code
         ),
     )
-    if cfg.use_vllm:  # a vLLM engine colocated with this process, following the trained weights
-        from prefopt.rollout.vllm import build_vllm_engine
-
-        return sampling, anchors, build_vllm_engine(cfg, backend, tokenizer)
     if cfg.rollout_workers:  # Ray actors with their own copies of the weights (prefopt.rollout.workers)
         from prefopt.rollout.workers import build_ray_engine
 
         engine = build_ray_engine(cfg, backend, tokenizer, model_from_path)
         atexit.register(engine.close)
         return sampling, anchors, engine
+    if cfg.use_vllm:  # a vLLM engine colocated with this process, following the trained weights
+        from prefopt.rollout.vllm import build_vllm_engine
+
+        return sampling, anchors, build_vllm_engine(cfg, backend, tokenizer)
     rollout = HFRolloutEngine(
         backend.inference_model,
         tokenizer,

@@ -289,8 +289,6 @@ class TrainConfig:
             raise ConfigError(
                 "async_rollouts: true needs rollout_workers >= 1 (the workers sample ahead while the trainer trains)"
             )
-        if self.rollout_workers and self.use_vllm:
-            raise ConfigError("rollout_workers > 0 samples with transformers in each worker: drop use_vllm")
         if self.adapter == "lora_ga" and self.lora_ga_objective == "sft" and not self.lora_ga_response_column:
             raise ConfigError("config key 'lora_ga_response_column' is required with lora_ga_objective: sft")
         if self.eval_baseline_outputs and not Path(self.eval_baseline_outputs).is_file():

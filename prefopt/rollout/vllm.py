@@ -277,20 +277,15 @@ class VLLMRolloutEngine(RolloutEngine):
         )
 
 
-def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
-    """The vLLM engine a run with ``use_vllm: true`` samples through (``cfg``: the TrainConfig)."""
-    from prefopt.rollout.hf import eos_token_ids
-
+def vllm_engine_options(cfg, eos_ids) -> dict:
+    """The VLLMRolloutEngine keywords of a run (``cfg``: the TrainConfig; ``eos_ids``: the policy's EOS ids)."""
     extra = {}
     if not torch.cuda.is_available():
         # vLLM's CPU backend reads gpu_memory_utilization as a fraction of the machine's RAM, counting this process's
         # own memory (the training model): give its KV cache a fixed size instead.
         extra["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    return VLLMRolloutEngine(
-        cfg.model_name_or_path,
-        tokenizer,
-        backend,
-        eos_token_ids=eos_token_ids(backend.unwrapped, tokenizer),
+    return dict(
+        eos_token_ids=eos_ids,
         dtype=cfg.dtype,
         max_model_len=cfg.vllm_max_model_length or cfg.max_prompt_length + cfg.max_new_tokens,
         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
@@ -299,3 +294,11 @@ def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
         trust_remote_code=cfg.trust_remote_code,
         **extra,
     )
+
+
+def build_vllm_engine(cfg, backend, tokenizer) -> VLLMRolloutEngine:
+    """The vLLM engine a run with ``use_vllm: true`` samples through (``cfg``: the TrainConfig)."""
+    from prefopt.rollout.hf import eos_token_ids
+
+    options = vllm_engine_options(cfg, eos_token_ids(backend.unwrapped, tokenizer))
+    return VLLMRolloutEngine(cfg.model_name_or_path, tokenizer, backend, **options)

@@ -5,7 +5,9 @@ behind the one :class:`~prefopt.rollout.engine.RolloutEngine` interface (algorit
   (``rollout_worker_num_cpus``/``rollout_worker_num_gpus``, ``rollout_worker_threads`` torch threads), on the local
   machine (a Ray instance this run starts) or on an existing cluster (``ray_address``). A worker builds the policy
   from ``model_name_or_path`` (or, for a policy given as an object, from its config, its weights arriving with the
-  first sync) and samples with the transformers engine (:class:`~prefopt.rollout.hf.HFRolloutEngine`).
+  first sync) and samples with the transformers engine (:class:`~prefopt.rollout.hf.HFRolloutEngine`), or with
+  ``use_vllm`` with a vLLM engine of its own (:class:`~prefopt.rollout.vllm.VLLMRolloutEngine`, loaded from
+  ``model_name_or_path``; the weights go in through its in-place reload).
 - **Weights by version**: before a request is sent, the engine compares ``backend.weights_version`` with the weights
   it last published; when they differ it publishes the policy's effective weights
   (:func:`prefopt.rollout.weights.changed_weights`: trainable parameters, or merged LoRA weights with fused siblings
@@ -61,6 +63,8 @@ class WorkerSpec:
         model_source: a Hub id or folder to load the policy from; None: build it from ``model_config`` (its
             weights arrive with version 0).
         generation_config: the policy's (its EOS ids end responses).
+        vllm_options: with ``use_vllm``, the worker samples with a vLLM engine built with these keywords
+            (``prefopt.rollout.vllm.vllm_engine_options``) from ``model_source``; None: the transformers engine.
     """
 
     model_source: str | None
@@ -73,6 +77,7 @@ class WorkerSpec:
     generation_batch_size: int
     threads: int | None
     device: str
+    vllm_options: dict | None = None
 
 
 class RolloutWorker:
@@ -81,6 +86,14 @@ class RolloutWorker:
     def __init__(self, spec: WorkerSpec):
         if spec.threads:
             torch.set_num_threads(spec.threads)
+        self.version: int | None = None
+        self.loaded: list[int] = []  # every version loaded, in order
+        self.busy_s = 0.0  # seconds spent sampling
+        if spec.vllm_options is not None:
+            from prefopt.rollout.vllm import VLLMRolloutEngine
+
+            self.engine = VLLMRolloutEngine(spec.model_source, spec.tokenizer, None, **spec.vllm_options)
+            return
         from prefopt.models import load_causal_lm, resolve_dtype
         from prefopt.rollout.hf import HFRolloutEngine
 
@@ -99,18 +112,19 @@ class RolloutWorker:
         self.engine = HFRolloutEngine(
             lambda: contextlib.nullcontext(self.model), spec.tokenizer, spec.generation_batch_size, show_progress=False
         )
-        self.version: int | None = None
-        self.loaded: list[int] = []  # every version loaded, in order
-        self.busy_s = 0.0  # seconds spent sampling
 
     @torch.no_grad()
     def load(self, version: int, weights: dict[str, torch.Tensor]) -> int:
         """Copy ``weights`` (HF names) into the model; they are version ``version`` from now on."""
-        unknown = sorted(set(weights) - set(self.params))
-        if unknown:
-            raise KeyError(f"weights the worker's model does not have: {unknown[:3]}")
-        for name, tensor in weights.items():
-            self.params[name].copy_(tensor)
+        if hasattr(self.engine, "load_weights"):  # vLLM: its in-place reload (fused layers sent whole)
+            self.engine.load_weights(iter(weights.items()))
+            self.engine.llm.reset_prefix_cache()  # its KV blocks were computed with the old weights
+        else:
+            unknown = sorted(set(weights) - set(self.params))
+            if unknown:
+                raise KeyError(f"weights the worker's model does not have: {unknown[:3]}")
+            for name, tensor in weights.items():
+                self.params[name].copy_(tensor)
         self.version = version
         self.loaded.append(version)
         return version
@@ -267,6 +281,14 @@ def build_ray_engine(cfg, backend, tokenizer, model_from_path: bool) -> RayRollo
     model = backend.unwrapped
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     device = "cuda" if cfg.rollout_worker_num_gpus > 0 else "cpu"
+    vllm_options = None
+    if cfg.use_vllm:  # vLLM loads the policy from disk
+        from prefopt.rollout.hf import eos_token_ids
+        from prefopt.rollout.vllm import vllm_engine_options
+
+        if not model_from_path:
+            raise ConfigError("use_vllm with rollout_workers loads the policy from disk: pass a path, not a model")
+        vllm_options = vllm_engine_options(cfg, eos_token_ids(model, tokenizer))
     spec = WorkerSpec(
         model_source=cfg.model_name_or_path if model_from_path else None,
         model_config=base.config,
@@ -278,6 +300,7 @@ def build_ray_engine(cfg, backend, tokenizer, model_from_path: bool) -> RayRollo
         generation_batch_size=cfg.generation_batch_size,
         threads=cfg.rollout_worker_threads or cfg.torch_num_threads,
         device=device,
+        vllm_options=vllm_options,
     )
     return RayRolloutEngine(
         backend,
