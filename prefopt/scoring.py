@@ -290,6 +290,11 @@ class Scorer:
         if wanted.chunked and not chunked:
             self.notice(f"[prefopt] logprob_chunk_size: {name}'s logits are not its output head applied to its "
                         "decoder's hidden states (a logit transform?); using its own logits")  # fmt: skip
+        if chunked and _frozen_partitioned(lm.get_output_embeddings()):
+            chunked = False
+            self.notice("[prefopt] logprob_chunk_size: the output head is frozen and partitioned by ZeRO-3 (an "
+                        "adapter run), and backward's recompute of a chunk would find it released; using the "
+                        "model's own logits")  # fmt: skip
         return Plan(packed, chunked, one_row)
 
     def _agrees(self, model, prompts, responses, plan: Plan, plain: torch.Tensor, tol: float) -> bool:
@@ -302,6 +307,14 @@ class Scorer:
 
 def _chunk_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, allowed) -> torch.Tensor:
     return gather_token_logps(head(hidden), targets, allowed)
+
+
+def _frozen_partitioned(head: torch.nn.Module) -> bool:
+    """Whether the head's weights are ZeRO-3 partitions (DeepSpeed tags them with ``ds_id``) that take no gradient:
+    DeepSpeed then gathers them for the module's forward only, not when the chunk's checkpoint recomputes it in
+    backward (measured: the recomputed weight is the empty partition)."""
+    params = list(head.parameters())
+    return any(hasattr(p, "ds_id") for p in params) and not any(p.requires_grad for p in params)
 
 
 def _dtype(module: torch.nn.Module) -> torch.dtype:

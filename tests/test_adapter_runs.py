@@ -99,6 +99,16 @@ def test_zero2_with_an_adapter_matches_plain_training(tiny_model_dir, tmp_path, 
     assert_same_weights(tmp_path / "plain", tmp_path / "zero2")
 
 
+def test_zero3_with_lora_matches_plain_training(tiny_model_dir, tmp_path):
+    """ZeRO-3 partitions the frozen output head, which backward's recompute of a chunked head would find released:
+    the scorer takes the model's own logits there, and says so."""
+    args = ["--num_iterations", "1", "--adapter", "lora", "--lora_r", "4", *ADAM_ARGS]
+    train(tiny_model_dir, tmp_path / "plain", *args)
+    result = train(tiny_model_dir, tmp_path / "zero3", *args, "--deepspeed", REPO / "configs/deepspeed/zero3.json")
+    assert "the output head is frozen and partitioned by ZeRO-3" in result.stdout
+    assert_same_weights(tmp_path / "plain", tmp_path / "zero3")
+
+
 @pytest.mark.slow
 def test_zero3_with_lora_ga_matches_plain_training(tiny_model_dir, tmp_path):
     args = [*ADAPTER, "--num_iterations", "1", *ADAM_ARGS]
