@@ -339,14 +339,12 @@ class Backend:
         if self.zero_stage != 3 or self._gathered:
             yield
             return
-        import deepspeed
-
-        self._gathered = True
-        try:
-            with deepspeed.zero.GatheredParameters(list(self.unwrapped.parameters()), modifier_rank=None):
+        with self.gather_parameters(self.unwrapped.parameters()):
+            self._gathered = True
+            try:
                 yield
-        finally:
-            self._gathered = False
+            finally:
+                self._gathered = False
 
     def gather_parameters(self, params) -> contextlib.AbstractContextManager:
         """Under ZeRO-3, these parameters whole on every process for the block (a collective: every process gathers

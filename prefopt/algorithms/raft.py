@@ -59,14 +59,14 @@ class RAFTParams:
             raise ConfigError("config keys 'clip_low' (in [0, 1)) and 'clip_high' (>= 0) bound the ratio clip")
 
 
-def accepted_rows(groups, rewards: list[torch.Tensor], train_cfg=None) -> Batch:
+def accepted_rows(groups, rewards: list[torch.Tensor], train_cfg) -> Batch:
     """One row per response with A = max(r, 0) > 0; per-token π_old log-probs from the rollout (and, with the
     importance-sampling correction of ``train_cfg``, its weights)."""
     kept = [(s, float(r)) for g, rs in zip(groups, rewards) for s, r in zip(g, rs.tolist()) if r > 0]
     total = sum(len(g) for g in groups)
     metrics, weights = reward_metrics(rewards)
     token_data = {"old_logps": [s.token_logps for s, _ in kept]}
-    is_weight = None if train_cfg is None else importance_weights(train_cfg, [s for s, _ in kept])
+    is_weight = importance_weights(train_cfg, [s for s, _ in kept])
     if is_weight is not None:
         token_data["is_weight"] = is_weight
     return Batch(

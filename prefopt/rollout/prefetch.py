@@ -92,12 +92,13 @@ class Prefetcher:
         batch.policy_iteration = policy_iteration
         return batch
 
-    def submit_ahead(self, iteration: int, last_iteration: int, block_of: Callable[[int], list[PromptExample]]) -> int:
+    def submit_ahead(
+        self, iteration: int, last_iteration: int, block_of: Callable[[int], list[PromptExample]]
+    ) -> None:
         """After iteration ``iteration``'s collect: submit the predicted calls of iterations ``iteration`` + 1 ..
         ``iteration`` + k (up to ``last_iteration``) not submitted yet; ``block_of(it)`` is this process's prompts of
-        iteration it. Returns the number of calls submitted."""
+        iteration it."""
         submitted = {it for it, _ in self.pending}
-        count = 0
         for it in range(iteration + 1, min(iteration + self.max_staleness, last_iteration) + 1):
             if it in submitted:
                 continue
@@ -107,8 +108,6 @@ class Prefetcher:
                 request = SampleRequest(stream, tuple(p.index for p in block), n, params)
                 rollout = self.engine.submit([p.prompt_ids for p in block], n, params, seeds)
                 self.pending[(it, request)] = (rollout, iteration)
-                count += 1
-        return count
 
     def take_counts(self) -> dict[str, int]:
         """This iteration's hits, misses and dropped calls (then reset)."""

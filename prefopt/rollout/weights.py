@@ -32,6 +32,11 @@ import torch
 _LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
 
 
+def _lora_part(name: str) -> bool:
+    """Whether a parameter name is one of peft's LoRA tensors (A, B, magnitude), which the plain model lacks."""
+    return any(f".{part}." in name for part in _LORA_PARTS)
+
+
 def is_peft_model(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
@@ -90,7 +95,7 @@ def changed_weights(model: torch.nn.Module, gather: Gather = _no_gather) -> Iter
             yield f"{name}.weight", effective_lora_weight(layer)
     for name, param in base_model.named_parameters():
         plain = hf_name(name)
-        if any(f".{part}." in name for part in _LORA_PARTS) or plain in sent:
+        if _lora_part(name) or plain in sent:
             continue
         fused_partner = plain.rpartition(".")[0].rpartition(".")[0] in parents  # parent.sibling.weight (or .bias)
         if param.requires_grad or fused_partner:
@@ -108,6 +113,6 @@ def full_weights(model: torch.nn.Module, gather: Gather = _no_gather) -> Iterato
     base = model.get_base_model() if is_peft_model(model) else model
     for name, param in base.named_parameters():
         plain = hf_name(name)
-        if plain not in sent and not any(f".{part}." in name for part in _LORA_PARTS):
+        if plain not in sent and not _lora_part(name):
             with gather([param]):
                 yield plain, param.detach()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,7 +87,6 @@ class RolloutWorker:
             torch.set_num_threads(spec.threads)
         self.version: int | None = None
         self.loaded: list[int] = []  # every version loaded, in order
-        self.busy_s = 0.0  # seconds spent sampling
         if spec.vllm_options is not None:
             from prefopt.rollout.vllm import VLLMRolloutEngine
 
@@ -132,10 +130,7 @@ class RolloutWorker:
     def generate(self, version: int, prompt_ids, n, params: SamplingParams, seeds) -> tuple[int, dict]:
         if version != self.version:
             raise RuntimeError(f"request for weights version {version}, worker holds {self.version}")
-        start = time.perf_counter()
-        samples = self.engine.generate(prompt_ids, n, params, seeds).samples
-        self.busy_s += time.perf_counter() - start
-        return version, pack_samples(samples)
+        return version, pack_samples(self.engine.generate(prompt_ids, n, params, seeds).samples)
 
     def info(self) -> dict:
         """The worker's process id, the versions it loaded and its torch threads."""
@@ -143,7 +138,6 @@ class RolloutWorker:
             "pid": os.getpid(),
             "loaded": list(self.loaded),
             "threads": torch.get_num_threads(),
-            "busy_s": self.busy_s,
         }
 
 
