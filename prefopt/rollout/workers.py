@@ -201,8 +201,8 @@ class RayRolloutEngine(RolloutEngine):
         self._full_first = spec.model_source is None
         self.published: list[int] = []
         self.loads: list = []  # the last publication's load calls (worker, ref)
-        for i, worker in enumerate(self.workers):  # wait until every worker is up: a failing build shows here
-            self.wait(i, worker.info.remote())
+        for i, worker in enumerate(self.workers):  # every worker up (loading a large model is no hang): no timeout
+            self.wait(i, worker.info.remote(), timeout_s=None)
 
     # -- weights ------------------------------------------------------------------------------------------------
     def publish(self) -> int:
@@ -241,11 +241,13 @@ class RayRolloutEngine(RolloutEngine):
     def generate(self, prompt_ids, n, params: SamplingParams, seeds) -> RolloutBatch:
         return self.submit(prompt_ids, n, params, seeds).result()
 
-    def wait(self, worker: int, ref):
-        """The answer of worker ``worker`` to ``ref``, or a RolloutWorkerError when it died or timed out."""
+    def wait(self, worker: int, ref, timeout_s: float | None = -1.0):
+        """The answer of worker ``worker`` to ``ref``, or a RolloutWorkerError when it died or did not answer within
+        ``timeout_s`` (default: ``rollout_timeout_s``; None: no limit)."""
         ray = self.ray
+        timeout_s = self.timeout_s if timeout_s == -1.0 else timeout_s
         try:
-            return ray.get(ref, timeout=self.timeout_s)
+            return ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise RolloutWorkerError(
                 f"rollout worker {worker} did not answer within rollout_timeout_s={self.timeout_s:g} s; the run "
