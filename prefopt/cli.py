@@ -1,4 +1,4 @@
-"""The ``prefopt`` command: train, generate, eval, export, tiny-model.
+"""The ``prefopt`` command: train, train-judge, generate, eval, export, tiny-model.
 
 Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -116,6 +116,8 @@ def _eval(args: argparse.Namespace) -> int:
         value = getattr(args, f"judge_{key}")
         if value is not None:
             judge[key] = value
+    if args.judge == "openai":
+        judge["api"] = _api_judge_options(args)
     device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
     decoding = Decoding(
         args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed, args.batch_size, args.dtype, device
@@ -191,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML file of config keys (flags override it).")
     train.add_argument("--help-keys", dest="help_keys", action="store_true", help="List every config key.")
 
+    judge = sub.add_parser("train-judge", help="Train a reward or pairwise judge: --config x.yaml [--key value]")
+    judge.add_argument("--config", help="YAML file of config keys (flags override it).")
+    judge.add_argument("--help-keys", dest="help_keys", action="store_true", help="List every config key.")
+
     gen = sub.add_parser("generate", help="Sample responses from a model into a JSONL file.")
     gen.add_argument("--model", required=True, help="Hub id or local folder.")
     gen.add_argument("--prompt", help="A single prompt (chat-formatted when the tokenizer has a template).")
@@ -235,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _api_judge_options(args) -> dict:
+    """The ``openai`` judge's options from eval's ``--judge_*`` flags (checked like the train config's keys)."""
+    import dataclasses
+
+    from prefopt.config import coerce_keys
+    from prefopt.judges.api import ApiJudgeKeys
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ApiJudgeKeys)}
+    given = coerce_keys(ApiJudgeKeys, {k: v for k, v in given.items() if v is not None}, "command line")
+    return dataclasses.asdict(ApiJudgeKeys(**given).api_options())
+
+
 def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
     ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
@@ -255,6 +273,11 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--judge_batch_size", type=int)
     ev.add_argument("--judge_max_length", type=int)
     ev.add_argument("--judge_dtype")
+    from prefopt.config import field_help
+    from prefopt.judges.api.options import ApiJudgeKeys
+
+    for name, help_text, _ in field_help(ApiJudgeKeys):  # the openai judge's keys, as in a train config
+        ev.add_argument(f"--{name}", help=help_text.replace("%", "%%"))
     ev.add_argument("--max_new_tokens", type=int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding.")
     ev.add_argument("--top_p", type=float, default=1.0)
@@ -284,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, rest)
+        if args.command == "train-judge":
+            from prefopt.judge_training import run_cli
+
+            return run_cli(args.config, args.help_keys, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         commands = {"generate": _generate, "eval": _eval, "export": _export, "tiny-model": _tiny_model}

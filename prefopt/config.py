@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from prefopt.errors import ConfigError, first_line
+from prefopt.judges.api.options import ApiJudgeKeys
 
 
 def _f(default, help: str, **kw):
@@ -29,8 +30,9 @@ def _f(default, help: str, **kw):
 
 
 @dataclass
-class TrainConfig:
-    """Everything the shared online loop needs; the algorithm's own hyperparameters live in its module."""
+class TrainConfig(ApiJudgeKeys):
+    """Everything the shared online loop needs; the algorithm's own hyperparameters live in its module. The
+    ``openai`` judge's keys (``judge_base_url`` ...) come from :class:`prefopt.judges.api.ApiJudgeKeys`."""
 
     # Model
     model_name_or_path: str | None = _f(None, "Policy: a Hub id or a local folder (required).")
@@ -120,6 +122,10 @@ class TrainConfig:
     judge_max_length: int = _f(1024, "Judge input length limit in tokens (left-truncated).")
     judge_dtype: Literal["float32", "bfloat16", "float16", "auto"] = _f("float32", "Judge model dtype.")
     judge_template: str | None = _f(None, "Text template of the pairwise/generative judge ({prompt} {a} {b}).")
+    judge_pairrm_matrix: Literal["scores", "pairs"] = _f(
+        "scores",
+        "pairrm: a group's P(y_i ≻ y_j) = σ(s_i − s_j) from per-response scores (SPPO's pipeline), or per pair.",
+    )
     reward_weights: list[float] | None = _f(
         None, "Weights of the reward functions a trainer's judge list holds (TRL's key; None: 1 each), summed."
     )
@@ -360,6 +366,11 @@ def _coerce(value: Any, tp, key: str, origin: str) -> Any:
             choices = ", ".join(str(c) for c in typing.get_args(tp))
             raise ConfigError(f"config key '{key}' ({origin}) must be one of {choices}; got {value!r}")
         return value
+    if tp is dict or o is dict:  # a mapping: YAML's, or JSON/YAML text on the command line
+        value = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise fail
+        return value
     if o is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):  # a single CLI value for a list field: "a,b" or "a"
@@ -371,6 +382,12 @@ def _coerce(value: Any, tp, key: str, origin: str) -> Any:
         return _coerce_scalar(value, tp)
     except ValueError:
         raise fail from None
+
+
+def coerce_keys(cls: type, values: dict[str, Any], origin: str) -> dict[str, Any]:
+    """``values`` checked and converted against the annotations of the config dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {key: _coerce(value, hints[key], key, origin) for key, value in values.items()}
 
 
 def parse_cli_overrides(args: list[str]) -> dict[str, str | bool]:
@@ -469,7 +486,8 @@ def config_to_dict(train: TrainConfig, algo, algorithm: str) -> dict:
 def field_help(cls: type) -> list[tuple[str, str, Any]]:
     """(name, help, default) for every field of a config dataclass."""
     out = []
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})  # a class's own keys first, then those of its bases
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out.append((f.name, f.metadata.get("help", ""), default))
     return out

@@ -127,6 +127,8 @@ def _build_judge(cfg: TrainConfig, device) -> PreferenceJudge:
         game_seed=cfg.game_seed,
         game_matrix=cfg.game_matrix,
         game_actions=cfg.game_actions,
+        api=cfg.api_options() if cfg.judge == "openai" else None,
+        pairrm_matrix=cfg.judge_pairrm_matrix,
     )
 
 

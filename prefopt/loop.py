@@ -111,6 +111,10 @@ def iteration_metrics(
         if events is not None:
             events.control.should_evaluate = False
             events.call("on_evaluate", metrics=results)
+    judge_counts = ctx.judge.take_metrics()  # an API judge's requests, tokens, cost (training and evaluation)
+    if judge_counts:  # every process has the same judge: all of them gather, or none
+        per_process = run.backend.all_gather_object(judge_counts)
+        metrics.update({k: sum(c[k] for c in per_process) for k in judge_counts})
     metrics["time/iteration_s"] = time.perf_counter() - started
     return metrics
 

@@ -54,6 +54,8 @@ if [[ ! -x "$ENV_DIR/bin/python" ]]; then
     "${PIP[@]}" freeze --exclude-editable > "$ENV_DIR/vllm-pins.txt"
     "${PIP[@]}" install -c "$ENV_DIR/vllm-pins.txt" ${VLLM_CONSTRAINTS:+-c "$VLLM_CONSTRAINTS"} \
         "peft>=0.21" "accelerate>=1.15" "datasets" "pyyaml" "safetensors" "tqdm" "pytest>=8" "ray>=2.60"
+    # AlpacaEval's annotator prompts, which the openai judge reads from the package's files (never imports it).
+    "${PIP[@]}" install --no-deps "alpaca-eval==0.6.6"
     # 4. prefopt itself, without letting pip touch the pins (its transformers>=5.23 floor is not vLLM's).
     "${PIP[@]}" install --no-deps -e "$ROOT"
     echo "vLLM environment built in $(( $(date +%s) - start )) s: $ENV_DIR"
@@ -64,5 +66,6 @@ if [[ $RUN_TESTS == 1 ]]; then
     # In-process engine (no worker subprocess), so the tests can hand it weights by reference.
     VLLM_ENABLE_V1_MULTIPROCESSING=0 "$ENV_DIR/bin/python" -m pytest -p no:cacheprovider \
         tests/test_vllm.py tests/test_vllm_engine_logic.py tests/test_rollout_weights.py tests/test_vllm_workers.py \
+        tests/test_vllm_judge.py \
         "${PYTEST_ARGS[@]}"
 fi

@@ -415,8 +415,18 @@ def test_nontransitive_symmetry_and_cycle():
 # ---------------------------------------------------------------- factory
 
 
-def test_build_judge_every_kind(tiny_model_dir, tiny_reward_dir, user_file):
+def test_build_judge_every_kind(tiny_model_dir, tiny_reward_dir, user_file, tmp_path):
+    from api_replay import ReplayServer, with_logprobs
+
+    from prefopt.judges.api import ApiOptions
+
+    server = ReplayServer(lambda body: with_logprobs({"m": -0.5, "M": -1.0})).__enter__()
+    api = ApiOptions(server.url, "judge", api_key_env=None, cache_path=str(tmp_path / "cache.sqlite"))
+    from prefopt.tiny_pairrm import build_tiny_pairrm
+
     built = {
+        "openai": build_judge("openai", api=api),
+        "pairrm": build_judge("pairrm", model_name_or_path=str(build_tiny_pairrm(tmp_path / "pairrm"))),
         "nontransitive": build_judge("nontransitive"),
         "matrix_game": build_judge("matrix_game", game="rps"),
         "reward_model": build_judge("reward_model", model_name_or_path=tiny_reward_dir, batch_size=4),
@@ -435,6 +445,7 @@ def test_build_judge_every_kind(tiny_model_dir, tiny_reward_dir, user_file):
         references = ["Hello there."] if judge.needs_references else None
         p = judge.preference(["Hi"], ys[:1], ys[1:], references)
         assert 0.0 <= p.item() <= 1.0, kind
+    server.__exit__()
 
     matrix = build_judge("matrix_game", game_matrix=[[0.5, 0.3], [0.7, 0.5]], game_actions=["x", "y"])
     assert matrix.allowed_responses() == ["x", "y"]
@@ -450,6 +461,8 @@ def test_build_judge_every_kind(tiny_model_dir, tiny_reward_dir, user_file):
         ("generative", {}, "model_name_or_path"),
         ("python_reward", {}, "function"),
         ("python_preference", {}, "function"),
+        ("openai", {}, "judge_base_url and judge_model"),
+        ("pairrm", {}, "model_name_or_path"),
         ("matrix_game", {}, "game_matrix"),
         ("matrix_game", {"game": "random"}, "game_size"),
     ],

@@ -125,6 +125,10 @@ def _judge(request: EvalRequest):
     from prefopt.judges import build_judge
 
     options = {k: v for k, v in request.judge.items() if k != "kind"}
+    if isinstance(options.get("api"), dict):  # the openai judge's options, kept as a plain dict for results.json
+        from prefopt.judges.api import ApiOptions
+
+        options["api"] = ApiOptions(**options["api"])
     return build_judge(request.judge["kind"], device=request.decoding.device, **options)
 
 
@@ -168,7 +172,7 @@ def _results(request, eval_set, generators, judge, pairs, lc_data) -> dict:
     rows = lb.leaderboard(names, names[0], pairs)
     return {
         "eval_set": {**file_record(request.eval_set), "n": len(eval_set)},
-        "judge": {"name": judge.name, **request.judge},
+        "judge": {"name": judge.name, **request.judge, "usage": judge.take_metrics()},
         "baseline": names[0],
         "generators": {g.name: {**g.source, "n_empty": sum(not y for y in g.outputs)} for g in generators},
         "length_control": {
@@ -211,7 +215,7 @@ def _write(out: Path, request, eval_set, generators, pairs, results) -> None:
 
 def judge_label(results: dict) -> str:
     judge = results["judge"]
-    detail = judge.get("model_name_or_path") or judge.get("function")
+    detail = judge.get("model_name_or_path") or judge.get("function") or judge.get("api", {}).get("model")
     return judge["kind"] + (f": {detail}" if detail else "")
 
 

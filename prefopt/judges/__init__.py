@@ -8,8 +8,10 @@ loads torch only; transformers is imported when a model judge is built.
 from __future__ import annotations
 
 from prefopt.errors import JudgeError
+from prefopt.judges.api import ApiOptions, OpenAIGradeJudge, OpenAIPreferenceJudge, build_api_judge
 from prefopt.judges.base import PreferenceJudge, Prompt, RewardJudge, check_values
 from prefopt.judges.generative import GenerativeJudge
+from prefopt.judges.pairrm import PairRMJudge
 from prefopt.judges.pairwise import PairwiseModelJudge
 from prefopt.judges.python import PythonPreferenceJudge, PythonRewardJudge, load_function
 from prefopt.judges.reward_model import RewardModelJudge
@@ -21,11 +23,13 @@ JUDGE_KINDS = (
     "matrix_game",
     "reward_model",
     "pairwise_model",
+    "pairrm",
     "generative",
     "python_reward",
     "python_preference",
     "exact_match",
     "math",
+    "openai",
 )
 
 _MODEL_JUDGES = {"reward_model": RewardModelJudge, "pairwise_model": PairwiseModelJudge, "generative": GenerativeJudge}
@@ -52,17 +56,21 @@ def build_judge(
     game_seed: int = 0,
     game_matrix=None,
     game_actions: list[str] | None = None,
+    api: ApiOptions | None = None,
+    pairrm_matrix: str = "scores",
 ) -> PreferenceJudge:
     """Build a judge of the given kind (one of :data:`JUDGE_KINDS`).
 
     Args:
         kind: which judge.
-        model_name_or_path: the judge model (``reward_model``, ``pairwise_model``, ``generative``).
+        model_name_or_path: the judge model (``reward_model``, ``pairwise_model``, ``pairrm``, ``generative``).
         function: ``"module:function"`` or ``"file.py:function"`` (``python_reward``, ``python_preference``).
         batch_size, max_length, dtype, device, trust_remote_code: model judges' loading and batching.
         template: prompt template with ``{prompt}``, ``{a}``, ``{b}`` (``pairwise_model``, ``generative``).
         game, game_size, game_seed: a named ``matrix_game`` (``rps`` or ``random``).
         game_matrix, game_actions: an explicit ``matrix_game`` matrix [N, N] and its N action strings.
+        api: the endpoint, mode and limits of an ``openai`` judge (its preflight runs here: endpoint, key, model).
+        pairrm_matrix: a ``pairrm`` group's preference matrix: ``scores`` (SPPO's pipeline) or ``pairs``.
 
     Raises:
         JudgeError: unknown kind (the message lists the valid ones) or a missing option (named).
@@ -77,12 +85,17 @@ def build_judge(
         if game is None:
             raise JudgeError("judge kind 'matrix_game' needs game (rps or random) or game_matrix")
         return MatrixGameJudge.from_name(game, game_size, game_seed, actions=game_actions)
+    if kind == "openai":
+        _require(kind, "judge_base_url and judge_model", api)
+        return build_api_judge(api)
     if kind in RULES:
         return RuleRewardJudge(kind)
     if kind in ("python_reward", "python_preference"):
         _require(kind, "judge_function", function)
         return PythonRewardJudge(function) if kind == "python_reward" else PythonPreferenceJudge(function)
     _require(kind, "judge_model_name_or_path", model_name_or_path)
+    if kind == "pairrm":  # PairRM's own lengths (1224/412) and layout: max_length and template do not apply
+        return PairRMJudge(model_name_or_path, batch_size=batch_size, dtype=dtype, device=device, matrix=pairrm_matrix)
     options = {
         "batch_size": batch_size,
         "max_length": max_length,
@@ -101,6 +114,9 @@ __all__ = [
     "JudgeError",
     "MatrixGameJudge",
     "NonTransitiveJudge",
+    "OpenAIGradeJudge",
+    "OpenAIPreferenceJudge",
+    "PairRMJudge",
     "PairwiseModelJudge",
     "PreferenceJudge",
     "Prompt",

@@ -131,6 +131,11 @@ class PreferenceJudge(ABC):
             mats[k][j, i] = 1.0 - p
         return mats
 
+    def take_metrics(self) -> dict[str, float]:
+        """The judge's own counters since the last call, as ``judge/…`` metrics (an API judge's requests, tokens,
+        cost and unreadable verdicts); none for a local judge."""
+        return {}
+
     def allowed_responses(self) -> list[str] | None:
         """The fixed set of response strings this judge scores (a game's actions), or None for free text."""
         return None

@@ -14,11 +14,17 @@ batched pass and symmetrised:
 which makes P(y ≻ y') + P(y' ≻ y) = 1 hold exactly and P(y ≻ y) = ½. Chat prompts fill ``{prompt}`` with
 their messages' contents joined by newlines. This goes through the generic sequence-classifier interface that
 prefopt owns (PairRM's own code breaks on transformers 5, trl#4918).
+
+A folder written by ``prefopt train-judge`` holds the template it was trained with in ``prefopt_judge.json``; with no
+``template`` given, the judge reads it from there (else the default below), so the model sees the layout it learnt.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -27,6 +33,23 @@ from prefopt.judges.base import PreferenceJudge, Prompt
 from prefopt.judges.reward_model import classifier_logits, load_judge_model, prompt_as_text, truncate_left
 
 DEFAULT_PAIRWISE_TEMPLATE = "{prompt}\n\n[Response A]\n{a}\n\n[Response B]\n{b}"
+JUDGE_INFO_FILE = "prefopt_judge.json"  # written by `prefopt train-judge` beside the weights
+
+
+def saved_template(model_name_or_path: str | None) -> str | None:
+    """The ``template`` recorded in a local model folder's prefopt_judge.json, or None (no such file or key)."""
+    if not model_name_or_path:
+        return None
+    path = Path(os.path.expanduser(model_name_or_path)) / JUDGE_INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        template = json.loads(path.read_text(encoding="utf-8")).get("template")
+    except (OSError, ValueError, AttributeError) as err:
+        raise JudgeError(f"pairwise_model: cannot read '{path}': {err}") from err
+    if template is not None and not isinstance(template, str):
+        raise JudgeError(f"pairwise_model: '{path}' has a template that is not a string: {template!r}")
+    return template
 
 
 def check_template(template: str, judge: str) -> str:
@@ -64,7 +87,8 @@ class PairwiseModelJudge(PreferenceJudge):
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (used when loading).
         device: where a loaded model is placed; inputs follow the model's device.
         trust_remote_code: allow custom model code from the checkpoint.
-        template: text with the fields ``{prompt}``, ``{a}``, ``{b}``.
+        template: text with the fields ``{prompt}``, ``{a}``, ``{b}``; None: the one a ``prefopt train-judge``
+            folder records in its prefopt_judge.json, else :data:`DEFAULT_PAIRWISE_TEMPLATE`.
         model: an already-loaded sequence classifier, instead of loading one.
         tokenizer: its tokenizer (required with ``model=`` when no path is given).
     """
@@ -86,7 +110,8 @@ class PairwiseModelJudge(PreferenceJudge):
     ):
         from prefopt.models import load_sequence_classifier
 
-        self.template = check_template(template or DEFAULT_PAIRWISE_TEMPLATE, "pairwise_model")
+        template = template or saved_template(model_name_or_path) or DEFAULT_PAIRWISE_TEMPLATE
+        self.template = check_template(template, "pairwise_model")
         need = ((1, 2), "pairwise_model needs a classifier with 1 label (σ(logit) = P(A ≻ B)) or 2 (label 0: A wins)")
         self.model, self.tokenizer = load_judge_model(
             model_name_or_path, model, tokenizer, dtype, device, trust_remote_code, load_sequence_classifier, need
