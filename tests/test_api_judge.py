@@ -313,6 +313,18 @@ def test_training_with_an_api_judge_and_its_usage_metrics(tmp_path, tiny_model_d
         )  # fmt: skip
     assert bad.returncode == 2 and len(server.bodies) == sent
     assert "judge_model 'gpt-9' is not served" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    base = ["train", "sppo", "--model_name_or_path", tiny_model_dir, "--output_dir", tmp_path / "bad"]
+    base += ["--dataset_name", PROMPTS, "--judge", "openai", "--judge_model", "judge"]
+    for args, message in [
+        (
+            ["--judge_base_url", server.url, "--judge_api_key_env", "PREFOPT_NO_SUCH_KEY"],
+            "PREFOPT_NO_SUCH_KEY is not set",
+        ),
+        (["--judge_base_url", server.url, "--judge_api_key_env", "none", "--judge_timeout_s", "0"], "judge_timeout_s"),
+        (["--judge_base_url", server.url, "--judge_api_key_env", "none"], "unreachable"),  # the server is gone
+    ]:
+        bad = prefopt(*base, *args)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
 
 
@@ -352,3 +364,51 @@ def test_extra_body_from_the_command_line_and_trainer_config():
         coerce_keys(ApiJudgeKeys, {"judge_extra_body": "[1, 2]"}, "cli")
     config = SPPOConfig(judge="openai", judge_base_url="http://x/v1", judge_model="m", judge_mode="grade")
     assert config.split()[0].api_options().mode == "grade"
+
+
+def grade_by_length(body: dict) -> dict:
+    """A grader's answer: the answer's length in characters, capped to 1–10."""
+    answer = user_text(body).split("[The Start of the Assistant's Answer]\n", 1)[1].split("\n[The End", 1)[0]
+    return with_text(f"Rating: [[{min(10, max(1, len(answer)))}]]")
+
+
+def _algorithms(reward: bool) -> list[str]:
+    from prefopt.algorithms import ALGORITHMS, get_algorithm
+
+    return [n for n in ALGORITHMS if get_algorithm(n).needs_reward_judge == reward and n != "sppo"]
+
+
+def _one_iteration(name, model, out, server, *judge_args):
+    from helpers import PROMPTS, prefopt
+
+    return prefopt(
+        "train", name, "--model_name_or_path", model, "--dataset_name", PROMPTS, "--output_dir", out,
+        "--num_iterations", "1", "--prompts_per_iteration", "4", "--max_new_tokens", "4", "--disable_tqdm", "true",
+        "--torch_num_threads", "1", "--judge", "openai", "--judge_base_url", server.url, "--judge_model", "judge",
+        "--judge_api_key_env", "none", "--judge_cache", "false", *judge_args,
+    )  # fmt: skip
+
+
+def test_grpo_trains_on_api_grades(tmp_path, tiny_model_dir):
+    """grade mode is a reward judge: an outcome-reward method trains on it (every other method: the slow test)."""
+    with ReplayServer(grade_by_length) as server:
+        result = _one_iteration("grpo", tiny_model_dir, tmp_path / "run", server, "--judge_mode", "grade")
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+        assert metrics["judge/requests"] == len(server.bodies) > 0 and metrics["judge/unparsed"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _algorithms(False) + _algorithms(True))
+def test_every_algorithm_trains_against_the_api_judge(name, tmp_path, tiny_model_dir):
+    from helpers import REPO
+
+    reward = name in _algorithms(True)
+    with ReplayServer(grade_by_length if reward else prefer_longer) as server:
+        extra = ["--judge_mode", "grade"] if reward else []
+        if name == "grao":  # it also imitates a reference answer: the digit task's
+            extra += ["--dataset_name", REPO / "configs/data/arithmetic.jsonl", "--reference_column", "answer"]
+        result = _one_iteration(name, tiny_model_dir, tmp_path / "run", server, *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+        assert metrics["judge/requests"] + metrics["judge/cached"] > 0 and metrics["judge/unparsed"] == 0
