@@ -107,28 +107,21 @@ def eval_set(w, rows) -> Path:
 
 # ------------------------------------------------------------------------------------------------ the catalogue
 TRAIN_CONFIG = [
-    (
-        "yaml-algorithm-clash",
-        lambda w: w.train("--config", w.file("c.yaml", "algorithm: egpo\n")),
-        "config key 'algorithm' (from {root}/c.yaml) is 'egpo', but the command trains 'sppo'",
-    ),
-    ("yaml-syntax", lambda w: w.train("--config", w.file("c.yaml", "seed: 1\n  beta: [\n")), "c.yaml"),
+    ("yaml-algorithm-clash", lambda w: w.train("--config", w.file("c.yaml", "algorithm: egpo\n")),
+     "config key 'algorithm' (from {root}/c.yaml) is 'egpo', but the command trains 'sppo'"),
+    ("yaml-syntax", lambda w: w.train("--config", w.file("c.yaml", "seed: 1\n  beta: [\n")),
+     "c.yaml"),
     ("unknown-key", lambda w: w.train("--learnig_rate", "1e-5"), "learnig_rate"),
     ("wrong-type", lambda w: w.train("--learning_rate", "fast"), "learning_rate"),
     ("resume-and-overwrite", lambda w: w.train("--resume", "--overwrite"), "--resume and --overwrite exclude"),
-    (
-        "resume-from-without-resume",
-        lambda w: w.train("--resume_from_iteration", "1"),
-        "config key 'resume_from_iteration' needs --resume",
-    ),
+    ("resume-from-without-resume", lambda w: w.train("--resume_from_iteration", "1"),
+     "config key 'resume_from_iteration' needs --resume"),
     ("zero-iterations", lambda w: w.train("--num_iterations", "0"), "num_iterations"),
     ("negative-lr", lambda w: w.train("--learning_rate", "-1"), "learning_rate"),
-    (
-        "prompts-per-iteration",
-        lambda w: w.train("--prompts_per_iteration", "100000"),
-        "config key 'prompts_per_iteration' is 100000, but the training set has 240 prompts: each would be used about",
-    ),
-    ("positions", lambda w: w.train("--max_new_tokens", "100000"), "more than the 1024 positions of model"),
+    ("prompts-per-iteration", lambda w: w.train("--prompts_per_iteration", "100000"),
+     "config key 'prompts_per_iteration' is 100000, but the training set has 240 prompts: each would be used about"),
+    ("positions", lambda w: w.train("--max_new_tokens", "100000"),
+     "more than the 1024 positions of model"),
     ("deepspeed-file", lambda w: w.train("--deepspeed", w.root / "ds.json"), "ds.json"),
     ("unknown-algorithm", lambda w: ["train", "dpo_plus_plus"], "unknown algorithm 'dpo_plus_plus'"),
     ("unknown-judge", lambda w: w.train("--judge", "oracle"), "judge"),
@@ -136,252 +129,105 @@ TRAIN_CONFIG = [
 ]
 
 RUN_DIRECTORY = [
-    (
-        "existing-output",
-        lambda w: w.train(out=w.file("run/notes.txt", "mine").parent),
-        "output_dir '{root}/run' exists and is not empty; pass --overwrite or --resume",
-    ),
+    ("existing-output", lambda w: w.train(out=w.file("run/notes.txt", "mine").parent),
+     "output_dir '{root}/run' exists and is not empty; pass --overwrite or --resume"),
     ("read-only-output", lambda w: w.train(out=read_only_folder(w.root) / "run"), "cannot write in"),
     ("output-is-a-file", lambda w: w.train(out=w.file("taken", "a file") / "run"), "output_dir"),
-    (
-        "resume-foreign-folder",
-        lambda w: w.train("--resume", out=w.file("mine/notes.txt", "keep").parent),
-        "--resume: output_dir '{root}/mine' is not a prefopt run (no config.yaml)",
-    ),
-    (
-        "resume-changed-config",
-        lambda w: [*w.train(), "--resume", "--learning_rate", "0.5"] if w.run_dir() else None,
-        "config key 'learning_rate' differs",
-    ),
-    (
-        "resume-truncated-checkpoint",
-        lambda w: [*w.train(), "--resume"] if w.run_dir(checkpoint_bytes=100) else None,
-        "checkpoints/iter_000/model.safetensors' is damaged (truncated or not a checkpoint file); no earlier",
-    ),
-    (
-        "resume-from-later-iteration",
-        lambda w: [*w.train(), "--resume", "--resume_from_iteration", "3"] if w.run_dir() else None,
-        "config key 'resume_from_iteration' is 3, but the run completed iterations up to 0",
-    ),
-    (
-        "resume-damaged-state",
-        lambda w: [*w.train(), "--resume"] if w.run_dir() and w.file("run/state.json", '{"la') else None,
-        "state.json' is damaged",
-    ),
+    ("resume-foreign-folder", lambda w: w.train("--resume", out=w.file("mine/notes.txt", "keep").parent),
+     "--resume: output_dir '{root}/mine' is not a prefopt run (no config.yaml)"),
+    ("resume-changed-config", lambda w: [*w.train(), "--resume", "--learning_rate", "0.5"]
+     if w.run_dir() else None, "config key 'learning_rate' differs"),
+    ("resume-truncated-checkpoint", lambda w: [*w.train(), "--resume"] if w.run_dir(checkpoint_bytes=100) else None,
+     "checkpoints/iter_000/model.safetensors' is damaged (truncated or not a checkpoint file); no earlier"),
+    ("resume-from-later-iteration",
+     lambda w: [*w.train(), "--resume", "--resume_from_iteration", "3"] if w.run_dir() else None,
+     "config key 'resume_from_iteration' is 3, but the run completed iterations up to 0"),
+    ("resume-damaged-state", lambda w: [*w.train(), "--resume"] if w.run_dir() and w.file("run/state.json", "{\"la")
+     else None, "state.json' is damaged"),
 ]
 
 DATA = [
     ("missing-file", lambda w: w.train(data=w.root / "nope.jsonl"), "nope.jsonl"),
-    (
-        "latin-1",
-        lambda w: w.train(data=w.file("p.jsonl", '{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n'.encode("latin-1"))),
-        "p.jsonl: line 2: not UTF-8",
-    ),
-    (
-        "malformed-line",
-        lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": "b"}, '{"prompt": "c'])),
-        "p.jsonl: line 3",
-    ),
-    (
-        "null-prompt",
-        lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}] * 6 + [{"prompt": None}])),
-        "p.jsonl: line 7",
-    ),
-    (
-        "empty-prompt",
-        lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": "  "}])),
-        "p.jsonl: line 2: column 'prompt' is empty",
-    ),
+    ("latin-1",
+     lambda w: w.train(data=w.file("p.jsonl", '{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n'.encode("latin-1"))),
+     "p.jsonl: line 2: not UTF-8"),
+    ("malformed-line", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": "b"}, '{"prompt": "c'])),
+     "p.jsonl: line 3"),
+    ("null-prompt", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}] * 6 + [{"prompt": None}])),
+     "p.jsonl: line 7"),
+    ("empty-prompt", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": "  "}])),
+     "p.jsonl: line 2: column 'prompt' is empty"),
     ("missing-column", lambda w: w.train(data=w.jsonl("p.jsonl", [{"question": "a"}])), "missing column 'prompt'"),
-    (
-        "unknown-role",
-        lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": [{"role": "wizard", "content": "hi"}]}])),
-        "p.jsonl: line 1",
-    ),
-    (
-        "empty-messages",
-        lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": []}])),
-        "p.jsonl: line 2",
-    ),
+    ("unknown-role", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": [{"role": "wizard", "content": "hi"}]}])),
+     "p.jsonl: line 1"),
+    ("empty-messages", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, {"prompt": []}])),
+     "p.jsonl: line 2"),
     ("empty-file", lambda w: w.train(data=w.file("p.jsonl", "")), "p.jsonl"),
     ("row-not-an-object", lambda w: w.train(data=w.jsonl("p.jsonl", [{"prompt": "a"}, "[1, 2]"])), "p.jsonl: line 2"),
     ("hub-dataset-offline", lambda w: w.train(data="no-such-org/no-such-data"), "no-such-org/no-such-data"),
-    ("too-long-prompt", lambda w: w.train("--max_prompt_length", "2", "--truncation_mode", "error"), "line 1"),
-    (
-        "grao-reference-not-a-response",
-        lambda w: w.train(
-            "--reference_column",
-            "answer",
-            "--judge",
-            "exact_match",
-            "--answer_column",
-            "answer",
-            "--response_choices",
-            "0,1,2,3,4,5,6,7,8,9",
-            algorithm="grao",
-            data=w.jsonl("d.jsonl", [{"prompt": "1+1", "answer": "2"}, {"prompt": "5+5", "answer": "X"}]),
-        ),
-        "d.jsonl: line 2: reference 'X' is not one of the allowed responses",
-    ),  # fmt: skip
+    ("too-long-prompt", lambda w: w.train("--max_prompt_length", "2", "--truncation_mode", "error"),
+     "line 1"),
+    ("grao-reference-not-a-response",
+     lambda w: w.train("--reference_column", "answer", "--judge", "exact_match", "--answer_column", "answer",
+                       "--response_choices", "0,1,2,3,4,5,6,7,8,9", algorithm="grao",
+                       data=w.jsonl("d.jsonl", [{"prompt": "1+1", "answer": "2"}, {"prompt": "5+5", "answer": "X"}])),
+     "d.jsonl: line 2: reference 'X' is not one of the allowed responses"),  # fmt: skip
     ("missing-split", lambda w: w.train("--dataset_train_split", "validation"), "validation"),
-    (
-        "game-exact-sampling-algorithm",
-        lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact"),
-        "config key 'game_exact': sppo",
-    ),  # fmt: skip
-    (
-        "game-exact-free-text",
-        lambda w: w.train("--game_exact", algorithm="egpo"),
-        "config key 'game_exact' needs single-token actions",
-    ),  # fmt: skip
+    ("game-exact-sampling-algorithm",
+     lambda w: w.train("--judge", "matrix_game", "--game", "rps", "--game_exact"),
+     "config key 'game_exact': sppo"),  # fmt: skip
+    ("game-exact-free-text", lambda w: w.train("--game_exact", algorithm="egpo"),
+     "config key 'game_exact' needs single-token actions"),  # fmt: skip
 ]
 
 MODEL_AND_JUDGE = [
     ("model-path-missing", lambda w: w.train("--model_name_or_path", w.root / "no-model"), "no-model"),
-    (
-        "hub-model-offline",
-        lambda w: w.train("--model_name_or_path", "no-such-org/no-such-model"),
-        "no-such-org/no-such-model",
-    ),
-    (
-        "no-pad-no-eos",
-        lambda w: w.train("--tokenizer_name_or_path", _no_special_tokens(w)),
-        "has neither a pad token nor an EOS token",
-    ),
-    (
-        "reward-model-two-labels",
-        lambda w: w.train(
-            "--judge",
-            "reward_model",
-            "--judge_model_name_or_path",
-            w.model_copy(
-                "rm2",
-                architectures=["LlamaForSequenceClassification"],
-                id2label={"0": "a", "1": "b"},
-                label2id={"a": 0, "b": 1},
-            ),
-        ),
-        "reward_model needs a classifier with one output (num_labels 1)",
-    ),  # fmt: skip
-    (
-        "judge-function-missing",
-        lambda w: w.train("--judge", "python_reward", "--judge_function", f"{w.root}/nope.py:score"),
-        "nope.py",
-    ),
+    ("hub-model-offline", lambda w: w.train("--model_name_or_path", "no-such-org/no-such-model"),
+     "no-such-org/no-such-model"),
+    ("no-pad-no-eos", lambda w: w.train("--tokenizer_name_or_path", _no_special_tokens(w)),
+     "has neither a pad token nor an EOS token"),
+    ("reward-model-two-labels",
+     lambda w: w.train("--judge", "reward_model", "--judge_model_name_or_path",
+                       w.model_copy("rm2", architectures=["LlamaForSequenceClassification"],
+                                    id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1})),
+     "reward_model needs a classifier with one output (num_labels 1)"),  # fmt: skip
+    ("judge-function-missing", lambda w: w.train("--judge", "python_reward", "--judge_function",
+                                                 f"{w.root}/nope.py:score"), "nope.py"),
     ("bad-dtype", lambda w: w.train("--dtype", "float8"), "dtype"),
 ]
 
 EVAL_EXPORT_GENERATE = [
-    (
-        "eval-duplicate-instructions",
-        lambda w: [
-            "eval",
-            "--eval_set",
-            eval_set(w, ["a", "b", "a"]),
-            "--models",
-            w.outputs("x.json", ["a", "b"], "x"),
-            w.outputs("y.json", ["a", "b"], "y"),
-            "--judge",
-            "nontransitive",
-            "--output_dir",
-            w.root / "results",
-        ],
-        "repeats row 0",
-    ),  # fmt: skip
-    (
-        "eval-missing-outputs",
-        lambda w: [
-            "eval",
-            "--eval_set",
-            QUICKSTART_SET,
-            "--models",
-            w.root / "gone.json",
-            w.root / "gone2.json",
-            "--judge",
-            "nontransitive",
-            "--output_dir",
-            w.root / "results",
-        ],
-        "gone.json",
-    ),  # fmt: skip
-    (
-        "eval-missing-eval-set",
-        lambda w: [
-            "eval",
-            "--eval_set",
-            w.root / "set.json",
-            "--models",
-            "a.json",
-            "b.json",
-            "--judge",
-            "nontransitive",
-            "--output_dir",
-            w.root / "results",
-        ],
-        "set.json",
-    ),
-    (
-        "eval-output-not-empty",
-        lambda w: [
-            "eval",
-            "--eval_set",
-            QUICKSTART_SET,
-            "--models",
-            "a.json",
-            "b.json",
-            "--judge",
-            "nontransitive",
-            "--output_dir",
-            w.file("results/mine.txt", "keep").parent,
-        ],
-        "not empty",
-    ),  # fmt: skip
+    ("eval-duplicate-instructions",
+     lambda w: ["eval", "--eval_set", eval_set(w, ["a", "b", "a"]), "--models",
+                w.outputs("x.json", ["a", "b"], "x"), w.outputs("y.json", ["a", "b"], "y"),
+                "--judge", "nontransitive", "--output_dir", w.root / "results"],
+     "repeats row 0"),  # fmt: skip
+    ("eval-missing-outputs",
+     lambda w: ["eval", "--eval_set", QUICKSTART_SET, "--models", w.root / "gone.json", w.root / "gone2.json",
+                "--judge", "nontransitive", "--output_dir", w.root / "results"], "gone.json"),  # fmt: skip
+    ("eval-missing-eval-set", lambda w: ["eval", "--eval_set", w.root / "set.json", "--models", "a.json", "b.json",
+                                         "--judge", "nontransitive", "--output_dir", w.root / "results"], "set.json"),
+    ("eval-output-not-empty",
+     lambda w: ["eval", "--eval_set", QUICKSTART_SET, "--models", "a.json", "b.json", "--judge", "nontransitive",
+                "--output_dir", w.file("results/mine.txt", "keep").parent], "not empty"),  # fmt: skip
     ("export-not-a-run", lambda w: ["export", w.root / "nothing", "--out", w.root / "o"], "not a prefopt run"),
-    (
-        "export-foreign-eval-results",
-        lambda w: [
-            "export",
-            w.exportable_run(),
-            "--out",
-            w.root / "o",
-            "--eval_results",
-            w.file("results.json", json.dumps({"win_rate": 0.5})),
-        ],
-        "is not a prefopt eval results.json",
-    ),  # fmt: skip
-    (
-        "export-onto-another-base",
-        lambda w: [
-            "export",
-            w.exportable_run(),
-            "--out",
-            w.root / "o",
-            "--adapter-only",
-            "--base_model",
-            w.model_copy("other-base", hidden_size=128),
-        ],
-        "is not the run's base model",
-    ),  # fmt: skip
-    (
-        "export-out-not-empty",
-        lambda w: ["export", w.exportable_run(), "--out", w.file("o/notes.txt", "keep").parent],
-        "not empty",
-    ),
-    (
-        "export-damaged-state",
-        lambda w: ["export", w.exportable_run(state="{"), "--out", w.root / "o"],
-        "state.json' is damaged",
-    ),
-    (
-        "generate-missing-model",
-        lambda w: ["generate", "--model", w.root / "gone", "--prompt", "hi", "--output", w.root / "g.jsonl"],
-        "gone",
-    ),
-    (
-        "generate-output-exists",
-        lambda w: ["generate", "--model", w.model, "--prompt", "hi", "--output", w.file("g.jsonl", "mine\n")],
-        "g.jsonl",
-    ),  # fmt: skip
+    ("export-foreign-eval-results",
+     lambda w: ["export", w.exportable_run(), "--out", w.root / "o", "--eval_results",
+                w.file("results.json", json.dumps({"win_rate": 0.5}))],
+     "is not a prefopt eval results.json"),  # fmt: skip
+    ("export-onto-another-base",
+     lambda w: ["export", w.exportable_run(), "--out", w.root / "o", "--adapter-only", "--base_model",
+                w.model_copy("other-base", hidden_size=128)],
+     "is not the run's base model"),  # fmt: skip
+    ("export-out-not-empty",
+     lambda w: ["export", w.exportable_run(), "--out", w.file("o/notes.txt", "keep").parent], "not empty"),
+    ("export-damaged-state",
+     lambda w: ["export", w.exportable_run(state="{"), "--out", w.root / "o"], "state.json' is damaged"),
+    ("generate-missing-model", lambda w: ["generate", "--model", w.root / "gone", "--prompt", "hi", "--output",
+                                          w.root / "g.jsonl"], "gone"),
+    ("generate-output-exists",
+     lambda w: ["generate", "--model", w.model, "--prompt", "hi", "--output", w.file("g.jsonl", "mine\n")],
+     "g.jsonl"),  # fmt: skip
 ]
 
 CATALOGUE = TRAIN_CONFIG + RUN_DIRECTORY + DATA + MODEL_AND_JUDGE + EVAL_EXPORT_GENERATE
@@ -441,23 +287,16 @@ def cli(*args, limit_file_bytes: int | None = None) -> subprocess.CompletedProce
 
 
 AFTER_LOAD = [
-    (
-        "judge-raises",
-        "def score(prompts, responses):\n    raise RuntimeError('grader offline')\n",
-        ("myjudge.py:score' raised RuntimeError: grader offline",),
-    ),
-    (
-        "judge-wrong-length",
-        "def score(prompts, responses):\n    return [1.0]\n",
-        ("myjudge.py:score' returned 1 values; expected", "(one per row)"),
-    ),
+    ("judge-raises", "def score(prompts, responses):\n    raise RuntimeError('grader offline')\n",
+     ("myjudge.py:score' raised RuntimeError: grader offline",)),
+    ("judge-wrong-length", "def score(prompts, responses):\n    return [1.0]\n",
+     ("myjudge.py:score' returned 1 values; expected", "(one per row)")),
 ]
 
 
 @pytest.mark.parametrize("name,code,expected", AFTER_LOAD, ids=[case[0] for case in AFTER_LOAD])
-def test_a_judge_that_fails_when_called_stops_with_one_line_and_leaves_no_run(
-    name, code, expected, tmp_path, tiny_model_dir
-):
+def test_a_judge_that_fails_when_called_stops_with_one_line_and_leaves_no_run(name, code, expected, tmp_path,
+                                                                              tiny_model_dir):
     w = Inputs(tmp_path, tiny_model_dir)
     judge = w.file("myjudge.py", code)
     args = w.train(
