@@ -78,6 +78,19 @@ def commit_dir(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def check_writable(path: Path) -> None:
+    """Create and delete a file in ``path`` (or the nearest folder above it that exists); a StorageError if refused."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".prefopt-write-check.")
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as err:
+        raise StorageError(f"output_dir '{path}': cannot write in '{probe}': {err.strerror}") from None
+
+
 class RunDir:
     """Creation, resume checks and atomic writes of one run's output folder."""
 
@@ -113,7 +126,7 @@ class RunDir:
         exists = self.path.exists() and any(self.path.iterdir())
         if exists and not (self.overwrite or self.resume):
             raise ConfigError(f"output_dir '{self.path}' exists and is not empty; pass --overwrite or --resume")
-        self._check_writable()
+        check_writable(self.path)
         if not self.resume:
             return None
         state = self.read_state() if exists else None
@@ -149,18 +162,6 @@ class RunDir:
         if not kept.is_file():
             raise StorageError(f"--resume_from_iteration {chosen}: checkpoint '{kept.parent}' has no state.json")
         return json.loads(kept.read_text())
-
-    def _check_writable(self) -> None:
-        """Create and delete a file in output_dir (or the nearest folder above it that exists)."""
-        probe = self.path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        try:
-            fd, tmp = tempfile.mkstemp(dir=probe, prefix=".prefopt-write-check.")
-            os.close(fd)
-            os.remove(tmp)
-        except OSError as err:
-            raise StorageError(f"output_dir '{self.path}': cannot write in '{probe}': {err.strerror}") from None
 
     def _check_checkpoint(self, iteration: int) -> None:
         """The checkpoint a resume loads must be whole; name an intact earlier one otherwise."""

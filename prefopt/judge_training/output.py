@@ -22,15 +22,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from prefopt.errors import ConfigError, StorageError
+from prefopt.errors import ConfigError
 from prefopt.judge_training.config import FREE_ON_RESUME
 from prefopt.judges.pairwise import JUDGE_INFO_FILE
-from prefopt.rundir import atomic_write_text
+from prefopt.rundir import atomic_write_text, check_writable
 
 CONFIG_FILE = "train_judge_config.yaml"
 METRICS_FILE = "metrics.json"
@@ -55,18 +54,6 @@ def latest_checkpoint(path: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _check_writable(path: Path) -> None:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".prefopt-write-check.")
-        os.close(fd)
-        os.remove(tmp)
-    except OSError as err:
-        raise StorageError(f"output_dir '{path}': cannot write in '{probe}': {err.strerror}") from None
-
-
 def check_output_dir(path: Path, config: dict, overwrite: bool, resume: bool) -> Path | None:
     """Refuse to touch an existing folder unless asked, check it can be written, and on ``resume`` check the
     config against the saved one. Returns the checkpoint a resume continues from (None: start from the beginning).
@@ -80,7 +67,7 @@ def check_output_dir(path: Path, config: dict, overwrite: bool, resume: bool) ->
     exists = path.is_dir() and any(path.iterdir())
     if exists and not (overwrite or resume):
         raise ConfigError(f"output_dir '{path}' exists and is not empty; pass --overwrite or --resume")
-    _check_writable(path)
+    check_writable(path)
     if not (resume and exists):
         return None
     saved_file = path / CONFIG_FILE
