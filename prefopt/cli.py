@@ -245,8 +245,8 @@ def _api_judge_options(args) -> dict:
     """The ``openai`` judge's options from eval's ``--judge_*`` flags (checked like the train config's keys)."""
     import dataclasses
 
+    from prefopt.api_judge_config import ApiJudgeKeys
     from prefopt.config import coerce_keys
-    from prefopt.judges.api import ApiJudgeKeys
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ApiJudgeKeys)}
     given = coerce_keys(ApiJudgeKeys, {k: v for k, v in given.items() if v is not None}, "command line")
@@ -273,8 +273,8 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--judge_batch_size", type=int)
     ev.add_argument("--judge_max_length", type=int)
     ev.add_argument("--judge_dtype")
+    from prefopt.api_judge_config import ApiJudgeKeys
     from prefopt.config import field_help
-    from prefopt.judges.api.options import ApiJudgeKeys
 
     for name, help_text, _ in field_help(ApiJudgeKeys):  # the openai judge's keys, as in a train config
         ev.add_argument(f"--{name}", help=help_text.replace("%", "%%"))

@@ -18,8 +18,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from prefopt.api_judge_config import ApiJudgeKeys
 from prefopt.errors import ConfigError, first_line
-from prefopt.judges.api.options import ApiJudgeKeys
 
 
 def _f(default, help: str, **kw):

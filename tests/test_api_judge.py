@@ -8,9 +8,9 @@ import math
 import pytest
 from api_replay import ReplayServer, recorded, with_logprobs, with_text
 
+from prefopt.api_judge_config import ApiJudgeKeys, ApiOptions
 from prefopt.errors import ConfigError, JudgeError
 from prefopt.judges import build_judge
-from prefopt.judges.api import ApiJudgeKeys, ApiOptions
 from prefopt.judges.api.limits import TokenBucket, backoff_delay
 from prefopt.judges.api.templates import alpaca_eval_prompt, file_prompt, judge_prompt
 from prefopt.judges.api.verdicts import arena_preference, arena_verdict, logprob_preference, rating

@@ -20,10 +20,10 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from prefopt.api_judge_config import ApiOptions
 from prefopt.errors import JudgeError
 from prefopt.judges.api.cache import ResponseCache, request_key
 from prefopt.judges.api.limits import TokenBucket, backoff_delay
-from prefopt.judges.api.options import ApiOptions
 
 RETRY_STATUS = {408, 409, 429}  # and every 5xx
 USAGE_KEYS = ("requests", "cached", "retries", "prompt_tokens", "completion_tokens", "cost", "rate_limit_wait_s")

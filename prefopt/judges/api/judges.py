@@ -25,9 +25,9 @@ from collections.abc import Sequence
 
 import torch
 
+from prefopt.api_judge_config import ApiOptions
 from prefopt.errors import JudgeError
 from prefopt.judges.api.client import ApiClient
-from prefopt.judges.api.options import ApiOptions
 from prefopt.judges.api.templates import judge_prompt
 from prefopt.judges.api.verdicts import (
     arena_preference,

@@ -1,8 +1,10 @@
-"""The options of the ``openai`` judge, as flat ``judge_*`` config keys (TRL style) and as one value object.
+"""The options of the ``openai`` judge (prefopt.judges.api), as flat ``judge_*`` config keys (TRL style) and as one
+value object.
 
 :class:`ApiJudgeKeys` is mixed into :class:`prefopt.config.TrainConfig` (so ``prefopt train`` takes
 ``--judge_base_url`` ...) and ``prefopt eval`` makes one command-line flag per field; :meth:`ApiJudgeKeys.api_options`
-turns the keys into the :class:`ApiOptions` the judge is built from.
+turns the keys into the :class:`ApiOptions` the judge is built from. It lives outside ``prefopt.judges`` so that
+reading a config imports no torch.
 """
 
 from __future__ import annotations
