@@ -70,7 +70,9 @@ def test_rating_reads_mt_bench_formats():
 def test_alpaca_eval_prompt_comes_from_the_installed_package():
     prompt, settings = alpaca_eval_prompt(None)
     assert [m["role"] for m in prompt.messages] == ["system", "user"]
-    assert settings == {"numerator": "m", "tokens": ["m", "M"], "top_logprobs": 5}
+    assert settings == {"numerator": "m", "tokens": ["m", "M"], "top_logprobs": 5, "token_index": 0, "max_tokens": 1}
+    _, cot = alpaca_eval_prompt("weighted_alpaca_eval_cot_gpt4_turbo")  # reasons first: its last token is read
+    assert (cot["token_index"], cot["max_tokens"]) == (-1, 300)
     filled = prompt.fill(instruction="Say {output_2}", output_1="one {output_2}", output_2="two")
     user = filled[1]["content"]
     assert '"""one {output_2}"""' in user and '"""two"""' in user and "Say {output_2}" in user
@@ -174,6 +176,21 @@ def test_alpaca_eval_mode_both_orders_cache_and_usage(tmp_path):
         assert judge.take_metrics()["judge/unparsed"] == 1
         with pytest.raises(JudgeError, match=r"11 of 11 verdicts unreadable"):
             judge.preference(["q"] * 10, ["a"] * 10, ["b"] * 10)
+
+
+def test_chain_of_thought_annotator_reads_the_last_token(tmp_path):
+    def reasoned(body):
+        answer = alpaca_responder(body)
+        verdict = answer["choices"][0]["logprobs"]["content"][0]
+        filler = {"token": "Thinking", "logprob": -0.1, "top_logprobs": [{"token": "m", "logprob": -0.01}]}
+        answer["choices"][0]["logprobs"]["content"] = [filler, verdict]
+        return answer
+
+    with ReplayServer(reasoned) as server:
+        opts = options(server, tmp_path, template_name="weighted_alpaca_eval_cot_gpt4_turbo")
+        judge = build_judge("openai", api=opts)
+        assert judge.preference(["q"], ["good"], ["bad"]).tolist() == pytest.approx([0.75])
+        assert server.bodies[0]["max_tokens"] == 300
 
 
 def arena_responder(body: dict) -> dict:

@@ -25,7 +25,7 @@ from helpers import PROMPTS, prefopt  # noqa: E402
 from prefopt.errors import JudgeError  # noqa: E402
 from prefopt.judges import build_judge  # noqa: E402
 from prefopt.judges.api import ApiOptions  # noqa: E402
-from prefopt.judges.api.verdicts import first_token_logprobs, logprob_preference  # noqa: E402
+from prefopt.judges.api.verdicts import logprob_preference, token_logprobs  # noqa: E402
 
 KEY = "sk-vllm-test-key"
 TOL = 1e-4  # float32 on both sides; vLLM's fused kernels differ by rounding only (tests/test_vllm.py)
@@ -114,7 +114,7 @@ def test_alpaca_eval_mode_matches_the_model(server, judge_dir, tmp_path, monkeyp
     assert probs.tolist() == pytest.approx(expected, abs=TOL)
     # Each order's own P(m), as served: the symmetrised values above are near ½ (this judge reads no content).
     answers = judge.client.complete([judge.body(judge._messages(x, y1, y2)) for x, y1, y2 in zip(prompts, a, b)])
-    served = [logprob_preference(first_token_logprobs(r, server), "m", ["m", "M"]) for r in answers]
+    served = [logprob_preference(token_logprobs(r, server), "m", ["m", "M"]) for r in answers]
     assert served == pytest.approx(first, abs=TOL)
     usage = judge.take_metrics()
     assert usage["judge/requests"] == 4 and usage["judge/prompt_tokens"] > 4 * 700

@@ -32,10 +32,10 @@ from prefopt.judges.api.templates import judge_prompt
 from prefopt.judges.api.verdicts import (
     arena_preference,
     arena_verdict,
-    first_token_logprobs,
     logprob_preference,
     message_text,
     rating,
+    token_logprobs,
 )
 from prefopt.judges.base import PreferenceJudge, Prompt, RewardJudge
 from prefopt.judges.reward_model import prompt_as_text
@@ -61,7 +61,9 @@ class _ApiJudging:
         body = {
             "model": self.options.model,
             "messages": messages,
-            "max_tokens": self.options.max_tokens or DEFAULT_MAX_TOKENS[self.options.mode],
+            "max_tokens": self.options.max_tokens
+            or self.settings.get("max_tokens")
+            or DEFAULT_MAX_TOKENS[self.options.mode],
             "temperature": self.options.temperature,
         }
         if self.options.mode == "alpaca_eval":
@@ -121,6 +123,20 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
                 verdicts[i] = arena_verdict(message_text(answer))
         return verdicts
 
+    def _alpaca_probs(self, conversations: list[list[dict]], n: int) -> list[float | None]:
+        """½ [p(a, b) + 1 − p(b, a)] from the log-probs of the 2n answers (a pair with one readable order: that
+        order's value; with none: None)."""
+        index, numerator, tokens = self.settings["token_index"], self.settings["numerator"], self.settings["tokens"]
+        answers = self.client.complete([self.body(m) for m in conversations])
+        first = [
+            logprob_preference(token_logprobs(a, self.client.base_url, index), numerator, tokens) for a in answers
+        ]
+        probs = []
+        for ab, ba in zip(first[:n], first[n:]):
+            readable = [p for p in (ab, None if ba is None else 1.0 - ba) if p is not None]
+            probs.append(sum(readable) / len(readable) if readable else None)
+        return probs
+
     def _preference(
         self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
@@ -131,17 +147,7 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
             verdicts = self._arena_verdicts(conversations)
             probs = [arena_preference(verdicts[i], verdicts[n + i]) for i in range(n)]
         else:
-            answers = self.client.complete([self.body(m) for m in conversations])
-            first = [
-                logprob_preference(
-                    first_token_logprobs(a, self.client.base_url), self.settings["numerator"], self.settings["tokens"]
-                )
-                for a in answers
-            ]
-            probs = []
-            for ab, ba in zip(first[:n], first[n:]):
-                readable = [p for p in (ab, None if ba is None else 1.0 - ba) if p is not None]
-                probs.append(sum(readable) / len(readable) if readable else None)
+            probs = self._alpaca_probs(conversations, n)
         self._count_unparsed(n, sum(p is None for p in probs))
         return torch.tensor([0.5 if p is None else p for p in probs], dtype=torch.float64)
 

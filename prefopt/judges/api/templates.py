@@ -85,7 +85,7 @@ def alpaca_eval_prompt(name: str | None) -> tuple[JudgePrompt, dict]:
 
     Returns:
         (prompt, settings) with settings ``numerator`` (the token meaning output_1 wins), ``tokens`` (the
-        denominator tokens) and ``top_logprobs``.
+        denominator tokens), ``top_logprobs``, ``token_index`` (which generated token is read) and ``max_tokens``.
     """
     name = name or DEFAULT_ALPACA_ANNOTATOR
     spec = importlib.util.find_spec("alpaca_eval")
@@ -104,10 +104,14 @@ def alpaca_eval_prompt(name: str | None) -> tuple[JudgePrompt, dict]:
             f"use one such as {DEFAULT_ALPACA_ANNOTATOR}"
         )
     parser = config["completion_parser_kwargs"]
+    index = parser.get("log_prob_index", "batch")  # "batch": the first token; -1 (the CoT annotator): the last
+    completion = config.get("completions_kwargs", {})
     settings = {
         "numerator": parser["numerator_token"],
         "tokens": list(parser["denominator_tokens"]),
-        "top_logprobs": int(config.get("completions_kwargs", {}).get("top_logprobs", 5)),
+        "top_logprobs": int(completion.get("top_logprobs", 5)),
+        "token_index": 0 if index == "batch" else int(index),
+        "max_tokens": int(completion.get("max_tokens", 1)),
     }
     prompt_file = configs / config["prompt_template"]
     prompt = JudgePrompt(chatml_messages(prompt_file.read_text()), FIELDS["alpaca_eval"], str(prompt_file))

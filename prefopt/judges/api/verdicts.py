@@ -29,16 +29,16 @@ def message_text(answer: dict) -> str:
     return message.get("content") or ""
 
 
-def first_token_logprobs(answer: dict, endpoint: str) -> list[dict]:
-    """``top_logprobs`` of the first generated token; an endpoint that returns none is a JudgeError (the mode
-    needs ``logprobs``), not an unreadable verdict."""
+def token_logprobs(answer: dict, endpoint: str, index: int = 0) -> list[dict]:
+    """``top_logprobs`` of generated token ``index`` (0: the first; -1: the last, after a chain of thought); an
+    endpoint that returns none is a JudgeError (the mode needs ``logprobs``), not an unreadable verdict."""
     content = ((answer["choices"][0].get("logprobs") or {}).get("content")) or []
-    if not content or not content[0].get("top_logprobs"):
+    if not content or not content[index].get("top_logprobs"):
         raise JudgeError(
             f"judge endpoint {endpoint} returned no top_logprobs; judge_mode alpaca_eval needs an endpoint and model "
             "that return log-probabilities (vLLM, OpenAI chat models)"
         )
-    return content[0]["top_logprobs"]
+    return content[index]["top_logprobs"]
 
 
 def logprob_preference(top_logprobs: list[dict], numerator: str, tokens: list[str]) -> float | None:
