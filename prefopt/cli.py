@@ -153,6 +153,9 @@ def _export(args: argparse.Namespace) -> int:
         max_shard_size=args.max_shard_size,
         base_model=args.base_model,
         license=args.license,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        datasets=args.datasets,
         eval_results=args.eval_results,
         eval_generator=args.eval_generator,
         push_to_hub=args.push_to_hub,
@@ -225,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max_shard_size", default="5GB", help="Largest safetensors shard, e.g. 5GB, 500MB.")
     ex.add_argument("--base_model", help="Hub id of the base model, when the run loaded a local copy of it.")
     ex.add_argument("--license", help="License id for the model card (default: other, the base model's applies).")
+    ex.add_argument("--license_name", help="With license other: its id (default: base-model-license).")
+    ex.add_argument("--license_link", help="With license other: its URL or file (default: the base model's page).")
+    ex.add_argument("--datasets", nargs="+", help="Hub dataset ids for the model card's metadata.")
     ex.add_argument("--eval_results", help="A prefopt eval results.json to put in the card.")
     ex.add_argument("--eval_generator", help="This model's generator name in --eval_results.")
     ex.add_argument("--push-to-hub", dest="push_to_hub", metavar="REPO", help="Create REPO and upload the folder.")

@@ -19,6 +19,7 @@ cache: prefopt never sees, prints or stores it.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ def export_run(
     max_shard_size: str = "5GB",
     base_model: str | None = None,
     license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    datasets: list[str] | None = None,
     eval_results: str | None = None,
     eval_generator: str | None = None,
     push_to_hub: str | None = None,
@@ -146,6 +150,9 @@ def export_run(
         base_model: the Hub id of the base model for the card and the adapter config, when the run loaded a local
             copy (default: the run's ``model_name_or_path`` if it is not a local folder).
         license: the card's license (default: "other": the base model's license applies).
+        license_name / license_link: what the Hub asks with ``license: other`` (default: "base-model-license" and
+            the base model's Hub page, when its id is known).
+        datasets: Hub dataset ids for the card, besides the training prompts when they are one.
         eval_results / eval_generator: a ``prefopt eval`` results.json and the generator in it that is this model.
     """
     from prefopt import model_card
@@ -161,12 +168,21 @@ def export_run(
     if base_model:
         _check_base_model(base_model, source)
     base_model = base_model or model_card.hub_id(source.config["model_name_or_path"])
+    if base_model is None:
+        print(
+            f"[prefopt] the run's base model is the local folder '{source.config['model_name_or_path']}': the card "
+            "and adapter config name no base; pass --base_model HUB_ID so that others can load it"
+        )
+    card_options = model_card.CardOptions(base_model, license, license_name, license_link, list(datasets or []))
+    if (license or "other") == "other" and base_model:
+        card_options.license_name = license_name or "base-model-license"
+        card_options.license_link = license_link or f"https://huggingface.co/{base_model}"
     policy, tokenizer = load_policy(source), _load_tokenizer(source)
     with atomic_dir(out) as staging:
         _save_weights(policy, staging, adapter_only, max_shard_size, base_model)
         tokenizer.save_pretrained(str(staging))
         (staging / "training_config.yaml").write_text(yaml.safe_dump(source.config, sort_keys=False))
-        card = model_card.render(source, adapter_only, base_model, license, evaluation, repo_id)
+        card = model_card.render(source, adapter_only, card_options, evaluation, repo_id)
         (staging / "README.md").write_text(card, encoding="utf-8")
     if repo_id:
         push(out, repo_id, private)
@@ -177,9 +193,15 @@ def _save_weights(policy, folder: Path, adapter_only: bool, max_shard_size: str,
     from transformers import GenerationConfig
 
     if adapter_only:
-        if base_model:  # the adapter config names a base a user can download, not the training machine's folder
-            policy.peft_config["default"].base_model_name_or_path = base_model
+        # The adapter config names a base a user can download, never the training machine's folder (None when its
+        # Hub id is unknown: AutoPeftModel then asks for one, PeftModel.from_pretrained(base, folder) still loads).
+        policy.peft_config["default"].base_model_name_or_path = base_model
         policy.save_pretrained(str(folder), safe_serialization=True)
+        if base_model is None:  # peft fills a missing base in from the model's own (local) name_or_path
+            config_file = folder / "adapter_config.json"
+            config = json.loads(config_file.read_text())
+            config["base_model_name_or_path"] = None
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         model = policy.get_base_model()
     else:
         model = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy

@@ -2,8 +2,12 @@
 
 Metadata (``huggingface_hub.ModelCardData``): ``base_model`` (a Hub id), ``library_name`` (transformers, or peft
 for an adapter), ``tags`` (prefopt, the algorithm, lora / lora-ga), ``datasets`` (the training prompts when they
-are a Hub dataset), ``license``, and ``model-index`` with the evaluation results: the last in-training win rate and,
-when given, a ``prefopt eval`` result of this model.
+are a Hub dataset, and ``--datasets``), ``license`` (with ``license_name`` and ``license_link`` when it is
+``other``), and ``model-index`` with the evaluation results: the last in-training win rate and, when given, a
+``prefopt eval`` result of this model.
+
+The card names no local path: a model, dataset or judge the run read from a folder appears by its Hub id when one
+is known (``--base_model``, or a folder inside the Hugging Face cache), else as a local file or model by name only.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefopt.errors import DataError
@@ -43,11 +49,31 @@ SHARED_KEYS = (
 )
 
 
+@dataclass
+class CardOptions:
+    """What the user tells the card beyond the run: the base model's Hub id, the license, extra Hub datasets."""
+
+    base_model: str | None = None
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    datasets: list[str] = field(default_factory=list)
+
+
+# A snapshot folder of the Hugging Face cache: .../models--ORG--NAME/snapshots/REVISION
+_CACHE_SNAPSHOT = re.compile(r"(?:^|/)(models|datasets)--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
+
+
 def hub_id(name: str | None) -> str | None:
-    """``name`` when it is a Hub repository id rather than a local folder, else None."""
+    """``name`` when it is a Hub repository id, the id of a Hugging Face cache snapshot folder, else None."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not name or os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")):
+    if not name:
+        return None
+    cached = _CACHE_SNAPSHOT.search(os.path.abspath(os.path.expanduser(name)))
+    if cached:
+        return f"{cached.group(2)}/{cached.group(3)}"
+    if os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")):
         return None
     try:
         validate_repo_id(name)
@@ -114,20 +140,31 @@ def _eval_results(source, evaluation: dict | None) -> list:
     return out
 
 
-def metadata(source, adapter_only: bool, base_model: str | None, license: str | None, evaluation):
+def named(path_or_id: str | None, what: str) -> str:
+    """How the card names a model or dataset: its Hub id, else "a local WHAT (NAME)" without the folder."""
+    if not path_or_id:
+        return "none"
+    known = hub_id(path_or_id)
+    return f"`{known}`" if known else f"a local {what} (`{Path(str(path_or_id).rstrip('/')).name}`)"
+
+
+def metadata(source, adapter_only: bool, options: CardOptions, evaluation):
     from huggingface_hub import ModelCardData
 
     algorithm = source.config["algorithm"]
     tags = ["prefopt", algorithm.replace("_", "-"), "preference-optimization"]
     if source.adapter != "none":
         tags.append(source.adapter.replace("_", "-"))
-    dataset = hub_id(source.config.get("dataset_name"))
+    datasets = [d for d in [hub_id(source.config.get("dataset_name")), *options.datasets] if d]
+    license = options.license or "other"
     return ModelCardData(
-        base_model=base_model,
+        base_model=options.base_model,
         library_name="peft" if adapter_only else "transformers",
         tags=tags,
-        datasets=[dataset] if dataset else None,
-        license=license or "other",
+        datasets=list(dict.fromkeys(datasets)) or None,
+        license=license,
+        license_name=options.license_name if license == "other" else None,
+        license_link=options.license_link if license == "other" else None,
         model_name=Path(source.run_dir).resolve().name,
         eval_results=_eval_results(source, evaluation) or None,
         pipeline_tag="text-generation",
@@ -140,7 +177,9 @@ def _hyperparameters(config: dict) -> list[tuple[str, object]]:
     own = [f.name for f in dataclasses.fields(get_algorithm(config["algorithm"]).config_class)]
     keys = own + [k for k in SHARED_KEYS if k not in own]
     adapter = config.get("adapter", "none") != "none"
-    return [(k, config[k]) for k in keys if config.get(k) is not None and (adapter or not k.startswith("lora_"))]
+    shown = [(k, config[k]) for k in keys if config.get(k) is not None and (adapter or not k.startswith("lora_"))]
+    # A local path is shown by its last part only (the card names no folder of the training machine).
+    return [(k, hub_id(v) or Path(v).name if k.endswith("name_or_path") else v) for k, v in shown]
 
 
 def _training_section(source, adapter_only: bool, base_model: str | None) -> list[str]:
@@ -148,14 +187,14 @@ def _training_section(source, adapter_only: bool, base_model: str | None) -> lis
     algorithm = config["algorithm"]
     title, arxiv = _paper(algorithm)
     paper = f"{title} ([arXiv {arxiv}](https://arxiv.org/abs/{arxiv}))" if arxiv else title
-    judge = config.get("judge_model_name_or_path") or config.get("judge_function")
+    judge = config.get("judge_model_name_or_path") or config.get("judge_model")
     lines = [
         "## Training",
         "",
         f"- Algorithm: `{algorithm}`, {paper}",
-        f"- Base model: `{base_model or config['model_name_or_path']}`",
-        f"- Prompts: `{config.get('dataset_name')}`",
-        f"- Judge: `{config.get('judge')}`" + (f" (`{judge}`)" if judge else ""),
+        f"- Base model: {named(base_model or config['model_name_or_path'], 'model')}",
+        f"- Prompts: {named(config.get('dataset_name'), 'file')}",
+        f"- Judge: `{config.get('judge')}`" + (f" ({named(judge, 'model')})" if judge else ""),
         f"- Iterations: {source.iteration + 1} of {config.get('num_iterations')} configured",
     ]
     if source.adapter != "none":
@@ -181,7 +220,7 @@ def _evaluation_section(evaluation: dict) -> list[str]:
 
     judge = evaluation["judge"]
     judge_text = judge.get("kind", "") + (
-        f" ({judge['model_name_or_path']})" if judge.get("model_name_or_path") else ""
+        f" ({named(judge['model_name_or_path'], 'model')})" if judge.get("model_name_or_path") else ""
     )
     return [
         "## Evaluation",
@@ -221,15 +260,16 @@ def _loading_section(adapter_only: bool, repo: str, base_model: str | None) -> l
     return ["## How to load", "", "```python", *code, "```", ""]
 
 
-def render(source, adapter_only: bool, base_model, license, evaluation, repo_id: str | None = None) -> str:
+def render(source, adapter_only: bool, options: CardOptions, evaluation, repo_id: str | None = None) -> str:
     """The whole README.md: YAML metadata between --- lines, then the body."""
-    data = metadata(source, adapter_only, base_model, license, evaluation)
+    data = metadata(source, adapter_only, options, evaluation)
     name = repo_id or Path(source.run_dir).resolve().name
+    base_model = options.base_model
     body = [
         f"# {name}",
         "",
         f"A policy trained with prefopt by online preference optimisation "
-        f"(`{source.config['algorithm']}`) from `{base_model or source.config['model_name_or_path']}`.",
+        f"(`{source.config['algorithm']}`) from {named(base_model or source.config['model_name_or_path'], 'model')}.",
         "",
         *_training_section(source, adapter_only, base_model),
         *(_evaluation_section(evaluation) if evaluation else []),

@@ -151,6 +151,36 @@ def test_model_card_metadata_and_body(runs, tmp_path, tiny_model_dir):
     assert config["base_model_name_or_path"] == "someone/tiny-base" and config["r"] == 8  # rank 2r: the offset
 
 
+def test_no_local_path_in_the_card_or_adapter_config(runs, tmp_path, tiny_model_dir):
+    """A run trained from a local folder: its path is never written where a download reads it; the license the Hub
+    asks with `other`, and --datasets, are in the card."""
+    from huggingface_hub import ModelCard
+
+    run = runs["lora_ga"]
+    result = export_ok(run, "--out", tmp_path / "adapter", "--adapter-only")
+    assert "pass --base_model HUB_ID" in result.stdout
+    readme = (tmp_path / "adapter/README.md").read_text()
+    config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
+    for local in (str(tiny_model_dir), str(run), str(REPO)):
+        assert local not in readme and local not in json.dumps(config), local
+    assert config["base_model_name_or_path"] is None and "a local model (`policy`)" in readme
+    assert "a local file (`quickstart_prompts.jsonl`)" in readme
+    export_ok(run, "--out", tmp_path / "merged", "--base_model", "someone/tiny-base", "--datasets", "someone/prefs")
+    card = ModelCard.load(tmp_path / "merged/README.md")
+    assert card.data.license == "other" and card.data.license_name == "base-model-license"
+    assert card.data.license_link == "https://huggingface.co/someone/tiny-base"
+    assert card.data.datasets == ["someone/prefs"] and "`someone/tiny-base`" in card.text
+
+
+def test_hub_id_of_a_cache_snapshot_folder(tmp_path):
+    from prefopt.model_card import hub_id
+
+    snapshot = tmp_path / "hub" / "models--meta-llama--Llama-3.1-8B-Instruct" / "snapshots" / "0e9e39f249a1"
+    snapshot.mkdir(parents=True)
+    assert hub_id(str(snapshot)) == "meta-llama/Llama-3.1-8B-Instruct"
+    assert hub_id(str(tmp_path)) is None and hub_id("someone/model") == "someone/model"
+
+
 def test_push_to_the_hub_up_to_the_network(runs, tmp_path):
     """The real huggingface_hub client against a local server: repo created private, card validated, every file
     uploaded byte for byte, the token read from HF_TOKEN and sent, never printed or written."""
