@@ -222,3 +222,23 @@ def test_an_async_two_process_run_trains_on_the_one_process_runs_stale_samples(t
     launch(2, "grpo", tiny_model_dir, tmp_path / "two", *extra, "--deepspeed", REPO / "configs/deepspeed/zero2.json")
     assert_same_run(tmp_path / "one", tmp_path / "two")
     assert [m["rollout/staleness_max"] for m in metrics(tmp_path / "two") if "iteration" in m] == [0, 1, 1]
+
+
+def test_two_processes_share_an_api_judge_and_sum_its_counts(tiny_model_dir, tmp_path):
+    """The openai judge in a 2-process run: each process asks for its own pairs, the iteration's judge/* counts are
+    summed over them, and the run ends with the 1-process run's weights (same verdicts, same global batch)."""
+    from api_replay import ReplayServer
+    from test_api_judge import prefer_longer
+
+    with ReplayServer(prefer_longer) as server:
+        api = ["--judge", "openai", "--judge_base_url", server.url, "--judge_model", "judge"]
+        api += ["--judge_api_key_env", "none", "--judge_cache", "false"]
+        launch(1, "sppo", tiny_model_dir, tmp_path / "one", *SGD_ARGS, *api)
+        sent_by_one = len(server.bodies)
+        launch(2, "sppo", tiny_model_dir, tmp_path / "two", *SGD_ARGS, *api)
+        sent_by_two = len(server.bodies) - sent_by_one
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    one, two = (metrics(tmp_path / name)[:2] for name in ("one", "two"))  # the two iterations' records
+    asked = [[m["judge/requests"] + m["judge/cached"] for m in run] for run in (one, two)]
+    assert asked[0] == asked[1] and all(n > 0 for n in asked[0])
+    assert [sum(m["judge/requests"] for m in run) for run in (one, two)] == [sent_by_one, sent_by_two]
