@@ -1,7 +1,7 @@
 """A cyclic ground truth: a pairwise preference model learns it, a Bradley-Terry reward model cannot, and SPPO
 against the learned pairwise model improves under the ground truth.
 
-    python scripts/cyclic_judge_demo.py [--out runs/cyclic_demo]     # about 3 minutes on 2 CPU cores
+    python scripts/cyclic_judge_demo.py [--out runs/cyclic_demo]     # about 1.5 minutes on 2 CPU cores
 
 The task. Responses are five single-token words, R = (at, to, in, the, all), one per prompt (``response_choices``).
 The ground truth is prefopt's synthetic non-transitive judge (``NonTransitiveJudge()``, the quickstart's judge):
