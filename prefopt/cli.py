@@ -100,6 +100,13 @@ def _eval(args: argparse.Namespace) -> int:
     from prefopt.eval.generation import Decoding
     from prefopt.eval.run import EvalRequest, run_eval, score_annotations
 
+    if args.agreement:
+        if args.models or args.eval_set or args.annotations:
+            raise ConfigError("give either --agreement A B, --annotations, or --eval_set with --models")
+        from prefopt.eval.agreement import judge_agreement
+
+        print(json.dumps(judge_agreement(*args.agreement)))
+        return 0
     if args.annotations:
         if args.models or args.eval_set:
             raise ConfigError("give either --annotations, or --eval_set with --models; not both")
@@ -135,9 +142,15 @@ def _eval(args: argparse.Namespace) -> int:
         args.seed,
         args.overwrite,
         args.trust_remote_code,
+        args.max_instances,
+        args.pairs,
+        not args.no_reuse,
+        not args.no_progress,
     )
-    run_eval(request)
+    results = run_eval(request)
     print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
+    judged, reused = results["judge"]["judged"], results["judge"]["reused"]
+    print(f"[prefopt] {judged} judgments made, {reused} reused from the earlier run in {args.output_dir}")
     print(f"[prefopt] results in {args.output_dir}")
     return 0
 
@@ -269,9 +282,34 @@ def _add_eval_parser(sub) -> None:
         "names one.",
     )
     ev.add_argument("--baseline", help="The baseline generator (same syntax); default: the first of --models.")
-    ev.add_argument("--annotations", nargs="+", help="Instead: print the metrics of existing annotations files.")
+    ev.add_argument(
+        "--pairs",
+        choices=["baseline", "all"],
+        default="baseline",
+        help="Judge each generator against the baseline (default) or every pair (fills the pairwise matrix).",
+    )
+    ev.add_argument("--max_instances", type=int, help="Evaluate only the first N instructions of the eval set.")
+    ev.add_argument(
+        "--annotations",
+        nargs="+",
+        help="Instead: print the metrics of existing annotations files (rows with a null preference dropped, "
+        "counted in n_dropped_null).",
+    )
+    ev.add_argument(
+        "--agreement",
+        nargs=2,
+        metavar=("A", "B"),
+        help="Instead: print two judges' agreement (rate, Cohen's kappa) and position bias on the same outputs.",
+    )
     ev.add_argument("--output_dir", help="Folder for the outputs, annotations, metrics and leaderboard.")
-    ev.add_argument("--overwrite", action="store_true", help="Replace a non-empty output_dir.")
+    ev.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace a non-empty output_dir (the judgments already in it are reused where judge, instruction and "
+        "both outputs are identical).",
+    )
+    ev.add_argument("--no_reuse", action="store_true", help="Judge every pair afresh, reusing nothing in output_dir.")
+    ev.add_argument("--no_progress", action="store_true", help="No progress bar (none anyway when not on a terminal).")
     ev.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
     ev.add_argument("--judge_model_name_or_path")
     ev.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")

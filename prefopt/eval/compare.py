@@ -24,6 +24,9 @@ from prefopt.eval.winrate import win_rate
 from prefopt.judges import PreferenceJudge, RewardJudge
 
 LC_MIN_ROWS = 10  # the GLM's 5-fold cross-validation needs at least two rows per fold
+# Instructions per preference call: small enough for a progress bar to move, large enough for a judge's own
+# batching and an API judge's concurrent requests (8 in flight by default) to stay busy.
+JUDGE_CHUNK = 64
 
 
 @dataclass
@@ -40,6 +43,7 @@ class PairJudge:
 
     def __init__(self, judge: PreferenceJudge, instructions: Sequence[str]):
         self.judge = judge
+        self.instructions = list(instructions)
         self.prompts = [[{"role": "user", "content": x}] for x in instructions]
         self._rewards: dict[str, torch.Tensor] = {}
 
@@ -48,10 +52,26 @@ class PairJudge:
             self._rewards[generator.name] = self.judge.reward(self.prompts, generator.outputs)
         return self._rewards[generator.name]
 
-    def __call__(self, model: Generator, baseline: Generator) -> list[float]:
+    def __call__(
+        self, model: Generator, baseline: Generator, indices: Sequence[int] | None = None, bar=None
+    ) -> list[float]:
+        """P(model ≻ baseline) on the instructions ``indices`` (default: all), in that order; ``bar`` (a tqdm bar)
+        advances as instructions are judged."""
+        indices = list(range(len(self.prompts)) if indices is None else indices)
         if isinstance(self.judge, RewardJudge):
-            return torch.sigmoid(self.rewards(model) - self.rewards(baseline)).tolist()
-        return self.judge.preference(self.prompts, model.outputs, baseline.outputs).tolist()
+            probs = torch.sigmoid(self.rewards(model) - self.rewards(baseline)).tolist()
+            if bar is not None:
+                bar.update(len(indices))
+            return [probs[i] for i in indices]
+        probs = []
+        for start in range(0, len(indices), JUDGE_CHUNK):
+            chunk = indices[start : start + JUDGE_CHUNK]
+            prompts = [self.prompts[i] for i in chunk]
+            model_outputs, baseline_outputs = [model.outputs[i] for i in chunk], [baseline.outputs[i] for i in chunk]
+            probs += self.judge.preference(prompts, model_outputs, baseline_outputs).tolist()
+            if bar is not None:
+                bar.update(len(chunk))
+        return probs
 
 
 def lc_variant_for(requested: str, data: LCData | None) -> str:

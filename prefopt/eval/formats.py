@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -96,10 +97,15 @@ def read_outputs(path: str | Path, generator: str | None = None) -> tuple[str, d
     return name, outputs, order
 
 
-def align_outputs(instructions: list[str], outputs: dict[str, str], order: list[str], path) -> list[str]:
-    """Outputs in eval-set order; any missing, duplicated or extra instruction is one error naming the first few."""
+def align_outputs(
+    instructions: list[str], outputs: dict[str, str], order: list[str], path, allowed: list[str] | None = None
+) -> list[str]:
+    """Outputs in eval-set order; any missing, duplicated or extra instruction is one error naming the first few.
+
+    ``allowed``: the instructions an extra output may have without error (the whole eval set when only its first
+    ``instructions`` are evaluated, ``--max_instances``); default ``instructions``."""
     counts = Counter(order)
-    wanted = set(instructions)
+    wanted = set(instructions if allowed is None else allowed)
     problems = []
     for label, items in (
         ("missing", [x for x in instructions if x not in outputs]),
@@ -145,20 +151,28 @@ def annotation_rows(
     ]
 
 
-def read_annotations(path: str | Path) -> list[dict]:
-    """An annotations file, each row checked for the two outputs and a preference in [1, 2] (0 is a draw)."""
-    rows = _read_rows(path, "annotations")
-    for i, row in enumerate(rows):
+def read_annotations(path: str | Path) -> tuple[list[dict], int]:
+    """An annotations file as (rows, number of rows dropped): each row checked for the two outputs and a preference
+    in [1, 2] (0 is a draw); a row whose preference is null (``None``/NaN: the annotator gave no verdict) is dropped
+    and counted, as ``alpaca_eval`` drops it."""
+    rows, dropped = [], 0
+    for i, row in enumerate(_read_rows(path, "annotations")):
         for key in ("instruction", "generator_1", "generator_2"):
             _string(row, key, path, i, "annotations")
         for key in ("output_1", "output_2"):
             _string(row, key, path, i, "annotations", allow_empty=True)
         p = row.get("preference")
+        if p is None or (isinstance(p, float) and math.isnan(p)):
+            dropped += 1
+            continue
         if isinstance(p, (int, float)) and p == 0:
             row["preference"] = 1.5  # AlpacaEval's older encoding of a draw
         elif not isinstance(p, (int, float)) or isinstance(p, bool) or not 1 <= p <= 2:
             raise DataError(f"annotations file '{path}' row {i}: 'preference' must be a number in [1, 2]; got {p!r}")
-    return rows
+        rows.append(row)
+    if not rows:
+        raise DataError(f"annotations file '{path}': every one of its {dropped} rows has a null preference")
+    return rows, dropped
 
 
 def write_json(path: Path, rows) -> None:
