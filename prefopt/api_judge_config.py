@@ -13,15 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from prefopt.config_fields import _f, require
 from prefopt.errors import ConfigError
 
 MODES = ("alpaca_eval", "arena_hard", "grade")
-
-
-def _f(default, help: str):
-    if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -101,26 +96,23 @@ class ApiJudgeKeys:
         for name in ("judge_base_url", "judge_model"):
             if not getattr(self, name):
                 raise ConfigError(f"config key '{name}' is required with judge: openai")
-        values = {f.name[len("judge_") :]: getattr(self, f.name) for f in dataclasses.fields(ApiJudgeKeys)}
-        check_options(values)
-        return ApiOptions(**values)
+        self._check_api_ranges()
+        return ApiOptions(**{f.name[len("judge_") :]: getattr(self, f.name) for f in dataclasses.fields(ApiJudgeKeys)})
 
-
-def check_options(values: dict) -> None:
-    """Range checks of the keys (``values`` without the ``judge_`` prefix); the first violation raises."""
-    if values["mode"] not in MODES:
-        raise ConfigError(f"config key 'judge_mode' must be one of {', '.join(MODES)}, got {values['mode']!r}")
-    checks = [
-        ("max_concurrency", values["max_concurrency"] >= 1, ">= 1"),
-        ("max_retries", values["max_retries"] >= 0, ">= 0"),
-        ("retry_backoff_s", values["retry_backoff_s"] >= 0, ">= 0"),
-        ("timeout_s", values["timeout_s"] > 0, "> 0"),
-        ("temperature", values["temperature"] >= 0, ">= 0"),
-        ("max_unparsed_fraction", 0 <= values["max_unparsed_fraction"] <= 1, "in [0, 1]"),
-        ("max_tokens", values["max_tokens"] is None or values["max_tokens"] >= 1, ">= 1"),
-        ("requests_per_minute", (values["requests_per_minute"] or 1) > 0, "> 0"),
-        ("tokens_per_minute", (values["tokens_per_minute"] or 1) > 0, "> 0"),
-    ]
-    for name, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"config key 'judge_{name}' must be {expected}, got {values[name]}")
+    def _check_api_ranges(self) -> None:  # not _check_ranges: TrainConfig, which mixes this in, has its own
+        if self.judge_mode not in MODES:
+            raise ConfigError(f"config key 'judge_mode' must be one of {', '.join(MODES)}, got {self.judge_mode!r}")
+        require(
+            self,
+            [
+                ("judge_max_concurrency", self.judge_max_concurrency >= 1, ">= 1"),
+                ("judge_max_retries", self.judge_max_retries >= 0, ">= 0"),
+                ("judge_retry_backoff_s", self.judge_retry_backoff_s >= 0, ">= 0"),
+                ("judge_timeout_s", self.judge_timeout_s > 0, "> 0"),
+                ("judge_temperature", self.judge_temperature >= 0, ">= 0"),
+                ("judge_max_unparsed_fraction", 0 <= self.judge_max_unparsed_fraction <= 1, "in [0, 1]"),
+                ("judge_max_tokens", self.judge_max_tokens is None or self.judge_max_tokens >= 1, ">= 1"),
+                ("judge_requests_per_minute", (self.judge_requests_per_minute or 1) > 0, "> 0"),
+                ("judge_tokens_per_minute", (self.judge_tokens_per_minute or 1) > 0, "> 0"),
+            ],
+        )

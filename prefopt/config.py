@@ -12,21 +12,15 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
 from prefopt.api_judge_config import ApiJudgeKeys
+from prefopt.config_fields import _f, require, require_positive
 from prefopt.errors import ConfigError, first_line
-
-
-def _f(default, help: str, **kw):
-    """A dataclass field with its help text (listed by ``prefopt train ALGO --help-keys``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
@@ -250,9 +244,7 @@ class TrainConfig(ApiJudgeKeys):
             "lora_r",
             "lora_ga_batches",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, positive)
         checks = [
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("temperature", self.temperature >= 0, ">= 0"),
@@ -286,9 +278,7 @@ class TrainConfig(ApiJudgeKeys):
             ("max_staleness", self.max_staleness >= 0, ">= 0"),
             ("logp_check_fraction", 0 <= self.logp_check_fraction <= 1, "in [0, 1]"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
+        require(self, checks)
 
     def _check_combinations(self) -> None:
         if self.async_rollouts and not self.rollout_workers:

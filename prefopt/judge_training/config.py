@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from prefopt.config import _coerce, _f
+from prefopt.config import _coerce
+from prefopt.config_fields import _f, require, require_positive
 from prefopt.errors import ConfigError, JudgeError
 
 JUDGE_KINDS = ("reward_model", "pairwise_model")
@@ -119,11 +120,10 @@ class JudgeTrainConfig:
             "save_steps",
             "ece_bins",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
+        require_positive(self, positive)
+        whole = self.test_size > 0 and (self.test_size < 1 or float(self.test_size).is_integer())
         checks = [
-            ("test_size", self.test_size > 0 and (self.test_size < 1 or float(self.test_size).is_integer()), None),
+            ("test_size", whole, "a fraction in (0, 1) or a whole count >= 1"),
             ("num_labels", self.num_labels in (1, 2), "1 or 2"),
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("num_train_epochs", self.num_train_epochs > 0, "> 0"),
@@ -136,10 +136,7 @@ class JudgeTrainConfig:
             ("save_total_limit", self.save_total_limit >= 1, ">= 1"),
             ("torch_num_threads", self.torch_num_threads is None or self.torch_num_threads >= 1, ">= 1"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                expected = expected or "a fraction in (0, 1) or a whole count >= 1"
-                raise ConfigError(f"config key '{name}' must be {expected}, got {getattr(self, name)}")
+        require(self, checks)
 
     def _check_combinations(self) -> None:
         if self.judge == "reward_model" and self.num_labels != 1:
