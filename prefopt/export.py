@@ -173,10 +173,7 @@ def export_run(
             f"[prefopt] the run's base model is the local folder '{source.config['model_name_or_path']}': the card "
             "and adapter config name no base; pass --base_model HUB_ID so that others can load it"
         )
-    card_options = model_card.CardOptions(base_model, license, license_name, license_link, list(datasets or []))
-    if (license or "other") == "other" and base_model:
-        card_options.license_name = license_name or "base-model-license"
-        card_options.license_link = license_link or f"https://huggingface.co/{base_model}"
+    card_options = model_card.CardOptions.with_defaults(base_model, license, license_name, license_link, datasets)
     policy, tokenizer = load_policy(source), _load_tokenizer(source)
     with atomic_dir(out) as staging:
         _save_weights(policy, staging, adapter_only, max_shard_size, base_model)

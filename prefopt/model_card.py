@@ -59,6 +59,15 @@ class CardOptions:
     license_link: str | None = None
     datasets: list[str] = field(default_factory=list)
 
+    @classmethod
+    def with_defaults(cls, base_model, license, license_name, license_link, datasets) -> CardOptions:
+        """The options, with what the Hub asks beside ``license: other`` (the default) filled in when the base is
+        known: ``base-model-license`` and the base model's Hub page."""
+        if (license or "other") == "other" and base_model:
+            license_name = license_name or "base-model-license"
+            license_link = license_link or f"https://huggingface.co/{base_model}"
+        return cls(base_model, license, license_name, license_link, list(datasets or []))
+
 
 # A snapshot folder of the Hugging Face cache: .../models--ORG--NAME/snapshots/REVISION
 _CACHE_SNAPSHOT = re.compile(r"(?:^|/)(models|datasets)--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
