@@ -272,6 +272,22 @@ def _api_judge_options(args) -> dict:
     return dataclasses.asdict(ApiJudgeKeys(**given).api_options())
 
 
+def _add_eval_judge_flags(ev) -> None:
+    """eval's judge: the kind, the model judges' options and the openai judge's keys (as in a train config)."""
+    from prefopt.api_judge_config import ApiJudgeKeys
+    from prefopt.config import field_help
+
+    ev.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
+    ev.add_argument("--judge_model_name_or_path")
+    ev.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")
+    ev.add_argument("--judge_template", help="Pairwise/generative judge template ({prompt} {a} {b}).")
+    ev.add_argument("--judge_batch_size", type=int)
+    ev.add_argument("--judge_max_length", type=int)
+    ev.add_argument("--judge_dtype")
+    for name, help_text, _ in field_help(ApiJudgeKeys):
+        ev.add_argument(f"--{name}", help=help_text.replace("%", "%%"))
+
+
 def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
     ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
@@ -310,18 +326,7 @@ def _add_eval_parser(sub) -> None:
     )
     ev.add_argument("--no_reuse", action="store_true", help="Judge every pair afresh, reusing nothing in output_dir.")
     ev.add_argument("--no_progress", action="store_true", help="No progress bar (none anyway when not on a terminal).")
-    ev.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
-    ev.add_argument("--judge_model_name_or_path")
-    ev.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")
-    ev.add_argument("--judge_template", help="Pairwise/generative judge template ({prompt} {a} {b}).")
-    ev.add_argument("--judge_batch_size", type=int)
-    ev.add_argument("--judge_max_length", type=int)
-    ev.add_argument("--judge_dtype")
-    from prefopt.api_judge_config import ApiJudgeKeys
-    from prefopt.config import field_help
-
-    for name, help_text, _ in field_help(ApiJudgeKeys):  # the openai judge's keys, as in a train config
-        ev.add_argument(f"--{name}", help=help_text.replace("%", "%%"))
+    _add_eval_judge_flags(ev)
     ev.add_argument("--max_new_tokens", type=int, default=512)
     ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding.")
     ev.add_argument("--top_p", type=float, default=1.0)
