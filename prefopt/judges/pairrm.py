@@ -265,11 +265,16 @@ class PairRMJudge(PreferenceJudge):
     def _preference(
         self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
+        return torch.sigmoid(self.order_gaps(prompts, responses_a, responses_b))
+
+    def order_gaps(self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str]):
+        """l(x, a, b) − l(x, b, a) per row (float64 [B]); both orders in one call share the length-sorted batches."""
         n = len(prompts)
-        # Both orders in one call: they share the length-sorted batches.
+        if n == 0:
+            return torch.zeros(0, dtype=torch.float64)
         firsts, seconds = list(responses_a) + list(responses_b), list(responses_b) + list(responses_a)
-        both = self.logits(list(prompts) * 2, firsts, seconds)
-        return torch.sigmoid(both[:n].double() - both[n:].double())
+        both = self.logits(list(prompts) * 2, firsts, seconds).double()
+        return both[:n] - both[n:]
 
     def preference_matrices(self, prompts: Sequence[Prompt], groups: Sequence[Sequence[str]], references=None):
         """Per prompt, P(y_i ≻ y_j) = σ(s_i − s_j) from the group's scores (``matrix="scores"``, SPPO's pipeline),
@@ -284,9 +289,9 @@ class PairRMJudge(PreferenceJudge):
         xs = [prompts[k] for k, _, _ in index]
         firsts, seconds = [groups[k][i] for k, i, _ in index], [groups[k][j] for k, _, j in index]
         with self._timed():
-            logits = self.logits(xs * 2, firsts + seconds, seconds + firsts).double() if index else torch.zeros(0)
+            pair_gaps = self.order_gaps(xs, firsts, seconds)
         gaps = [torch.zeros(len(g), len(g), dtype=torch.float64) for g in groups]  # l_ij − l_ji
-        for (k, i, j), gap in zip(index, (logits[: len(index)] - logits[len(index) :]).tolist()):
+        for (k, i, j), gap in zip(index, pair_gaps.tolist()):
             gaps[k][i, j], gaps[k][j, i] = gap, -gap
         mats = []
         for gap in gaps:

@@ -29,6 +29,14 @@ RETRY_STATUS = {408, 409, 429}  # and every 5xx
 USAGE_KEYS = ("requests", "cached", "retries", "prompt_tokens", "completion_tokens", "cost", "rate_limit_wait_s")
 
 
+class _Refused(JudgeError):
+    """The endpoint answered with an error status that a retry will not change."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
@@ -96,8 +104,10 @@ class ApiClient:
                     retry_after = None
                 raise _Retryable(f"HTTP {err.code}", retry_after) from err
             if err.code in (401, 403):
-                raise JudgeError(f"{where}: HTTP {err.code}, the key was refused ({self._key_source()})") from err
-            raise JudgeError(f"{where}: HTTP {err.code} {_server_message(err)}".rstrip()) from err
+                raise _Refused(
+                    f"{where}: HTTP {err.code}, the key was refused ({self._key_source()})", err.code
+                ) from err
+            raise _Refused(f"{where}: HTTP {err.code} {_server_message(err)}".rstrip(), err.code) from err
         except TimeoutError as err:
             raise _Retryable(f"no answer within judge_timeout_s={self.options.timeout_s}") from err
         except urllib.error.URLError as err:
@@ -120,8 +130,8 @@ class ApiClient:
             listing = self._http("GET", "/models")
         except _Retryable as err:
             raise JudgeError(f"judge endpoint {self.base_url}: {err}") from err
-        except JudgeError as err:
-            if " HTTP 404" not in str(err) and " HTTP 405" not in str(err):
+        except _Refused as err:
+            if err.status not in (404, 405):
                 raise
             listing = None  # no model listing here: one tiny request tells whether the model is served
         if listing is None:
