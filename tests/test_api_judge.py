@@ -4,6 +4,7 @@ a real `vllm serve` (tests/test_vllm_judge.py)."""
 
 import json
 import math
+import re
 
 import pytest
 from api_replay import ReplayServer, recorded, with_logprobs, with_text
@@ -11,9 +12,10 @@ from api_replay import ReplayServer, recorded, with_logprobs, with_text
 from prefopt.api_judge_config import ApiJudgeKeys, ApiOptions
 from prefopt.errors import ConfigError, JudgeError
 from prefopt.judges import build_judge
+from prefopt.judges.api.arena import ArenaSettings, read_arena_settings
 from prefopt.judges.api.limits import TokenBucket, backoff_delay
-from prefopt.judges.api.templates import alpaca_eval_prompt, file_prompt, judge_prompt
-from prefopt.judges.api.verdicts import arena_preference, arena_verdict, logprob_preference, rating
+from prefopt.judges.api.templates import alpaca_eval_prompt, file_prompt
+from prefopt.judges.api.verdicts import arena_preference, logprob_preference, rating
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -47,11 +49,18 @@ def test_logprob_preference_matches_alpaca_eval_parser():
 
 
 def test_arena_verdicts_and_weights():
-    assert arena_verdict(with_text("x")["choices"][0]["message"]["content"]) is None
-    assert arena_verdict(recorded("openai_text")["choices"][0]["message"]["content"]) == "A>B"
-    assert arena_verdict("[[A>>B]] and again [[A>>B]]") == "A>>B"
-    assert arena_verdict("[[A>>B]] or maybe [[B>A]]") is None  # several labels: no verdict
-    assert arena_verdict("[[AB]]") is None
+    v01 = ArenaSettings("{question_1}{answer_1}{answer_2}", {"": "S"})  # v0.1's rule: exactly one distinct label
+    assert v01.verdict(with_text("x")["choices"][0]["message"]["content"]) is None
+    assert v01.verdict(recorded("openai_text")["choices"][0]["message"]["content"]) == "A>B"
+    assert v01.verdict("[[A>>B]] and again [[A>>B]]") == "A>>B"
+    assert v01.verdict("[[A>>B]] or maybe [[B>A]]") is None  # several labels: no verdict
+    assert v01.verdict("[[AB]]") is None
+    assert v01.has_label("[[A>>B]] or maybe [[B>A]]") and not v01.has_label("no label")
+    patterns = [re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]")]
+    v2 = ArenaSettings("{question_1}{answer_1}{answer_2}", {"": "S"}, patterns, rule="last", attempts=1)
+    assert v2.verdict("first [[A>>B]], on reflection [[b>a]]") == "B>A"  # v2.0: the last, read upper-cased
+    assert v2.verdict("only single brackets: [B<<A]") == "B<<A"  # the second pattern; a mirrored spelling
+    assert v2.verdict("[[A>>>B]]") is None
     assert arena_preference("A>>B", "A>B") == pytest.approx(3 / 4)  # 3 battles won by a, 1 by b
     assert arena_preference("B>A", "B>>A") == pytest.approx(3 / 4)  # the swapped game: b shown as A loses 3
     assert arena_preference("A=B", None) == 0.5
@@ -80,17 +89,46 @@ def test_alpaca_eval_prompt_comes_from_the_installed_package():
         alpaca_eval_prompt("alpaca_eval_gpt4_turbo_fn")
 
 
-def test_template_files(tmp_path):
+def test_arena_settings_v01_and_v20(tmp_path):
     yaml_file = tmp_path / "arena.yaml"
     yaml_file.write_text(
         'system_prompt: Judge A and B.\nprompt_template: ["<|User Prompt|>\\n{question_1}\\n\\nA: {answer_1}\\n'
-        'B: {answer_2}"]\n'
+        'B: {answer_2}"]\nregex_pattern: \\[\\[([AB<>=]+)\\]\\]\nnumber_of_judgment_attempts: 3\n'
     )
-    prompt = file_prompt(str(yaml_file), None, "arena_hard")
-    assert prompt.fill(question_1="q", answer_1="a", answer_2="b") == [
+    v01 = read_arena_settings(str(yaml_file))
+    assert v01.messages("q", "a {answer_2}", "b") == [
         {"role": "system", "content": "Judge A and B."},
-        {"role": "user", "content": "<|User Prompt|>\nq\n\nA: a\nB: b"},
+        {"role": "user", "content": "<|User Prompt|>\nq\n\nA: a {answer_2}\nB: b"},
     ]
+    assert (v01.rule, v01.attempts) == ("unique", 3)
+    # v2.0: the YAML of arena-hard-auto's config/ folder, system prompts per category from ../utils/judge_utils.py
+    (tmp_path / "config").mkdir()
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "judge_utils.py").write_text(
+        'BASE = "Compare A and B."\nimport os\nJUDGE_SETTINGS = {"hard_prompt": {"baseline": "m0", "system_prompt": '
+        'BASE}, "creative_writing": {"baseline": "m1", "system_prompt": BASE + " Creatively."}}\n'
+    )
+    (tmp_path / "config" / "v2.yaml").write_text(
+        "bench_name: arena-hard-v2.0\nregex_patterns:\n  - \\[\\[([AB<>=]+)\\]\\]\n"
+        'prompt_template: "Q {QUESTION} A {ANSWER_A} B {ANSWER_B}"\n'
+    )
+    v2 = read_arena_settings(str(tmp_path / "config" / "v2.yaml"))
+    assert (v2.rule, v2.attempts, v2.baselines) == ("last", 1, {"hard_prompt": "m0", "creative_writing": "m1"})
+    assert v2.messages("q", "a", "b")[0]["content"] == "Compare A and B."
+    assert v2.messages("q", "a", "b", "creative_writing") == [
+        {"role": "system", "content": "Compare A and B. Creatively."},
+        {"role": "user", "content": "Q q A a B b"},
+    ]
+    (tmp_path / "utils" / "judge_utils.py").unlink()
+    with pytest.raises(JudgeError, match="no system_prompt, and there is no arena-hard-auto utils/judge_utils.py"):
+        read_arena_settings(str(tmp_path / "config" / "v2.yaml"))
+    text = tmp_path / "t.yaml"
+    text.write_text("system_prompt: S\nprompt_template: '{question_1} {answer_1}'\n")
+    with pytest.raises(JudgeError, match=r"lacks the field\(s\) \{answer_2\}"):
+        read_arena_settings(str(text))
+
+
+def test_template_files(tmp_path):
     jsonl = tmp_path / "judge_prompts.jsonl"
     lines = [
         {"name": "single-v1", "system_prompt": "S", "prompt_template": "Q {question} A {answer} [[rating]]"},
@@ -102,11 +140,9 @@ def test_template_files(tmp_path):
     with pytest.raises(JudgeError, match="no line named 'single-v2'"):
         file_prompt(str(jsonl), "single-v2", "grade")
     text = tmp_path / "t.txt"
-    text.write_text("{question_1} {answer_1}")
-    with pytest.raises(JudgeError, match=r"lacks the field\(s\) \{answer_2\}"):
-        file_prompt(str(text), None, "arena_hard")
-    with pytest.raises(JudgeError, match="needs judge_template_file"):
-        judge_prompt("arena_hard", None, None)
+    text.write_text("{question} and no answer")
+    with pytest.raises(JudgeError, match=r"lacks the field\(s\) \{answer\}"):
+        file_prompt(str(text), None, "grade")
 
 
 # --- limits -----------------------------------------------------------------------------------------------------

@@ -7,14 +7,15 @@ Modes (``judge_mode``):
   p(x, y, y') = P("m") / (P("m") + P("M")) with y shown as output_1 ("m"). Both orders are asked, and
   P(y ≻ y' | x) = ½ [p(x, y, y') + 1 − p(x, y', y)] (AlpacaEval randomises the order instead).
 - ``arena_hard``: Arena-Hard-Auto's 5-way verdict ``[[A>>B]]`` … ``[[B>>A]]`` in both orders, strong verdicts
-  weighted 3 as arena-hard-auto weights its battles (:func:`verdicts.arena_preference`). An answer without a
-  verdict gets one follow-up turn asking for it, as arena-hard-auto's second judgment attempt does.
+  weighted 3 as arena-hard-auto weights its battles (:func:`verdicts.arena_preference`). The prompt, the verdict
+  rule and the attempts come from arena-hard-auto's own v0.1 or v2.0 config (:mod:`prefopt.judges.api.arena`);
+  :meth:`OpenAIPreferenceJudge.arena_games` returns the games themselves (``prefopt arena-hard`` writes them).
 - ``grade``: a 1–10 rating per response (MT-Bench's single-answer grading), a reward judge whose preference is
   σ(r − r'); with ``{ref_answer_1}`` in the template each row's reference answer is shown.
 
 An unreadable answer (no verdict; neither token among the top log-probs) is counted in ``judge/unparsed``: a pair
 with one readable order takes that order's value, a pair with none ½ and a grade the mean of the call's readable
-grades; once 10 or more rows have been judged and more than ``judge_max_unparsed_fraction`` of them were
+grades (in arena_hard mode each game is counted); once 10 or more rows have been judged and more than ``judge_max_unparsed_fraction`` of them were
 unreadable, the judge stops the run with a JudgeError.
 """
 
@@ -27,11 +28,11 @@ import torch
 
 from prefopt.api_judge_config import ApiOptions
 from prefopt.errors import JudgeError
+from prefopt.judges.api.arena import LABELS, read_arena_settings
 from prefopt.judges.api.client import ApiClient
 from prefopt.judges.api.templates import judge_prompt
 from prefopt.judges.api.verdicts import (
     arena_preference,
-    arena_verdict,
     logprob_preference,
     message_text,
     rating,
@@ -50,7 +51,12 @@ class _ApiJudging:
 
     def _setup(self, options: ApiOptions, preflight: bool) -> None:
         self.options = options
-        self.prompt, self.settings = judge_prompt(options.mode, options.template_file, options.template_name)
+        if options.mode == "arena_hard":
+            if not options.template_file:
+                raise JudgeError("judge_mode arena_hard needs judge_template_file (arena-hard-auto's judge config)")
+            self.arena, self.prompt, self.settings = read_arena_settings(options.template_file), None, {}
+        else:
+            self.prompt, self.settings = judge_prompt(options.mode, options.template_file, options.template_name)
         self.client = ApiClient(options)
         if preflight:
             self.client.preflight()
@@ -102,26 +108,42 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
             raise JudgeError("judge_mode grade scores single responses: use OpenAIGradeJudge")
         self._setup(options, preflight)
 
-    def _messages(self, prompt: Prompt, first: str, second: str) -> list[dict]:
-        x = prompt_as_text(prompt)
-        if self.options.mode == "alpaca_eval":
-            return self.prompt.fill(instruction=x, output_1=first, output_2=second)
-        return self.prompt.fill(question_1=x, answer_1=first, answer_2=second)
+    def arena_games(
+        self,
+        questions: Sequence[Prompt],
+        first: Sequence[str],
+        second: Sequence[str],
+        categories: Sequence[str | None] | None = None,
+    ) -> list[tuple[dict, dict]]:
+        """Arena-Hard-Auto's two games per row: ``first`` shown as Assistant A, then swapped.
 
-    def _arena_verdicts(self, conversations: list[list[dict]]) -> list[str | None]:
-        answers = self.client.complete([self.body(m) for m in conversations])
-        verdicts = [arena_verdict(message_text(a)) for a in answers]
-        retry = [i for i, (v, a) in enumerate(zip(verdicts, answers)) if v is None and "[[" not in message_text(a)]
-        if retry:  # no label at all (not several): ask once more in the same conversation
-            follow = [
-                conversations[i]
-                + [{"role": "assistant", "content": message_text(answers[i])}]
-                + [{"role": "user", "content": FOLLOW_UP}]
-                for i in retry
-            ]
-            for i, answer in zip(retry, self.client.complete([self.body(m) for m in follow])):
-                verdicts[i] = arena_verdict(message_text(answer))
-        return verdicts
+        Each game is ``{"label": verdict or None, "judgment": text, "messages": the judge's first prompt}``; a
+        judgment without any label is asked again in the same conversation up to the settings' attempts, the
+        texts joined as arena-hard-auto v0.1 joins them. Unreadable games are counted in ``judge/unparsed``.
+        """
+        n, settings = len(questions), self.arena
+        cats = list(categories) if categories is not None else [None] * n
+        texts = [prompt_as_text(x) for x in questions]
+        conversations = [settings.messages(x, a, b, c) for x, a, b, c in zip(texts, first, second, cats)]
+        conversations += [settings.messages(x, b, a, c) for x, a, b, c in zip(texts, first, second, cats)]
+        prompts = [list(c) for c in conversations]
+        judgments = [""] * (2 * n)
+        pending = list(range(2 * n))
+        for attempt in range(settings.attempts):
+            if attempt:  # no label yet: ask again in the same conversation
+                for i in pending:
+                    conversations[i] = conversations[i] + [{"role": "user", "content": FOLLOW_UP}]
+            answers = self.client.complete([self.body(conversations[i]) for i in pending])
+            for i, answer in zip(pending, answers):
+                text = message_text(answer)
+                judgments[i] = f"{judgments[i]}\n{text}" if settings.attempts > 1 else text
+                conversations[i] = conversations[i] + [{"role": "assistant", "content": text}]
+            pending = [i for i in pending if not settings.has_label(judgments[i])]
+            if not pending:
+                break
+        games = [{"label": settings.verdict(j), "judgment": j, "messages": m} for j, m in zip(judgments, prompts)]
+        self._count_unparsed(2 * n, sum(g["label"] is None for g in games))
+        return list(zip(games[:n], games[n:]))
 
     def _alpaca_probs(self, conversations: list[list[dict]], n: int) -> list[float | None]:
         """½ [p(a, b) + 1 − p(b, a)] from the log-probs of the 2n answers (a pair with one readable order: that
@@ -140,15 +162,21 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
     def _preference(
         self, prompts: Sequence[Prompt], responses_a: Sequence[str], responses_b: Sequence[str], references=None
     ) -> torch.Tensor:
-        n = len(prompts)
-        conversations = [self._messages(x, a, b) for x, a, b in zip(prompts, responses_a, responses_b)]
-        conversations += [self._messages(x, b, a) for x, a, b in zip(prompts, responses_a, responses_b)]
         if self.options.mode == "arena_hard":
-            verdicts = self._arena_verdicts(conversations)
-            probs = [arena_preference(verdicts[i], verdicts[n + i]) for i in range(n)]
+            games = self.arena_games(prompts, responses_a, responses_b)
+            probs = [arena_preference(LABELS.get(ab["label"]), LABELS.get(ba["label"])) for ab, ba in games]
         else:
-            probs = self._alpaca_probs(conversations, n)
-        self._count_unparsed(n, sum(p is None for p in probs))
+            fill = self.prompt.fill
+            conversations = [
+                fill(instruction=prompt_as_text(x), output_1=a, output_2=b)
+                for x, a, b in zip(prompts, responses_a, responses_b)
+            ]
+            conversations += [
+                fill(instruction=prompt_as_text(x), output_1=b, output_2=a)
+                for x, a, b in zip(prompts, responses_a, responses_b)
+            ]
+            probs = self._alpaca_probs(conversations, len(prompts))
+            self._count_unparsed(len(prompts), sum(p is None for p in probs))
         return torch.tensor([0.5 if p is None else p for p in probs], dtype=torch.float64)
 
 
@@ -161,15 +189,34 @@ class OpenAIGradeJudge(_ApiJudging, RewardJudge):
         self._setup(options, preflight)
         self.needs_references = self.prompt.uses_reference
 
+    def grade_fields(self, rows: Sequence[dict[str, str]], prompt=None) -> list[tuple[float | None, str, str]]:
+        """Grade each row of template fields (e.g. ``{"question": ..., "answer": ...}``) with ``prompt``.
+
+        Args:
+            rows: one dict of ``{field}`` values per grade to ask.
+            prompt: a :class:`prefopt.judges.api.templates.JudgePrompt` (None: this judge's own template), e.g.
+                one line of FastChat's judge_prompts.jsonl chosen per MT-Bench question and turn.
+
+        Returns:
+            per row (the grade read as ``[[x]]`` then ``[x]``, None when unreadable; the judge's answer text; the
+            user message sent). The requests go through this judge's client (cache, retries, limits,
+            concurrency), and unreadable grades count towards ``judge/unparsed`` and the stop rule.
+        """
+        prompt = prompt or self.prompt
+        conversations = [prompt.fill(**row) for row in rows]
+        texts = [message_text(a) for a in self.client.complete([self.body(m) for m in conversations])]
+        grades = [rating(text) for text in texts]
+        self._count_unparsed(len(grades), sum(g is None for g in grades))
+        return [(g, text, m[-1]["content"]) for g, text, m in zip(grades, texts, conversations)]
+
     def _reward(self, prompts: Sequence[Prompt], responses: Sequence[str], references=None) -> torch.Tensor:
         refs = references if references is not None else [None] * len(prompts)
-        conversations = [
-            self.prompt.fill(question=prompt_as_text(x), answer=y, **({"ref_answer_1": r} if r is not None else {}))
+        rows = [
+            {"question": prompt_as_text(x), "answer": y, **({"ref_answer_1": r} if r is not None else {})}
             for x, y, r in zip(prompts, responses, refs)
         ]
-        grades = [rating(message_text(a)) for a in self.client.complete([self.body(m) for m in conversations])]
+        grades = [grade for grade, _, _ in self.grade_fields(rows)]
         readable = [g for g in grades if g is not None]
-        self._count_unparsed(len(grades), len(grades) - len(readable))
         fill = sum(readable) / len(readable) if readable else 5.5  # the middle of the 1–10 scale
         return torch.tensor([fill if g is None else g for g in grades], dtype=torch.float64)
 

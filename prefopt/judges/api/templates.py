@@ -3,7 +3,7 @@
 - ``alpaca_eval``: read from the installed ``alpaca_eval`` package (no copy here): the annotator config
   ``evaluators_configs/<name>/configs.yaml`` names the prompt file (ChatML markup, turned into messages as
   AlpacaEval does) and the log-prob parser's tokens. Fields ``{instruction}``, ``{output_1}``, ``{output_2}``.
-- ``arena_hard``: a file the user names (arena-hard-auto's fields ``{question_1}``, ``{answer_1}``, ``{answer_2}``).
+- ``arena_hard``: arena-hard-auto's own config file, read by :mod:`prefopt.judges.api.arena`.
 - ``grade``: a file, or prefopt's default below (fields ``{question}``, ``{answer}``, and ``{ref_answer_1}`` for
   graders that compare with a reference answer, as MT-Bench's math/reasoning prompts do).
 
@@ -27,7 +27,6 @@ from prefopt.errors import JudgeError
 
 FIELDS = {
     "alpaca_eval": ("instruction", "output_1", "output_2"),
-    "arena_hard": ("question_1", "answer_1", "answer_2"),
     "grade": ("question", "answer"),
 }
 REFERENCE_FIELD = "ref_answer_1"
@@ -138,8 +137,9 @@ def _template_record(path: Path, name: str | None) -> dict | str:
     return text
 
 
-def file_prompt(path: str, name: str | None, mode: str) -> JudgePrompt:
-    """A judge prompt from the user's file (see the module docstring for the formats)."""
+def file_prompt(path: str, name: str | None, mode: str, fields: tuple[str, ...] | None = None) -> JudgePrompt:
+    """A judge prompt from the user's file (see the module docstring for the formats); it must hold ``fields``
+    (default: those of ``mode``; MT-Bench's second-turn graders have ``{question_1}`` ... ``{answer_2}``)."""
     file = Path(path)
     if not file.is_file():
         raise JudgeError(f"judge_template_file '{path}' does not exist")
@@ -158,7 +158,7 @@ def file_prompt(path: str, name: str | None, mode: str) -> JudgePrompt:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": template}
         ]
-    return JudgePrompt(messages, FIELDS[mode], f"'{path}'").check()
+    return JudgePrompt(messages, fields or FIELDS[mode], f"'{path}' ({name})" if name else f"'{path}'").check()
 
 
 def judge_prompt(mode: str, template_file: str | None, template_name: str | None) -> tuple[JudgePrompt, dict]:
@@ -171,8 +171,6 @@ def judge_prompt(mode: str, template_file: str | None, template_name: str | None
         return alpaca_eval_prompt(template_name)
     if template_file:
         return file_prompt(template_file, template_name, mode), {}
-    if mode == "arena_hard":
-        raise JudgeError("judge_mode arena_hard needs judge_template_file (arena-hard-auto's judge prompt)")
     default = [
         {"role": "system", "content": DEFAULT_GRADE_SYSTEM},
         {"role": "user", "content": DEFAULT_GRADE_TEMPLATE},

@@ -19,7 +19,6 @@ ARENA_VERDICTS = {
     "B>A": (1, 0.0),
     "B>>A": (STRONG_WEIGHT, 0.0),
 }
-ARENA_PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
 RATING_PATTERNS = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))  # MT-Bench's, in order
 
 
@@ -53,16 +52,6 @@ def logprob_preference(top_logprobs: list[dict], numerator: str, tokens: list[st
     top = max(found.values())
     denominator = sum(math.exp(found[t] - top) for t in set(tokens) if t in found)
     return math.exp(found[numerator] - top) / denominator if numerator in found else 0.0
-
-
-def arena_verdict(text: str) -> str | None:
-    """The one distinct ``[[...]]`` verdict label in ``text``; None if there is none, several or an unknown one
-    (arena-hard-auto's rule: several different labels are no verdict)."""
-    labels = {m for m in ARENA_PATTERN.findall(text) if m}
-    if len(labels) != 1:
-        return None
-    label = labels.pop()
-    return label if label in ARENA_VERDICTS else None
 
 
 def arena_preference(verdict_ab: str | None, verdict_ba: str | None) -> float | None:
