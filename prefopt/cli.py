@@ -1,4 +1,4 @@
-"""The ``prefopt`` command: train, train-judge, generate, eval, export, tiny-model.
+"""The ``prefopt`` command: train, train-judge, generate, eval, arena-hard, mt-bench, export, tiny-model.
 
 Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from prefopt.cli_eval import add_eval_parser, apply_presets, run_eval_command
 from prefopt.errors import ConfigError, PrefoptError, describe_storage_error, storage_errors
 
 
@@ -96,65 +97,6 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from prefopt.eval.generation import Decoding
-    from prefopt.eval.run import EvalRequest, run_eval, score_annotations
-
-    if args.agreement:
-        if args.models or args.eval_set or args.annotations:
-            raise ConfigError("give either --agreement A B, --annotations, or --eval_set with --models")
-        from prefopt.eval.agreement import judge_agreement
-
-        print(json.dumps(judge_agreement(*args.agreement)))
-        return 0
-    if args.annotations:
-        if args.models or args.eval_set:
-            raise ConfigError("give either --annotations, or --eval_set with --models; not both")
-        for path in args.annotations:
-            result = score_annotations(path, args.lc_variant, args.lc_data, args.n_bootstrap, args.seed)
-            print(json.dumps({k: v for k, v in result.items() if k != "versions"}))
-        return 0
-    if not (args.eval_set and args.models and args.output_dir):
-        raise ConfigError("eval needs --eval_set, --models and --output_dir (or --annotations FILE)")
-    if not args.judge:
-        raise ConfigError("eval needs --judge (reward_model, pairwise_model, generative, python_reward, ...)")
-    judge = {"kind": args.judge}
-    for key in ("model_name_or_path", "function", "template", "batch_size", "max_length", "dtype"):
-        value = getattr(args, f"judge_{key}")
-        if value is not None:
-            judge[key] = value
-    if args.judge == "openai":
-        judge["api"] = _api_judge_options(args)
-    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
-    decoding = Decoding(
-        args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed, args.batch_size, args.dtype, device
-    )
-    request = EvalRequest(
-        args.eval_set,
-        args.models,
-        args.output_dir,
-        args.baseline,
-        judge,
-        decoding,
-        args.lc_variant,
-        args.lc_data,
-        args.n_bootstrap,
-        args.seed,
-        args.overwrite,
-        args.trust_remote_code,
-        args.max_instances,
-        args.pairs,
-        not args.no_reuse,
-        not args.no_progress,
-    )
-    results = run_eval(request)
-    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
-    judged, reused = results["judge"]["judged"], results["judge"]["reused"]
-    print(f"[prefopt] {judged} judgments made, {reused} reused from the earlier run in {args.output_dir}")
-    print(f"[prefopt] results in {args.output_dir}")
-    return 0
-
-
 def _export(args: argparse.Namespace) -> int:
     from prefopt.export import export_run
 
@@ -180,12 +122,6 @@ def _export(args: argparse.Namespace) -> int:
         + (f" and pushed to {args.push_to_hub}" if args.push_to_hub else "")
     )
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -229,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--overwrite", action="store_true")
 
-    _add_eval_parser(sub)
+    parser.evaluation_commands = {"eval": add_eval_parser(sub)}  # their --preset files set their defaults
 
     ex = sub.add_parser(
         "export", help="Write a run's policy in the Hub format (merged or adapter), with a model card."
@@ -260,100 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _api_judge_options(args) -> dict:
-    """The ``openai`` judge's options from eval's ``--judge_*`` flags (checked like the train config's keys)."""
-    import dataclasses
-
-    from prefopt.api_judge_config import ApiJudgeKeys
-    from prefopt.config import coerce_keys
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ApiJudgeKeys)}
-    given = coerce_keys(ApiJudgeKeys, {k: v for k, v in given.items() if v is not None}, "command line")
-    return dataclasses.asdict(ApiJudgeKeys(**given).api_options())
-
-
-def _add_eval_judge_flags(ev) -> None:
-    """eval's judge: the kind, the model judges' options and the openai judge's keys (as in a train config)."""
-    from prefopt.api_judge_config import ApiJudgeKeys
-    from prefopt.config import field_help
-
-    ev.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
-    ev.add_argument("--judge_model_name_or_path")
-    ev.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")
-    ev.add_argument("--judge_template", help="Pairwise/generative judge template ({prompt} {a} {b}).")
-    ev.add_argument("--judge_batch_size", type=int)
-    ev.add_argument("--judge_max_length", type=int)
-    ev.add_argument("--judge_dtype")
-    for name, help_text, _ in field_help(ApiJudgeKeys):
-        ev.add_argument(f"--{name}", help=help_text.replace("%", "%%"))
-
-
-def _add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
-    ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
-    ev.add_argument(
-        "--models",
-        nargs="+",
-        help="Generators to compare: outputs files (AlpacaEval format), model folders or Hub ids; NAME=SOURCE "
-        "names one.",
-    )
-    ev.add_argument("--baseline", help="The baseline generator (same syntax); default: the first of --models.")
-    ev.add_argument(
-        "--pairs",
-        choices=["baseline", "all"],
-        default="baseline",
-        help="Judge each generator against the baseline (default) or every pair (fills the pairwise matrix).",
-    )
-    ev.add_argument("--max_instances", type=int, help="Evaluate only the first N instructions of the eval set.")
-    ev.add_argument(
-        "--annotations",
-        nargs="+",
-        help="Instead: print the metrics of existing annotations files (rows with a null preference dropped, "
-        "counted in n_dropped_null).",
-    )
-    ev.add_argument(
-        "--agreement",
-        nargs=2,
-        metavar=("A", "B"),
-        help="Instead: print two judges' agreement (rate, Cohen's kappa) and position bias on the same outputs.",
-    )
-    ev.add_argument("--output_dir", help="Folder for the outputs, annotations, metrics and leaderboard.")
-    ev.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Replace a non-empty output_dir (the judgments already in it are reused where judge, instruction and "
-        "both outputs are identical).",
-    )
-    ev.add_argument("--no_reuse", action="store_true", help="Judge every pair afresh, reusing nothing in output_dir.")
-    ev.add_argument("--no_progress", action="store_true", help="No progress bar (none anyway when not on a terminal).")
-    _add_eval_judge_flags(ev)
-    ev.add_argument("--max_new_tokens", type=int, default=512)
-    ev.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding.")
-    ev.add_argument("--top_p", type=float, default=1.0)
-    ev.add_argument("--top_k", type=int, default=0)
-    ev.add_argument("--batch_size", type=int, default=16, help="Generation batch size.")
-    ev.add_argument("--dtype", default="float32", help="Weights dtype of the generating models.")
-    ev.add_argument("--device", default="auto", help="cuda, cpu or auto.")
-    ev.add_argument("--trust_remote_code", action="store_true")
-    ev.add_argument(
-        "--lc_variant",
-        default="auto",
-        help="Length-controlled GLM: auto (length_controlled_v1 with --lc_data, else length_controlled_minimal), "
-        "length_controlled_minimal, length_controlled_noreg, length_controlled_v1.",
-    )
-    ev.add_argument("--lc_data", help="AlpacaEval's df_gamed.csv (per-instruction difficulty, gamed annotations).")
-    ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95%% interval.")
-    ev.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the bootstrap.")
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere, also after the subcommand
     parser = build_parser()
-    args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
+    argv = [a for a in argv if a != "--debug"]
+    args, rest = parser.parse_known_args(argv)
     args.debug = debug
     try:
+        if args.command in parser.evaluation_commands:
+            args = apply_presets(parser, parser.evaluation_commands[args.command], argv, args)
+            args.debug = debug
         if args.command == "train":
             return _train(args, rest)
         if args.command == "train-judge":
@@ -362,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_cli(args.config, args.help_keys, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        commands = {"generate": _generate, "eval": _eval, "export": _export, "tiny-model": _tiny_model}
+        commands = {"generate": _generate, "eval": run_eval_command, "export": _export, "tiny-model": _tiny_model}
         return commands[args.command](args)
     except PrefoptError as err:
         if args.debug:

@@ -1,0 +1,199 @@
+"""The evaluation commands of ``prefopt``: ``eval`` (AlpacaEval-style win rates), ``arena-hard`` and ``mt-bench``.
+
+They share the judge flags (the kinds of :mod:`prefopt.judges`, and one flag per ``judge_*`` key of the ``openai``
+judge), the decoding flags of the models that generate, and ``--preset FILE`` (:mod:`prefopt.eval.presets`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from prefopt.errors import ConfigError
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# --- shared -------------------------------------------------------------------------------------------------------
+def judge_options(args) -> dict:
+    """The judge's options (``build_judge``'s keywords and its kind) from the ``--judge*`` flags."""
+    if not args.judge:
+        raise ConfigError("give --judge (openai, reward_model, pairwise_model, generative, python_preference, ...)")
+    judge = {"kind": args.judge}
+    for key in ("model_name_or_path", "function", "template", "batch_size", "max_length", "dtype"):
+        value = getattr(args, f"judge_{key}")
+        if value is not None:
+            judge[key] = value
+    if args.judge == "openai":
+        judge["api"] = _api_judge_options(args)
+    return judge
+
+
+def _api_judge_options(args) -> dict:
+    """The ``openai`` judge's options from the ``--judge_*`` flags (checked like the train config's keys)."""
+    from prefopt.api_judge_config import ApiJudgeKeys
+    from prefopt.config import coerce_keys
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ApiJudgeKeys)}
+    given = coerce_keys(ApiJudgeKeys, {k: v for k, v in given.items() if v is not None}, "command line")
+    return dataclasses.asdict(ApiJudgeKeys(**given).api_options())
+
+
+def decoding(args, **overrides):
+    from prefopt.eval.generation import Decoding
+
+    device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+    values = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=device,
+    )
+    return Decoding(**{**values, **overrides})
+
+
+def _add_judge_flags(p) -> None:
+    from prefopt.api_judge_config import ApiJudgeKeys
+    from prefopt.config import field_help
+
+    p.add_argument("--judge", help="Judge kind (prefopt.judges.JUDGE_KINDS).")
+    p.add_argument("--judge_model_name_or_path")
+    p.add_argument("--judge_function", help="module:function or file.py:function (python_reward/preference).")
+    p.add_argument("--judge_template", help="Pairwise/generative judge template ({prompt} {a} {b}).")
+    p.add_argument("--judge_batch_size", type=int)
+    p.add_argument("--judge_max_length", type=int)
+    p.add_argument("--judge_dtype")
+    for name, help_text, _ in field_help(ApiJudgeKeys):
+        p.add_argument(f"--{name}", help=help_text.replace("%", "%%"))
+
+
+def _add_common_flags(p, max_new_tokens: int, temperature: float | None) -> None:
+    """Output folder, reuse, judge, decoding and presets: what every evaluation command takes."""
+    p.add_argument("--preset", action="append", default=[], help="YAML of flag values (eval/presets/); repeatable.")
+    p.add_argument("--output_dir", help="Folder for the results (replaced only when complete).")
+    p.add_argument("--max_instances", type=int, help="Evaluate only the first N questions.")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace a non-empty output_dir (the judgments already in it are reused where judge, question and "
+        "outputs are identical).",
+    )
+    p.add_argument("--no_reuse", action="store_true", help="Judge everything afresh, reusing nothing in output_dir.")
+    p.add_argument("--no_progress", action="store_true", help="No progress bar (none anyway when not on a terminal).")
+    _add_judge_flags(p)
+    p.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=temperature, help="0: greedy decoding.")
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=16, help="Generation batch size.")
+    p.add_argument("--dtype", default="float32", help="Weights dtype of the generating models.")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto.")
+    p.add_argument("--trust_remote_code", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the bootstrap.")
+
+
+def apply_presets(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: list[str], args):
+    """Re-parse ``argv`` with the ``--preset`` files' values as the command's defaults (typed flags win)."""
+    if not getattr(args, "preset", None):
+        return args
+    from prefopt.eval.presets import load_presets
+
+    flags = {a.dest for a in sub._actions} - {"help", "preset"}
+    sub.set_defaults(**load_presets(args.preset, flags, args.command))
+    return parser.parse_args(argv)
+
+
+# --- prefopt eval -------------------------------------------------------------------------------------------------
+def run_eval_command(args: argparse.Namespace) -> int:
+    from prefopt.eval.run import EvalRequest, run_eval, score_annotations
+
+    if args.agreement:
+        if args.models or args.eval_set or args.annotations:
+            raise ConfigError("give either --agreement A B, --annotations, or --eval_set with --models")
+        from prefopt.eval.agreement import judge_agreement
+
+        print(json.dumps(judge_agreement(*args.agreement)))
+        return 0
+    if args.annotations:
+        if args.models or args.eval_set:
+            raise ConfigError("give either --annotations, or --eval_set with --models; not both")
+        for path in args.annotations:
+            result = score_annotations(path, args.lc_variant, args.lc_data, args.n_bootstrap, args.seed)
+            print(json.dumps({k: v for k, v in result.items() if k != "versions"}))
+        return 0
+    if not (args.eval_set and args.models and args.output_dir):
+        raise ConfigError("eval needs --eval_set, --models and --output_dir (or --annotations FILE)")
+    request = EvalRequest(
+        args.eval_set,
+        args.models,
+        args.output_dir,
+        args.baseline,
+        judge_options(args),
+        decoding(args),
+        args.lc_variant,
+        args.lc_data,
+        args.n_bootstrap,
+        args.seed,
+        args.overwrite,
+        args.trust_remote_code,
+        args.max_instances,
+        args.pairs,
+        not args.no_reuse,
+        not args.no_progress,
+    )
+    results = run_eval(request)
+    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
+    judged, reused = results["judge"]["judged"], results["judge"]["reused"]
+    print(f"[prefopt] {judged} judgments made, {reused} reused from the earlier run in {args.output_dir}")
+    print(f"[prefopt] results in {args.output_dir}")
+    return 0
+
+
+def add_eval_parser(sub) -> argparse.ArgumentParser:
+    ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
+    ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
+    ev.add_argument(
+        "--models",
+        nargs="+",
+        help="Generators to compare: outputs files (AlpacaEval format), model folders or Hub ids; NAME=SOURCE "
+        "names one.",
+    )
+    ev.add_argument("--baseline", help="The baseline generator (same syntax); default: the first of --models.")
+    ev.add_argument(
+        "--pairs",
+        choices=["baseline", "all"],
+        default="baseline",
+        help="Judge each generator against the baseline (default) or every pair (fills the pairwise matrix).",
+    )
+    ev.add_argument(
+        "--annotations",
+        nargs="+",
+        help="Instead: print the metrics of existing annotations files (rows with a null preference dropped, "
+        "counted in n_dropped_null).",
+    )
+    ev.add_argument(
+        "--agreement",
+        nargs=2,
+        metavar=("A", "B"),
+        help="Instead: print two judges' agreement (rate, Cohen's kappa) and position bias on the same outputs.",
+    )
+    _add_common_flags(ev, max_new_tokens=512, temperature=0.0)
+    ev.add_argument(
+        "--lc_variant",
+        default="auto",
+        help="Length-controlled GLM: auto (length_controlled_v1 with --lc_data, else length_controlled_minimal), "
+        "length_controlled_minimal, length_controlled_noreg, length_controlled_v1.",
+    )
+    ev.add_argument("--lc_data", help="AlpacaEval's df_gamed.csv (per-instruction difficulty, gamed annotations).")
+    ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95%% interval.")
+    return ev
