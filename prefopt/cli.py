@@ -12,7 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from prefopt.cli_eval import add_eval_parser, apply_presets, run_eval_command
+from prefopt.cli_eval import (
+    add_arena_hard_parser,
+    add_eval_parser,
+    add_mt_bench_parser,
+    apply_presets,
+    run_arena_hard_command,
+    run_eval_command,
+    run_mt_bench_command,
+)
 from prefopt.errors import ConfigError, PrefoptError, describe_storage_error, storage_errors
 
 
@@ -165,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--overwrite", action="store_true")
 
-    parser.evaluation_commands = {"eval": add_eval_parser(sub)}  # their --preset files set their defaults
+    parser.evaluation_commands = {
+        "eval": add_eval_parser(sub),
+        "arena-hard": add_arena_hard_parser(sub),
+        "mt-bench": add_mt_bench_parser(sub),
+    }  # their --preset files set their defaults
 
     ex = sub.add_parser(
         "export", help="Write a run's policy in the Hub format (merged or adapter), with a model card."
@@ -216,7 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             return run_cli(args.config, args.help_keys, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        commands = {"generate": _generate, "eval": run_eval_command, "export": _export, "tiny-model": _tiny_model}
+        commands = {
+            "generate": _generate,
+            "eval": run_eval_command,
+            "arena-hard": run_arena_hard_command,
+            "mt-bench": run_mt_bench_command,
+            "export": _export,
+            "tiny-model": _tiny_model,
+        }
         return commands[args.command](args)
     except PrefoptError as err:
         if args.debug:

@@ -197,3 +197,108 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev.add_argument("--lc_data", help="AlpacaEval's df_gamed.csv (per-instruction difficulty, gamed annotations).")
     ev.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples of the 95%% interval.")
     return ev
+
+
+# --- prefopt arena-hard -------------------------------------------------------------------------------------------
+def run_arena_hard_command(args: argparse.Namespace) -> int:
+    from prefopt.eval.arena_hard.run import ArenaRequest, run_arena_hard
+
+    if not (args.questions and args.models and args.baseline and args.output_dir):
+        raise ConfigError("arena-hard needs --questions, --models, --baseline and --output_dir")
+    request = ArenaRequest(
+        questions=args.questions,
+        models=args.models,
+        baseline=args.baseline,
+        output_dir=args.output_dir,
+        judge=judge_options(args),
+        decoding=decoding(args),
+        style_control=args.style_control,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
+        max_instances=args.max_instances,
+        reuse=not args.no_reuse,
+        progress=not args.no_progress,
+    )
+    results = run_arena_hard(request)
+    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
+    print(f"[prefopt] {results['judge']['judged']} questions judged, {results['judge']['reused']} reused")
+    print(f"[prefopt] results in {args.output_dir}")
+    return 0
+
+
+def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
+    ah = sub.add_parser(
+        "arena-hard", help="Arena-Hard-Auto: answers, judgments in its formats, Bradley-Terry scores with intervals."
+    )
+    ah.add_argument("--questions", help="arena-hard-auto's question.jsonl (v0.1 or v2.0).")
+    ah.add_argument(
+        "--models",
+        nargs="+",
+        help="Models to score: model_answer files (arena-hard-auto format), model folders or Hub ids; NAME=SOURCE "
+        "names one.",
+    )
+    ah.add_argument("--baseline", help="The baseline: NAME=its model_answer file (e.g. gpt-4-0314.jsonl), or a model.")
+    ah.add_argument(
+        "--style_control",
+        choices=["none", "length", "markdown", "both"],
+        default="none",
+        help="Covariates of the Bradley-Terry fit: the normalised length and/or markdown density differences.",
+    )
+    ah.add_argument("--n_bootstrap", type=int, default=100, help="Bootstrap rounds of the interval.")
+    _add_common_flags(ah, max_new_tokens=4096, temperature=0.0)
+    return ah
+
+
+# --- prefopt mt-bench ---------------------------------------------------------------------------------------------
+def run_mt_bench_command(args: argparse.Namespace) -> int:
+    from prefopt.eval.mt_bench import MTBenchDecoding, MTBenchRequest, run_mt_bench
+
+    if not (args.questions and args.models and args.output_dir):
+        raise ConfigError("mt-bench needs --questions, --models and --output_dir")
+    if args.judge != "openai":
+        raise ConfigError(f"mt-bench grades with --judge openai (judge_mode grade); got --judge {args.judge}")
+    plain = decoding(args, temperature=0.0)  # the checks and the device; the temperature is per category
+    request = MTBenchRequest(
+        question_file=args.questions,
+        models=args.models,
+        output_dir=args.output_dir,
+        judge={**_api_judge_options(args), "mode": "grade"},
+        reference_file=args.reference_answers,
+        decoding=MTBenchDecoding(
+            max_new_tokens=plain.max_new_tokens,
+            temperature=args.temperature,
+            top_p=plain.top_p,
+            top_k=plain.top_k,
+            seed=plain.seed,
+            batch_size=plain.batch_size,
+            dtype=plain.dtype,
+            device=plain.device,
+        ),
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        reuse=not args.no_reuse,
+        trust_remote_code=args.trust_remote_code,
+        max_questions=args.max_instances,
+    )
+    run_mt_bench(request)
+    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
+    print(f"[prefopt] results in {args.output_dir}")
+    return 0
+
+
+def add_mt_bench_parser(sub) -> argparse.ArgumentParser:
+    mt = sub.add_parser("mt-bench", help="MT-Bench: two-turn answers, 1-10 grades by an LLM judge, scores.")
+    mt.add_argument("--questions", help="FastChat's data/mt_bench/question.jsonl.")
+    mt.add_argument(
+        "--models",
+        nargs="+",
+        help="Models to score: model_answer files (FastChat format), model folders or Hub ids; NAME=SOURCE names one.",
+    )
+    mt.add_argument("--reference_answers", help="FastChat's reference_answer/gpt-4.jsonl (math, reasoning, coding).")
+    mt.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples (questions) of the interval.")
+    _add_common_flags(mt, max_new_tokens=1024, temperature=None)
+    mt.set_defaults(judge="openai")
+    return mt

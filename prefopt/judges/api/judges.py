@@ -15,8 +15,8 @@ Modes (``judge_mode``):
 
 An unreadable answer (no verdict; neither token among the top log-probs) is counted in ``judge/unparsed``: a pair
 with one readable order takes that order's value, a pair with none ½ and a grade the mean of the call's readable
-grades (in arena_hard mode each game is counted); once 10 or more rows have been judged and more than ``judge_max_unparsed_fraction`` of them were
-unreadable, the judge stops the run with a JudgeError.
+grades (in arena_hard mode each game counts); once 10 or more rows have been judged and more than
+``judge_max_unparsed_fraction`` of them were unreadable, the judge stops the run with a JudgeError.
 """
 
 from __future__ import annotations
