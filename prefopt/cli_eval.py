@@ -220,6 +220,7 @@ def run_arena_hard_command(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         reuse=not args.no_reuse,
         progress=not args.no_progress,
+        categories=args.categories,
     )
     results = run_arena_hard(request)
     print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
@@ -245,6 +246,11 @@ def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
         choices=["none", "length", "markdown", "both"],
         default="none",
         help="Covariates of the Bradley-Terry fit: the normalised length and/or markdown density differences.",
+    )
+    ah.add_argument(
+        "--categories",
+        nargs="+",
+        help="Only these question categories (v2.0: hard_prompt against o3-mini, creative_writing against gemini).",
     )
     ah.add_argument("--n_bootstrap", type=int, default=100, help="Bootstrap rounds of the interval.")
     _add_common_flags(ah, max_new_tokens=4096, temperature=0.0)

@@ -48,9 +48,12 @@ def test_arena_hard_command_v01_with_a_python_judge(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     args = ["arena-hard", "--questions", tmp_path / "question.jsonl", "--baseline", tmp_path / "gpt-4-0314.jsonl"]
     args += ["--models", tmp_path / "long.jsonl", f"tiny={tiny_model_dir}", "--max_new_tokens", 6]
-    args += ["--judge", "python_preference", "--judge_function", f"{tmp_path}/judge.py:prefer_longer"]
-    args += ["--output_dir", out, "--n_bootstrap", 20]
-    prefopt_ok(*args)
+    preset = tmp_path / "preset.yaml"  # the judge from a preset file, a path in it from the environment
+    preset.write_text("judge: python_preference\njudge_function: ${JUDGES}/judge.py:prefer_longer\nn_bootstrap: 20\n")
+    args += ["--preset", preset, "--output_dir", out]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("JUDGES", str(tmp_path))
+        prefopt_ok(*args)
     results = json.loads((out / "results.json").read_text())
     board = {row["model"]: row for row in results["leaderboard"]["models"]}
     # Every win is a strong verdict in both games (P = 1 → A>>B / B>>A: 3 battles each), a tie one battle per game:
@@ -70,8 +73,15 @@ def test_arena_hard_command_v01_with_a_python_judge(tmp_path, tiny_model_dir):
         "list_count",
         "bold_count",
     }
+    assert results["leaderboard"]["n_bootstrap"] == 20 and results["judge"]["kind"] == "python_preference"
     # A re-run into the same folder judges nothing again.
-    prefopt_ok(*args, "--overwrite")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("JUDGES", str(tmp_path))
+        prefopt_ok(*args, "--overwrite")
+    result = prefopt(*args, "--overwrite")  # JUDGES unset
+    assert result.stderr.strip().endswith(
+        f"preset '{preset}' key 'judge_function': environment variable JUDGES is not set"
+    )
     assert json.loads((out / "results.json").read_text())["judge"]["reused"] == 2 * n
 
 
