@@ -25,6 +25,7 @@ from prefopt.backend import Backend
 from prefopt.config import TrainConfig, config_to_dict
 from prefopt.context import Context
 from prefopt.errors import ConfigError
+from prefopt.eval.in_training import BenchmarkEval
 from prefopt.game_metrics import GameMonitor, action_probs
 from prefopt.inputs import Given, Inputs, check_judge, load_data
 from prefopt.models import load_causal_lm
@@ -57,6 +58,7 @@ class Setup:
     model: torch.nn.Module
     reference_model: torch.nn.Module | None = None
     model_from_path: bool = True  # loaded from model_name_or_path (not a given instance)
+    benchmark: BenchmarkEval | None = None  # eval_benchmark's inputs, read with the others
 
 
 def prepare_run(algorithm_name: str, cfg: TrainConfig, algo_cfg, given: Given | None = None) -> Setup:
@@ -65,6 +67,7 @@ def prepare_run(algorithm_name: str, cfg: TrainConfig, algo_cfg, given: Given | 
     given = given or Given()
     _process_settings(cfg)
     inputs = load_data(algorithm, cfg, algo_cfg, given)
+    benchmark = BenchmarkEval(cfg, inputs.tokenizer) if cfg.eval_benchmark else None
     backend = Backend(cfg)
     check_judge(inputs, algorithm, cfg, algo_cfg, given.judge, backend.device)
     if given.ref_model is not None and backend.zero_stage == 3:
@@ -74,7 +77,7 @@ def prepare_run(algorithm_name: str, cfg: TrainConfig, algo_cfg, given: Given | 
     backend.attach(model)
     if reference is not None:
         reference = reference.to(backend.device).eval().requires_grad_(False)
-    return Setup(algorithm, cfg, algo_cfg, inputs, backend, model, reference, given.model is None)
+    return Setup(algorithm, cfg, algo_cfg, inputs, backend, model, reference, given.model is None, benchmark)
 
 
 def check_output_dir(algorithm_name: str, cfg: TrainConfig, algo_cfg) -> None:
@@ -141,6 +144,7 @@ def start_run(setup: Setup) -> Run:
         judge_records=judge_records,
         game_monitor=game_monitor,
         prefetched=prefetched,
+        benchmark=setup.benchmark,
     )
     _print_header(run, model)
     return run

@@ -19,14 +19,17 @@ from typing import Any, Literal, Union
 import yaml
 
 from prefopt.api_judge_config import ApiJudgeKeys
+from prefopt.benchmark_eval_config import BenchmarkEvalKeys
 from prefopt.config_fields import _f, require, require_positive
 from prefopt.errors import ConfigError, first_line
 
 
 @dataclass
-class TrainConfig(ApiJudgeKeys):
+class TrainConfig(BenchmarkEvalKeys, ApiJudgeKeys):
     """Everything the shared online loop needs; the algorithm's own hyperparameters live in its module. The
-    ``openai`` judge's keys (``judge_base_url`` ...) come from :class:`prefopt.judges.api.ApiJudgeKeys`."""
+    ``openai`` judge's keys (``judge_base_url`` ...) come from :class:`prefopt.judges.api.ApiJudgeKeys`, those of
+    a benchmark scored in training (``eval_benchmark`` ...) from
+    :class:`prefopt.benchmark_eval_config.BenchmarkEvalKeys`."""
 
     # Model
     model_name_or_path: str | None = _f(None, "Policy: a Hub id or a local folder (required).")
@@ -294,6 +297,7 @@ class TrainConfig(ApiJudgeKeys):
         held = [k for k in ("eval_num_prompts", "eval_dataset_name", "eval_baseline_outputs") if getattr(self, k)]
         if len(held) > 1:
             raise ConfigError(f"give one of {' and '.join(held)}: each names the held-out prompts")
+        self._check_benchmark()
         if self.resume_from_iteration is not None and not self.resume:
             raise ConfigError("config key 'resume_from_iteration' needs --resume")
         if self.resume_from_iteration is not None and self.resume_from_iteration < 0:

@@ -111,6 +111,8 @@ def iteration_metrics(
         if events is not None:
             events.control.should_evaluate = False
             events.call("on_evaluate", metrics=results)
+    if run.benchmark is not None and (scheduled or asked):  # eval_benchmark: AlpacaEval, Arena-Hard or MT-Bench
+        metrics.update(run.benchmark(run))
     judge_counts = ctx.judge.take_metrics()  # an API judge's requests, tokens, cost (training and evaluation)
     if judge_counts:  # every process has the same judge: all of them gather, or none
         per_process = run.backend.all_gather_object(judge_counts)

@@ -20,6 +20,7 @@ from prefopt.backend import Backend
 from prefopt.config import TrainConfig
 from prefopt.context import Context
 from prefopt.data import PromptExample
+from prefopt.eval.in_training import BenchmarkEval
 from prefopt.game_metrics import GameMonitor
 from prefopt.judges.base import PreferenceJudge
 from prefopt.optimise import Optimisation
@@ -70,6 +71,7 @@ class Run:
     game_monitor: GameMonitor | None = None
     prefetched: tuple | None = None
     initial_eval_rewards: torch.Tensor | None = None  # a reward judge's rewards of the baseline (computed once)
+    benchmark: BenchmarkEval | None = None  # eval_benchmark: scored every eval_every iterations
     steps_written: int = field(init=False)  # step records already appended to steps.jsonl
 
     def __post_init__(self):

@@ -210,7 +210,16 @@ def run_arena_hard(request: ArenaRequest) -> dict:
     _check_style(request, [baseline, *contestants])
     rows_by_model, reused = _play(request, judge, judge_name, questions, contestants, baseline, previous)
     category = request.categories[0] if request.categories and len(request.categories) == 1 else None
-    board = _score(request, version, rows_by_model, [baseline, *contestants], baseline.name, category, out)
+    metadata = {c.name: c.metadata for c in [baseline, *contestants]}
+    board = score_rows(
+        rows_by_model,
+        metadata,
+        baseline.name,
+        category=category,
+        style_control=request.style_control,
+        n_bootstrap=request.n_bootstrap,
+        seed=request.seed,
+    )
     n = len(questions) * len(contestants)
     results = {
         "questions": {**file_record(request.questions), "n": len(questions), "version": version},
@@ -227,8 +236,9 @@ def run_arena_hard(request: ArenaRequest) -> dict:
     return results
 
 
-def _score(request, version, rows_by_model, everyone, baseline, category, out) -> dict:
-    """The leaderboard, read back from the judgment rows as arena-hard-auto's scorer reads its files."""
+def score_rows(rows_by_model: dict[str, list[dict]], metadata: dict, baseline: str, **options) -> dict:
+    """The leaderboard of judgment rows (by model), read back as arena-hard-auto's scorer reads its files;
+    ``options``: :func:`.scoring.leaderboard`'s keywords."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,17 +247,7 @@ def _score(request, version, rows_by_model, everyone, baseline, category, out) -
             files.append(Path(tmp) / f"{safe_name(model)}.jsonl")
             write_jsonl(files[-1], rows)
         judgments = read_judgments(files)
-    metadata = {c.name: c.metadata for c in everyone}
-    return leaderboard(
-        version,
-        judgments,
-        metadata,
-        baseline,
-        category=category,
-        style_control=request.style_control,
-        n_bootstrap=request.n_bootstrap,
-        seed=request.seed,
-    )
+    return leaderboard(judgments[0].version, judgments, metadata, baseline, **options)
 
 
 def _write(out: Path, version, questions, everyone, folder, rows_by_model, results) -> None:
