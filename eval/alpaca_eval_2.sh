@@ -4,7 +4,8 @@
 #   eval/alpaca_eval_2.sh MODEL OUT_DIR [prefopt eval flags ...]
 #
 # Needs local copies of AlpacaEval's files (prefopt never downloads them), from the Hub dataset tatsu-lab/alpaca_eval:
-#   ALPACA_EVAL_SET   alpaca_eval.json (805 instructions; its `output` field is GPT-4 Turbo's reference)
+#   ALPACA_EVAL_SET   alpaca_eval_gpt4_baseline.json (805 instructions; its `output` field is GPT-4 Turbo's reference,
+#                     the baseline of AlpacaEval 2.0; the dataset's alpaca_eval.json is the 1.0 set)
 #   ALPACA_EVAL_LC    df_gamed.csv (per-instruction difficulty and gamed annotations: the full LC GLM, v1)
 # and a judge: by default a reward model (JUDGE_MODEL), e.g. a Skywork or ArmoRM reward model folder.
 # AlpacaEval's generation settings for most chat models: greedy up to 2048 new tokens (override with flags).
@@ -12,7 +13,7 @@ set -euo pipefail
 MODEL=${1:?usage: alpaca_eval_2.sh MODEL OUT_DIR [flags]}
 OUT=${2:?usage: alpaca_eval_2.sh MODEL OUT_DIR [flags]}
 shift 2
-: "${ALPACA_EVAL_SET:?set ALPACA_EVAL_SET to a local alpaca_eval.json}"
+: "${ALPACA_EVAL_SET:?set ALPACA_EVAL_SET to a local alpaca_eval_gpt4_baseline.json}"
 : "${JUDGE_MODEL:?set JUDGE_MODEL to a reward model folder or Hub id}"
 LC_FLAGS=()
 if [[ -n "${ALPACA_EVAL_LC:-}" ]]; then LC_FLAGS=(--lc_data "$ALPACA_EVAL_LC"); fi
