@@ -23,16 +23,33 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_arena_hard_in_training(tmp_path, tiny_model_dir):
+def arena_files(tmp_path) -> dict:
+    """An arena-hard v0.1 question file (8 questions), the baseline's answers and the by-question judge; the flags."""
     questions = [{"question_id": f"q{i}", "category": "arena-hard-v0.1", "turns": [{"content": f"Q{i}?"}]}
                  for i in range(8)]  # fmt: skip
     write_jsonl(tmp_path / "question.jsonl", questions)
     write_jsonl(tmp_path / "base.jsonl", [answer_row("v0.1", f"q{i}", "base", "x", markdown_counts("x", 1))
                                           for i in range(8)])  # fmt: skip
     (tmp_path / "judge.py").write_text(BY_QUESTION)
-    options = {"questions": str(tmp_path / "question.jsonl"), "baseline": f"base={tmp_path / 'base.jsonl'}",
-               "judge": "python_preference", "judge_function": f"{tmp_path}/judge.py:by_question",
-               "max_new_tokens": 4, "n_bootstrap": 20}  # fmt: skip
+    return {"questions": str(tmp_path / "question.jsonl"), "baseline": f"base={tmp_path / 'base.jsonl'}",
+            "judge": "python_preference", "judge_function": f"{tmp_path}/judge.py:by_question",
+            "max_new_tokens": 4, "n_bootstrap": 20}  # fmt: skip
+
+
+def mt_bench_files(tmp_path, url: str) -> dict:
+    """Three MT-Bench questions of three temperatures, judge prompts (test_mt_bench's) and the judge at ``url``."""
+    questions = [{"question_id": i, "category": c, "turns": [f"T1 of {i}", f"T2 of {i}"]}
+                 for i, c in enumerate(["writing", "stem", "roleplay"])]  # fmt: skip
+    (tmp_path / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    lines = [{"name": n, "type": "single", "system_prompt": "Grade.", "prompt_template": t} for n, t in TEMPLATES]
+    (tmp_path / "judge_prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return {"questions": str(tmp_path / "question.jsonl"), "judge_base_url": url, "judge_model": "judge",
+            "judge_api_key_env": "none", "max_new_tokens": 4, "judge_cache": False,
+            "judge_template_file": str(tmp_path / "judge_prompts.jsonl"), "n_bootstrap": 50}  # fmt: skip
+
+
+def test_arena_hard_in_training(tmp_path, tiny_model_dir):
+    options = arena_files(tmp_path)
     out = tmp_path / "run"
     train(tiny_model_dir, out, "--num_iterations", 2, "--eval_every", 1, "--eval_benchmark", "arena_hard",
           "--eval_benchmark_options", json.dumps(options), "--eval_max_instances", 6)  # fmt: skip
@@ -44,19 +61,11 @@ def test_arena_hard_in_training(tmp_path, tiny_model_dir):
 
 
 def test_mt_bench_in_training(tmp_path, tiny_model_dir):
-    questions = [{"question_id": i, "category": c, "turns": [f"T1 of {i}", f"T2 of {i}"]}
-                 for i, c in enumerate(["writing", "stem", "roleplay"])]  # fmt: skip
-    (tmp_path / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
-    lines = [{"name": n, "type": "single", "system_prompt": "Grade.", "prompt_template": t} for n, t in TEMPLATES]
-    (tmp_path / "judge_prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-
     def grades(body):  # turn 1: 7, turn 2: 9
         return with_text("Rating: [[9]]" if "GRADE TURN TWO" in body["messages"][-1]["content"] else "[[7]]")
 
     with ReplayServer(grades) as server:
-        options = {"questions": str(tmp_path / "question.jsonl"), "judge_base_url": server.url,
-                   "judge_model": "judge", "judge_api_key_env": "none", "max_new_tokens": 4, "judge_cache": False,
-                   "judge_template_file": str(tmp_path / "judge_prompts.jsonl"), "n_bootstrap": 50}  # fmt: skip
+        options = mt_bench_files(tmp_path, server.url)
         out = tmp_path / "run"
         train(tiny_model_dir, out, "--num_iterations", 1, "--eval_benchmark", "mt_bench",
               "--eval_benchmark_options", json.dumps(options))  # fmt: skip

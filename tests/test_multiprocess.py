@@ -242,3 +242,27 @@ def test_two_processes_share_an_api_judge_and_sum_its_counts(tiny_model_dir, tmp
     asked = [[m["judge/requests"] + m["judge/cached"] for m in run] for run in (one, two)]
     assert asked[0] == asked[1] and all(n > 0 for n in asked[0])
     assert [sum(m["judge/requests"] for m in run) for run in (one, two)] == [sent_by_one, sent_by_two]
+
+
+@pytest.mark.parametrize("benchmark", ["arena_hard", "mt_bench"])
+def test_a_benchmark_in_training_on_two_zero3_processes(tiny_model_dir, tmp_path, benchmark):
+    """eval_benchmark under ZeRO-3 with a collective per forward: Arena-Hard's answers sharded (one generate call per
+    process), MT-Bench's whole on every process (one call per turn and temperature): no process waits on another,
+    and the answers, hence the judges' verdicts and the logged scores, are the one-process run's."""
+    from api_replay import ReplayServer, with_text
+    from test_benchmark_in_training import arena_files, mt_bench_files
+
+    def grader(body):  # the grade follows the answer's length: equal answers, equal grades
+        graded = body["messages"][-1]["content"].rsplit("[ANSWER]\n", 1)[1]
+        return with_text(f"[[{len(graded) % 10 + 1}]]")
+
+    with ReplayServer(grader) as server:
+        files = arena_files(tmp_path) if benchmark == "arena_hard" else mt_bench_files(tmp_path, server.url)
+        extra = ["--deepspeed", REPO / "configs/deepspeed/zero3.json", "--ds3_gather_for_generation", "false"]
+        extra += [*SGD_ARGS, "--num_iterations", 1, "--eval_benchmark", benchmark]
+        extra += ["--eval_benchmark_options", json.dumps(files)]
+        launch(1, "sppo", tiny_model_dir, tmp_path / "one", *extra)
+        launch(2, "sppo", tiny_model_dir, tmp_path / "two", *extra)
+    one, two = (metrics(tmp_path / run)[0] for run in ("one", "two"))
+    scores = sorted(k for k in one if k.startswith(f"eval/{benchmark}/") and "/judge/" not in k)
+    assert scores and [one[k] for k in scores] == [two[k] for k in scores]
