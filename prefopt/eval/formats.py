@@ -24,16 +24,34 @@ from prefopt.errors import DataError
 from prefopt.rundir import atomic_write_text
 
 
+def read_jsonl(path: str | Path, what: str) -> list[dict]:
+    """The objects of a JSON-lines file; a missing or empty file, invalid JSON or a non-object is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file '{path}' does not exist")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{what} file '{path}' is empty; expected one JSON object per line")
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{what} file '{path}' row {i}: invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{what} file '{path}' row {i}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
 def _read_rows(path: str | Path, what: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} file '{path}' does not exist")
-    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, what)
     try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
+        rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{what} file '{path}': invalid JSON at line {err.lineno}: {err.msg}") from None
     if not isinstance(rows, list) or not rows:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefopt.errors import DataError
+from prefopt.eval.formats import read_jsonl
 from prefopt.rundir import atomic_write_text
 
 QuestionId = int | str
@@ -39,26 +40,6 @@ class Question:
     turns: tuple[str, ...]
     reference: tuple[str, ...] | None
     row: int
-
-
-def read_jsonl(path: str | Path, what: str) -> list[dict]:
-    """The objects of a JSON-lines file; a missing or empty file, invalid JSON or a non-object is a DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file '{path}' does not exist")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"{what} file '{path}' is empty; expected one JSON object per line")
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{what} file '{path}' row {i}: invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{what} file '{path}' row {i}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
 
 
 def field(row: dict, key: str, valid: Callable[[object], bool], expected: str, where: str):
