@@ -211,7 +211,8 @@ def test_eval_full_lc_variant_without_its_data_stops_before_any_work(tmp_path):
 
 
 def test_eval_module_imports_no_training_code():
-    code = "import prefopt.eval.run, sys; print(sorted(m for m in sys.modules if m.startswith('prefopt.')))"
+    runs = "prefopt.eval.run, prefopt.eval.arena_hard.run, prefopt.eval.mt_bench.run, prefopt.eval.in_training"
+    code = f"import {runs}, sys; print(sorted(m for m in sys.modules if m.startswith('prefopt.')))"
     import subprocess
 
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO).stdout
