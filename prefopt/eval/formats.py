@@ -25,22 +25,25 @@ from prefopt.rundir import atomic_write_text
 
 
 def read_jsonl(path: str | Path, what: str) -> list[dict]:
-    """The objects of a JSON-lines file; a missing or empty file, invalid JSON or a non-object is a DataError."""
+    """The objects of a JSON-lines file (blank lines skipped); a missing or empty file, invalid JSON or a non-object
+    is a DataError naming the row and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} file '{path}' does not exist")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"{what} file '{path}' is empty; expected one JSON object per line")
     rows = []
-    for i, line in enumerate(lines):
+    # split on "\n" only: a JSON string may hold U+2028 and other characters str.splitlines() breaks at
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n")):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{what} file '{path}' row {i}: invalid JSON ({err.msg} at column {err.colno})") from None
+            raise DataError(f"{what} file '{path}' row {len(rows)}: invalid JSON on line {i + 1}: {err.msg}") from None
         if not isinstance(row, dict):
-            raise DataError(f"{what} file '{path}' row {i}: expected a JSON object, got {type(row).__name__}")
+            raise DataError(f"{what} file '{path}' row {len(rows)}: expected an object, got {type(row).__name__}")
         rows.append(row)
+    if not rows:
+        raise DataError(f"{what} file '{path}' holds no rows; expected JSON lines, one object per line")
     return rows
 
 

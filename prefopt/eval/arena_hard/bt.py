@@ -18,8 +18,9 @@ is penalised, as there, and the fit is reported relative to the anchor.
 
 Newton's method with an Armijo backtracking line search converges quadratically from θ = 0; it stops when a step
 moves no coefficient by more than ``tol``. No maximum-likelihood estimate exists when a model wins (or loses) all
-its battles (complete separation): the iterates then diverge and the fit raises a :class:`DataError` instead of
-returning the large, arbitrary value an iterative solver stops at.
+its battles (complete separation): the iterates then diverge and the fit raises :class:`Separation` (a DataError)
+instead of returning the large, arbitrary value an iterative solver stops at; a bootstrap replicate keeps the last
+iterate (see there).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def fit_logistic(
     w = np.zeros(X.shape[1])
     value = _objective(w, X, y, c, l2)
     for _ in range(max_iter):
-        p = np.exp(-np.logaddexp(0.0, -(X @ w)))  # σ(Xw) without overflow
-        grad = X.T @ (c * (p - y)) + l2 * w
-        hess = (X * (c * p * (1.0 - p))[:, None]).T @ X + l2 * np.eye(len(w))
+        eta = X @ w
+        p, q = np.exp(-np.logaddexp(0.0, -eta)), np.exp(-np.logaddexp(0.0, eta))  # σ(η), σ(−η): no 1 − p rounding
+        grad = X.T @ (c * ((1.0 - y) * p - y * q)) + l2 * w  # (1 − y) σ(η) − y σ(−η) = σ(η) − y
+        hess = (X * (c * p * q)[:, None]).T @ X + l2 * np.eye(len(w))
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -66,10 +68,21 @@ def fit_logistic(
         w, value = w - t * step, trial
         if np.max(np.abs(t * step)) <= tol * (1.0 + np.max(np.abs(w))):
             return w
-    raise DataError(
+    raise Separation(
         f"Bradley-Terry fit did not converge in {max_iter} Newton steps: a model won or lost all its battles, "
-        "so its rating is infinite"
+        "so its rating is infinite",
+        w,
     )
+
+
+class Separation(DataError):
+    """The fit diverges (complete separation). ``w`` is the last Newton iterate: each step moves it about one logit
+    further along the separating direction, so after ``max_iter`` steps it stands for the limit (a win rate of 0 or 1
+    to within e^-max_iter), which is what a bootstrap replicate of such a sample keeps."""
+
+    def __init__(self, message: str, w: np.ndarray):
+        super().__init__(message)
+        self.w = w
 
 
 @dataclass(frozen=True)

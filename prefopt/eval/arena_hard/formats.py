@@ -27,6 +27,7 @@ from pathlib import Path
 
 from prefopt.errors import DataError
 from prefopt.eval.arena_hard.markdown import METADATA_KEYS
+from prefopt.eval.formats import read_jsonl
 from prefopt.rundir import atomic_write_text
 
 VERSIONS = ("v0.1", "v2.0")
@@ -86,26 +87,6 @@ class Judgment:
     where: str = ""
 
 
-def _rows(path: str | Path, what: str) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file '{path}' does not exist")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{what} file '{path}' row {len(rows)}: invalid JSON on line {i + 1}: {err.msg}") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{what} file '{path}' row {len(rows)}: expected an object, got {type(row).__name__}")
-        rows.append(row)
-    if not rows:
-        raise DataError(f"{what} file '{path}' holds no rows; expected JSON lines, one object per line")
-    return rows
-
-
 def _version(row: dict, keys: dict[str, tuple[str, ...]], where: str) -> str:
     for version, needed in keys.items():
         if all(k in row for k in needed):
@@ -114,16 +95,20 @@ def _version(row: dict, keys: dict[str, tuple[str, ...]], where: str) -> str:
     raise DataError(f"{where}: expected the fields {shapes}; got {sorted(row)}")
 
 
-def _get(value, path: str, where: str, kind: type | tuple = str, allow_none: bool = False):
-    """``value`` checked to be a ``kind`` (a non-empty string for str), else a one-line error naming ``path``."""
-    ok = isinstance(value, kind) and not isinstance(value, bool) and (kind is not str or value.strip() != "")
+_KINDS = {str: "a non-empty string", dict: "an object", list: "a list", int: "an integer", "text": "a string"}
+
+
+def _get(value, path: str, where: str, kind: type | str = str, allow_none: bool = False):
+    """``value`` checked to be a ``kind`` (str: a non-empty string; "text": any string, an answer may be empty),
+    else a one-line error naming ``path``."""
+    cls = str if kind == "text" else kind
+    ok = isinstance(value, cls) and not isinstance(value, bool) and (kind is not str or value.strip() != "")
     if ok or (allow_none and value is None):
         return value
-    name = {str: "a non-empty string", dict: "an object", list: "a list", int: "an integer"}.get(kind, str(kind))
-    raise DataError(f"{where}: field '{path}' must be {name}; got {json.dumps(value)[:60]}")
+    raise DataError(f"{where}: field '{path}' must be {_KINDS[kind]}; got {json.dumps(value)[:60]}")
 
 
-def _dig(row: dict, path: str, where: str, kind: type | tuple = str, allow_none: bool = False):
+def _dig(row: dict, path: str, where: str, kind: type | str = str, allow_none: bool = False):
     """row[a][b]... for the dotted ``path`` (integer parts index lists), checked like :func:`_get`."""
     value = row
     for part in path.split("."):
@@ -137,7 +122,7 @@ def _dig(row: dict, path: str, where: str, kind: type | tuple = str, allow_none:
 def read_questions(path: str | Path) -> list[Question]:
     """A question file (either generation, told by its first row) as :class:`Question` s, uids unique."""
     out, seen = [], {}
-    for i, row in enumerate(_rows(path, "question")):
+    for i, row in enumerate(read_jsonl(path, "question")):
         where = f"question file '{path}' row {i}"
         version = _version(row, {"v0.1": ("question_id", "turns"), "v2.0": ("uid", "prompt")}, where)
         if out and version != out[0].version:
@@ -182,7 +167,7 @@ def read_answers(path: str | Path) -> Answers:
     """A model's answer file (either generation): model name (the rows' own field; all rows must agree), answers
     and metadata by question uid. A repeated uid keeps its last row, as arena-hard-auto's loader does."""
     model, version, texts, metadata = None, None, {}, {}
-    for i, row in enumerate(_rows(path, "answer")):
+    for i, row in enumerate(read_jsonl(path, "answer")):
         where = f"answer file '{path}' row {i}"
         v = _version(row, {"v0.1": ("question_id", "choices"), "v2.0": ("uid", "messages")}, where)
         if version is not None and v != version:
@@ -191,7 +176,7 @@ def read_answers(path: str | Path) -> Answers:
         if v == "v0.1":
             uid, name = _dig(row, "question_id", where), _dig(row, "model_id", where)
             turn = _dig(row, "choices.0.turns.0", where, dict)
-            texts[uid] = _get(turn.get("content"), "choices.0.turns.0.content", where, str)
+            texts[uid] = _get(turn.get("content"), "choices.0.turns.0.content", where, "text")
             if "conv_metadata" in row:
                 meta = _metadata(row["conv_metadata"], where, "conv_metadata")
             elif "token_len" in turn:
@@ -201,7 +186,7 @@ def read_answers(path: str | Path) -> Answers:
         else:
             uid, name = _dig(row, "uid", where), _dig(row, "model", where)
             last = len(_dig(row, "messages", where, list)) - 1
-            texts[uid] = _dig(row, f"messages.{last}.content.answer", where, str)
+            texts[uid] = _dig(row, f"messages.{last}.content.answer", where, "text")
             meta = _metadata(row["metadata"], where, "metadata") if row.get("metadata") is not None else None
         if model is not None and name != model:
             raise DataError(f"{where}: field 'model' is {name!r} but row 0 has {model!r}; give one model per file")
@@ -292,7 +277,7 @@ def read_judgments(paths: str | Path | Sequence[str | Path]) -> list[Judgment]:
     it reads (:data:`LABELS`); v0.1 keeps any string (others are unparsed games when scored)."""
     out: list[Judgment] = []
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        for i, row in enumerate(_rows(path, "judgment")):
+        for i, row in enumerate(read_jsonl(path, "judgment")):
             where = f"judgment file '{path}' row {i}"
             version = _version(row, {"v0.1": ("question_id", "games"), "v2.0": ("uid", "games")}, where)
             if out and version != out[0].version:
