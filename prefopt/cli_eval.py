@@ -102,6 +102,22 @@ def _add_common_flags(p, max_new_tokens: int, temperature: float | None) -> None
     p.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the bootstrap.")
 
 
+def _report(output_dir: str, counts: str) -> int:
+    """The leaderboard the command wrote, what was judged, and where the results are."""
+    print((Path(output_dir) / "leaderboard.md").read_text(), end="")
+    print(f"[prefopt] {counts}")
+    print(f"[prefopt] results in {output_dir}")
+    return 0
+
+
+def _add_models_flag(p, files: str) -> None:
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help=f"Models to score: {files}, model folders or Hub ids; NAME=SOURCE names one.",
+    )
+
+
 def apply_presets(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: list[str], args):
     """Re-parse ``argv`` with the ``--preset`` files' values as the command's defaults (typed flags win)."""
     if not getattr(args, "preset", None):
@@ -152,22 +168,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
         not args.no_progress,
     )
     results = run_eval(request)
-    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
     judged, reused = results["judge"]["judged"], results["judge"]["reused"]
-    print(f"[prefopt] {judged} judgments made, {reused} reused from the earlier run in {args.output_dir}")
-    print(f"[prefopt] results in {args.output_dir}")
-    return 0
+    return _report(args.output_dir, f"{judged} judgments made, {reused} reused from the earlier run in the folder")
 
 
 def add_eval_parser(sub) -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="Win rates of models on an eval set: AlpacaEval files and a leaderboard.")
     ev.add_argument("--eval_set", help="JSON/JSONL list of {instruction, dataset?} (AlpacaEval's format).")
-    ev.add_argument(
-        "--models",
-        nargs="+",
-        help="Generators to compare: outputs files (AlpacaEval format), model folders or Hub ids; NAME=SOURCE "
-        "names one.",
-    )
+    _add_models_flag(ev, "outputs files (AlpacaEval format)")
     ev.add_argument("--baseline", help="The baseline generator (same syntax); default: the first of --models.")
     ev.add_argument(
         "--pairs",
@@ -223,10 +231,9 @@ def run_arena_hard_command(args: argparse.Namespace) -> int:
         categories=args.categories,
     )
     results = run_arena_hard(request)
-    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
-    print(f"[prefopt] {results['judge']['judged']} questions judged, {results['judge']['reused']} reused")
-    print(f"[prefopt] results in {args.output_dir}")
-    return 0
+    return _report(
+        args.output_dir, f"{results['judge']['judged']} questions judged, {results['judge']['reused']} reused"
+    )
 
 
 def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
@@ -234,12 +241,7 @@ def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
         "arena-hard", help="Arena-Hard-Auto: answers, judgments in its formats, Bradley-Terry scores with intervals."
     )
     ah.add_argument("--questions", help="arena-hard-auto's question.jsonl (v0.1 or v2.0).")
-    ah.add_argument(
-        "--models",
-        nargs="+",
-        help="Models to score: model_answer files (arena-hard-auto format), model folders or Hub ids; NAME=SOURCE "
-        "names one.",
-    )
+    _add_models_flag(ah, "model_answer files (arena-hard-auto format)")
     ah.add_argument("--baseline", help="The baseline: NAME=its model_answer file (e.g. gpt-4-0314.jsonl), or a model.")
     ah.add_argument(
         "--style_control",
@@ -289,20 +291,14 @@ def run_mt_bench_command(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         max_questions=args.max_instances,
     )
-    run_mt_bench(request)
-    print((Path(args.output_dir) / "leaderboard.md").read_text(), end="")
-    print(f"[prefopt] results in {args.output_dir}")
-    return 0
+    results = run_mt_bench(request)
+    return _report(args.output_dir, f"{results['judge']['judged']} grades asked, {results['judge']['reused']} reused")
 
 
 def add_mt_bench_parser(sub) -> argparse.ArgumentParser:
     mt = sub.add_parser("mt-bench", help="MT-Bench: two-turn answers, 1-10 grades by an LLM judge, scores.")
     mt.add_argument("--questions", help="FastChat's data/mt_bench/question.jsonl.")
-    mt.add_argument(
-        "--models",
-        nargs="+",
-        help="Models to score: model_answer files (FastChat format), model folders or Hub ids; NAME=SOURCE names one.",
-    )
+    _add_models_flag(mt, "model_answer files (FastChat format)")
     mt.add_argument("--reference_answers", help="FastChat's reference_answer/gpt-4.jsonl (math, reasoning, coding).")
     mt.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples (questions) of the interval.")
     _add_common_flags(mt, max_new_tokens=1024, temperature=None)
