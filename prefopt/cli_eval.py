@@ -211,6 +211,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
 def run_arena_hard_command(args: argparse.Namespace) -> int:
     from prefopt.eval.arena_hard.run import ArenaRequest, run_arena_hard
 
+    if args.judgments:
+        return _score_arena_judgments(args)
     if not (args.questions and args.models and args.baseline and args.output_dir):
         raise ConfigError("arena-hard needs --questions, --models, --baseline and --output_dir")
     request = ArenaRequest(
@@ -236,6 +238,30 @@ def run_arena_hard_command(args: argparse.Namespace) -> int:
     )
 
 
+def _score_arena_judgments(args: argparse.Namespace) -> int:
+    """``--judgments``: the leaderboard of existing judgment files (prefopt's or arena-hard-auto's), as JSON."""
+    from prefopt.eval.arena_hard import leaderboard, read_answers, read_judgments
+
+    if args.models or args.output_dir:
+        raise ConfigError("give either --judgments FILE... (with --answers for style control), or --models; not both")
+    judgments = read_judgments(args.judgments)
+    answers = [read_answers(path) for path in args.answers or []]
+    baseline = args.baseline.split("=", 1)[0] if args.baseline else None
+    category = args.categories[0] if args.categories and len(args.categories) == 1 else None
+    board = leaderboard(
+        judgments[0].version,
+        judgments,
+        answers or None,
+        baseline,
+        category=category,
+        style_control=args.style_control,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+    )
+    print(json.dumps(board))
+    return 0
+
+
 def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
     ah = sub.add_parser(
         "arena-hard", help="Arena-Hard-Auto: answers, judgments in its formats, Bradley-Terry scores with intervals."
@@ -255,6 +281,13 @@ def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
         help="Only these question categories (v2.0: hard_prompt against o3-mini, creative_writing against gemini).",
     )
     ah.add_argument("--n_bootstrap", type=int, default=100, help="Bootstrap rounds of the interval.")
+    ah.add_argument(
+        "--judgments",
+        nargs="+",
+        help="Instead: print the leaderboard (JSON) of existing judgment files, prefopt's or arena-hard-auto's; "
+        "--baseline NAME names the baseline (default: the version's).",
+    )
+    ah.add_argument("--answers", nargs="+", help="With --judgments: model_answer files (style control, avg_tokens).")
     _add_common_flags(ah, max_new_tokens=4096, temperature=0.0)
     return ah
 
@@ -263,6 +296,13 @@ def add_arena_hard_parser(sub) -> argparse.ArgumentParser:
 def run_mt_bench_command(args: argparse.Namespace) -> int:
     from prefopt.eval.mt_bench import MTBenchDecoding, MTBenchRequest, run_mt_bench
 
+    if args.judgments:
+        from prefopt.eval.mt_bench import score_judgments
+
+        if args.models or args.output_dir or not args.questions:
+            raise ConfigError("give --judgments FILE with --questions (and no --models), or --models; not both")
+        print(json.dumps(score_judgments(args.questions, args.judgments, args.n_bootstrap, args.seed)))
+        return 0
     if not (args.questions and args.models and args.output_dir):
         raise ConfigError("mt-bench needs --questions, --models and --output_dir")
     if args.judge != "openai":
@@ -301,6 +341,10 @@ def add_mt_bench_parser(sub) -> argparse.ArgumentParser:
     _add_models_flag(mt, "model_answer files (FastChat format)")
     mt.add_argument("--reference_answers", help="FastChat's reference_answer/gpt-4.jsonl (math, reasoning, coding).")
     mt.add_argument("--n_bootstrap", type=int, default=2000, help="Bootstrap resamples (questions) of the interval.")
+    mt.add_argument(
+        "--judgments",
+        help="Instead: print the scores (JSON) of an existing judgment file (ours or FastChat's gpt-4_single.jsonl).",
+    )
     _add_common_flags(mt, max_new_tokens=1024, temperature=None)
     mt.set_defaults(judge="openai")
     return mt

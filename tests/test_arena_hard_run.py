@@ -6,7 +6,7 @@ import json
 
 import pytest
 from api_replay import ReplayServer, with_text
-from helpers import prefopt, prefopt_ok
+from helpers import REPO, prefopt, prefopt_ok
 
 from prefopt.eval.arena_hard import answer_row, markdown_counts, read_answers, read_judgments, write_jsonl
 from prefopt.eval.arena_hard.judging import label_of
@@ -147,3 +147,14 @@ def test_arena_hard_v20_with_the_openai_judge(tmp_path):
     # v2.0's score without style control: the mean battle score, (2 questions · 2 games · 3 wins + 2 · 2 · ½) / 16
     board = {row["model"]: row for row in results["leaderboard"]["models"]}
     assert board["m"]["point"] == pytest.approx(100 * (12 + 2) / 16)
+
+
+def test_scoring_arena_hard_autos_own_judgment_files():
+    """``--judgments``: arena-hard-auto's v0.1 files of the reference fixture, scored as its show_result.py does
+    (tests/data/arena_hard/reference.json: its compute_mle_elo on the same files)."""
+    data = REPO / "tests/data/arena_hard"
+    reference = json.loads((data / "reference.json").read_text())["v0.1"]["none"]["win_rates"]
+    judgments = sorted((data / "v0.1/model_judgment/gpt-4-1106-preview").glob("*.jsonl"))
+    result = prefopt_ok("arena-hard", "--judgments", *judgments, "--baseline", "gpt-4-0314", "--n_bootstrap", 0)
+    board = {row["model"]: row["point"] for row in json.loads(result.stdout)["models"]}
+    assert board == pytest.approx(reference, rel=1e-6)

@@ -219,10 +219,15 @@ def test_fastchat_judgment_file_scores(bench, tmp_path):
          "score": s, "turn": t, "tstamp": 1.0}
         for q, t, s in [(81, 1, 9), (81, 2, 7), (95, 1, -1), (95, 2, 4), (142, 1, 8), (142, 2, 6.5)]
     ]  # fmt: skip
-    result = score_judgments(bench["questions"], write_jsonl(tmp_path / "gpt-4_single.jsonl", rows), 100)["vicuna"]
+    judgments = write_jsonl(tmp_path / "gpt-4_single.jsonl", rows)
+    result = score_judgments(bench["questions"], judgments, 100)["vicuna"]
     assert (result["turn_1"], result["turn_2"]) == pytest.approx((8.5, 17.5 / 3))
     assert result["overall"] == pytest.approx(34.5 / 5) and result["n_unreadable"] == 1
     assert result["categories"] == {"writing": 8.0, "roleplay": 4.0, "reasoning": None, "math": None, "stem": 7.25}
+    from helpers import prefopt_ok  # the same from the command line
+
+    printed = prefopt_ok("mt-bench", "--judgments", judgments, "--questions", bench["questions"], "--n_bootstrap", 100)
+    assert json.loads(printed.stdout) == {"vicuna": result}
 
 
 # --- generation ----------------------------------------------------------------------------------------------------
