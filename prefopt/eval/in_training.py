@@ -106,7 +106,7 @@ class BenchmarkEval:
         self.prompts = grading.load_templates(self.args.judge_template_file, self.names)
 
     def _build_judge(self):
-        from prefopt.cli_eval import _api_judge_options, judge_options
+        from prefopt.cli_eval import _api_judge_options, decoding, judge_options
         from prefopt.judges import build_judge
 
         if self.kind == "mt_bench":
@@ -121,7 +121,7 @@ class BenchmarkEval:
             from prefopt.judges.api import ApiOptions
 
             options["api"] = ApiOptions(**options["api"])
-        return build_judge(kind, device=self.args.device if self.args.device != "auto" else "cpu", **options)
+        return build_judge(kind, device=decoding(self.args).device, **options)  # --device auto: cuda when there is one
 
     # -- one evaluation --------------------------------------------------------------------------------------------
     def __call__(self, run) -> dict[str, float]:
