@@ -122,6 +122,11 @@ def test_arena_settings_v01_and_v20(tmp_path):
     (tmp_path / "utils" / "judge_utils.py").unlink()
     with pytest.raises(JudgeError, match="no system_prompt, and there is no arena-hard-auto utils/judge_utils.py"):
         read_arena_settings(str(tmp_path / "config" / "v2.yaml"))
+    plain = tmp_path / "arena.txt"  # plain text: the user message, v0.1's rules
+    plain.write_text("{question_1}\n[A]\n{answer_1}\n[B]\n{answer_2}")
+    assert read_arena_settings(str(plain)).messages("q", "a", "b") == [
+        {"role": "user", "content": "q\n[A]\na\n[B]\nb"}
+    ]
     text = tmp_path / "t.yaml"
     text.write_text("system_prompt: S\nprompt_template: '{question_1} {answer_1}'\n")
     with pytest.raises(JudgeError, match=r"lacks the field\(s\) \{answer_2\}"):

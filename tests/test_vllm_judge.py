@@ -130,7 +130,7 @@ def test_unreadable_verdicts_are_counted_then_stop(server, tmp_path, monkeypatch
     judge = build_judge("openai", api=options(server, tmp_path, mode="arena_hard", template_file=str(template),
                                               max_tokens=8, cache=False))  # fmt: skip
     assert judge.preference(["q"], ["x"], ["y"]).tolist() == [0.5]  # "mmmm…": no verdict, even after the follow-up
-    assert judge.take_metrics()["judge/unparsed"] == 1
+    assert judge.take_metrics()["judge/unparsed"] == 2  # both games
     with pytest.raises(JudgeError, match="verdicts unreadable"):
         judge.preference([f"q{i}" for i in range(10)], ["x"] * 10, ["y"] * 10)
 

@@ -14,7 +14,8 @@ Two generations of arena-hard-auto's settings are read as they are:
   evaluating that module's literal assignments (never importing or running it).
 
 Any other YAML/JSON with ``system_prompt`` and ``prompt_template`` (either field spelling) is read with the v0.1
-rules unless it names ``regex_patterns``.
+rules unless it names ``regex_patterns``; a file of another suffix is plain text: the user message, no system prompt,
+v0.1's rules.
 """
 
 from __future__ import annotations
@@ -143,10 +144,14 @@ def read_arena_settings(path: str) -> ArenaSettings:
     file = Path(path)
     if not file.is_file():
         raise JudgeError(f"judge_template_file '{path}' does not exist")
-    try:
-        record = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise JudgeError(f"judge_template_file '{path}': cannot be read ({str(err).splitlines()[0]})") from err
+    text = file.read_text(encoding="utf-8")
+    if file.suffix not in (".yaml", ".yml", ".json"):  # plain text: the user message, v0.1's rules, no system prompt
+        record = {"prompt_template": text, "system_prompt": None, "plain": True}
+    else:
+        try:
+            record = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise JudgeError(f"judge_template_file '{path}': cannot be read ({str(err).splitlines()[0]})") from err
     if not isinstance(record, dict) or "prompt_template" not in record:
         raise JudgeError(f"judge_template_file '{path}': expected a mapping with prompt_template (and system_prompt)")
     template = record["prompt_template"]
@@ -160,7 +165,7 @@ def read_arena_settings(path: str) -> ArenaSettings:
         names = ", ".join("{" + f + "}" for f in missing)
         raise JudgeError(f"judge template '{path}' lacks the field(s) {names} (or {{QUESTION}}/{{ANSWER_A}}/...)")
     v2 = "regex_patterns" in record
-    if record.get("system_prompt"):
+    if record.get("system_prompt") or record.get("plain"):
         prompts, baselines = {"": record["system_prompt"]}, {}
     else:
         prompts, baselines = _v2_system_prompts(file, record.get("bench_name"))

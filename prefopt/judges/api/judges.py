@@ -108,6 +108,10 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
             raise JudgeError("judge_mode grade scores single responses: use OpenAIGradeJudge")
         self._setup(options, preflight)
 
+    def _messages(self, prompt: Prompt, first: str, second: str) -> list[dict]:
+        """AlpacaEval's annotator prompt with ``first`` as output_1."""
+        return self.prompt.fill(instruction=prompt_as_text(prompt), output_1=first, output_2=second)
+
     def arena_games(
         self,
         questions: Sequence[Prompt],
@@ -166,14 +170,9 @@ class OpenAIPreferenceJudge(_ApiJudging, PreferenceJudge):
             games = self.arena_games(prompts, responses_a, responses_b)
             probs = [arena_preference(LABELS.get(ab["label"]), LABELS.get(ba["label"])) for ab, ba in games]
         else:
-            fill = self.prompt.fill
-            conversations = [
-                fill(instruction=prompt_as_text(x), output_1=a, output_2=b)
-                for x, a, b in zip(prompts, responses_a, responses_b)
-            ]
-            conversations += [
-                fill(instruction=prompt_as_text(x), output_1=b, output_2=a)
-                for x, a, b in zip(prompts, responses_a, responses_b)
+            pairs = list(zip(prompts, responses_a, responses_b))
+            conversations = [self._messages(x, a, b) for x, a, b in pairs] + [
+                self._messages(x, b, a) for x, a, b in pairs
             ]
             probs = self._alpaca_probs(conversations, len(prompts))
             self._count_unparsed(len(prompts), sum(p is None for p in probs))
