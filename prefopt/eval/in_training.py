@@ -95,33 +95,25 @@ class BenchmarkEval:
         self.texts = [q.prompt for q in self.questions]
 
     def _read_mt_bench(self) -> None:
+        from prefopt.cli_eval import _api_judge_options
         from prefopt.eval.mt_bench import grading
         from prefopt.eval.mt_bench.formats import read_questions
+        from prefopt.eval.mt_bench.run import grade_judge_options
 
         self.questions = read_questions(self.args.questions)[: self.cfg.eval_max_instances]
         self.references = grading.reference_answers(self.questions, self.args.questions, self.args.reference_answers)
-        self.names = grading.template_names()
-        if not self.args.judge_template_file:
-            raise ConfigError("eval_benchmark mt_bench needs judge_template_file (FastChat's judge_prompts.jsonl)")
-        self.prompts = grading.load_templates(self.args.judge_template_file, self.names)
+        self.grade_options, self.names = grade_judge_options(_api_judge_options(self.args))
+        self.prompts = grading.load_templates(self.grade_options.template_file, self.names)
 
     def _build_judge(self):
-        from prefopt.cli_eval import _api_judge_options, decoding, judge_options
-        from prefopt.judges import build_judge
+        from prefopt.cli_eval import decoding, judge_options
+        from prefopt.eval.run import build_eval_judge
 
         if self.kind == "mt_bench":
-            from prefopt.judges.api import ApiOptions
             from prefopt.judges.api.judges import OpenAIGradeJudge
 
-            options = {**_api_judge_options(self.args), "mode": "grade", "template_name": self.names["single"]}
-            return OpenAIGradeJudge(ApiOptions(**options))
-        options = judge_options(self.args)
-        kind = options.pop("kind")
-        if isinstance(options.get("api"), dict):
-            from prefopt.judges.api import ApiOptions
-
-            options["api"] = ApiOptions(**options["api"])
-        return build_judge(kind, device=decoding(self.args).device, **options)  # --device auto: cuda when there is one
+            return OpenAIGradeJudge(self.grade_options)
+        return build_eval_judge(judge_options(self.args), decoding(self.args).device)  # device auto: cuda if any
 
     # -- one evaluation --------------------------------------------------------------------------------------------
     def __call__(self, run) -> dict[str, float]:
@@ -151,17 +143,13 @@ class BenchmarkEval:
         return ctx.gather([s.text for s in sorted(batch.samples, key=lambda s: s.prompt_index)])
 
     def _mt_bench_answers(self, ctx) -> dict:
-        from prefopt.eval.mt_bench.generation import GeneratedAnswers, MTBenchDecoding, _generate_turn
+        from prefopt.eval.mt_bench.generation import MTBenchDecoding, answer_turns
 
         a = self.args
         decoding = MTBenchDecoding(
             a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed
         )
-        answers = {q.question_id: [] for q in self.questions}
-        out = GeneratedAnswers(answers, {q: [] for q in answers}, {q: [] for q in answers})
-        for turn in range(max(len(q.turns) for q in self.questions)):
-            _generate_turn(ctx.rollout, self.tokenizer, self.questions, answers, turn, decoding, out)
-        return answers
+        return answer_turns(ctx.rollout, self.tokenizer, self.questions, decoding).answers
 
     # -- scores ----------------------------------------------------------------------------------------------------
     def _score_alpaca_eval(self, answers: list[str]) -> dict:
@@ -175,16 +163,14 @@ class BenchmarkEval:
         return {k: m.get(k) for k in keys}
 
     def _score_arena_hard(self, answers: list[str]) -> dict:
-        from prefopt.eval.arena_hard import judgment_row, markdown_counts
-        from prefopt.eval.arena_hard.judging import judge_games
-        from prefopt.eval.arena_hard.run import _game, score_rows
+        from prefopt.eval.arena_hard import markdown_counts
+        from prefopt.eval.arena_hard.judging import judge_games, judgment_rows
+        from prefopt.eval.arena_hard.run import score_rows
 
-        qs, base = self.questions, self.baseline
+        qs, base, name = self.questions, self.baseline, "policy"
         games = judge_games(self.judge, self.texts, [q.category for q in qs], answers,
                             [base.texts[q.uid] for q in qs], progress=False)  # fmt: skip
-        name, version = "policy", qs[0].version
-        rows = [judgment_row(version, q, name, base.name, self.judge.name, [_game(version, g) for g in pair])
-                for q, pair in zip(qs, games)]  # fmt: skip
+        rows = judgment_rows(qs, name, base.name, self.judge.name, games)
         metadata = {name: {q.uid: markdown_counts(y, self._tokens(y)) for q, y in zip(qs, answers)}}
         metadata[base.name] = base.metadata
         a = self.args

@@ -144,15 +144,16 @@ def _check_lc(request: EvalRequest, lc_data: LCData | None, n: int) -> None:
         )
 
 
-def _judge(request: EvalRequest):
+def build_eval_judge(judge: dict, device: str):
+    """The judge of an evaluation from its recorded options (``{"kind": ..., build_judge's keywords}``)."""
     from prefopt.judges import build_judge
 
-    options = {k: v for k, v in request.judge.items() if k != "kind"}
+    options = {k: v for k, v in judge.items() if k != "kind"}
     if isinstance(options.get("api"), dict):  # the openai judge's options, kept as a plain dict for results.json
         from prefopt.judges.api import ApiOptions
 
         options["api"] = ApiOptions(**options["api"])
-    return build_judge(request.judge["kind"], device=request.decoding.device, **options)
+    return build_judge(judge["kind"], device=device, **options)
 
 
 def _head(lc_data: LCData, n: int) -> LCData:
@@ -205,7 +206,7 @@ def run_eval(request: EvalRequest) -> dict:
     eval_set, every_instruction, lc_data = _read_inputs(request)
     instructions = [row["instruction"] for row in eval_set]
     generators = _generators(request, instructions, every_instruction)
-    judge = _judge(request)
+    judge = build_eval_judge(request.judge, request.decoding.device)
     record = judge_record(judge.name, request.judge)
     judgments = load_judgments(out, record) if request.reuse else {}
     _generate(request, generators, instructions)

@@ -275,14 +275,21 @@ def judgment_row(
 def read_judgments(paths: str | Path | Sequence[str | Path]) -> list[Judgment]:
     """Judgment rows from one or more files (one generation in all), each with two games. v2.0 labels must be ones
     it reads (:data:`LABELS`); v0.1 keeps any string (others are unparsed games when scored)."""
-    out: list[Judgment] = []
+    rows = []
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        for i, row in enumerate(read_jsonl(path, "judgment")):
-            where = f"judgment file '{path}' row {i}"
-            version = _version(row, {"v0.1": ("question_id", "games"), "v2.0": ("uid", "games")}, where)
-            if out and version != out[0].version:
-                raise DataError(f"{where}: a {version} row after {out[0].version} rows; give one generation")
-            out.append(_judgment(row, version, where))
+        rows += [(row, f"judgment file '{path}' row {i}") for i, row in enumerate(read_jsonl(path, "judgment"))]
+    return parse_judgments(rows)
+
+
+def parse_judgments(rows: Sequence[tuple[dict, str]]) -> list[Judgment]:
+    """Judgment rows already in memory, each with where it comes from (for errors), checked as
+    :func:`read_judgments` checks a file's."""
+    out: list[Judgment] = []
+    for row, where in rows:
+        version = _version(row, {"v0.1": ("question_id", "games"), "v2.0": ("uid", "games")}, where)
+        if out and version != out[0].version:
+            raise DataError(f"{where}: a {version} row after {out[0].version} rows; give one generation")
+        out.append(_judgment(row, version, where))
     return out
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
+from prefopt.eval.arena_hard.formats import Question, game, judgment_row
 from prefopt.judges import PreferenceJudge
 
 CHUNK = 32  # questions per judge call: a moving progress bar, and full batches for the API judge's concurrency
@@ -74,3 +75,16 @@ def judge_games(
                 games += _probability_games(judge, prompts[part], model_answers[part], baseline_answers[part])
             bar.update(len(prompts[part]))
     return games
+
+
+def judgment_rows(questions: Sequence[Question], model: str, baseline: str, judge: str, games) -> list[dict]:
+    """:func:`judge_games`' games as judgment rows in the questions' generation's layout."""
+    rows = []
+    for q, pair in zip(questions, games):
+        played = []
+        for g in pair:
+            messages = g["messages"] or []
+            user = next((m["content"] for m in messages if m["role"] == "user"), "")
+            played.append(game(q.version, g["label"], g["judgment"], user if q.version == "v0.1" else messages))
+        rows.append(judgment_row(q.version, q, model, baseline, judge, played))
+    return rows

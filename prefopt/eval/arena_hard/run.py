@@ -27,20 +27,18 @@ from prefopt.errors import ConfigError, DataError
 from prefopt.eval.arena_hard.formats import (
     Question,
     answer_row,
-    game,
-    judgment_row,
+    parse_judgments,
     read_answers,
-    read_judgments,
     read_questions,
     write_jsonl,
 )
-from prefopt.eval.arena_hard.judging import judge_games
+from prefopt.eval.arena_hard.judging import judge_games, judgment_rows
 from prefopt.eval.arena_hard.markdown import markdown_counts
 from prefopt.eval.arena_hard.scoring import leaderboard
 from prefopt.eval.formats import write_json
 from prefopt.eval.generation import Decoding, generate_outputs
 from prefopt.eval.reuse import judge_record
-from prefopt.eval.run import _judge, file_record, looks_like_path, safe_name, versions
+from prefopt.eval.run import build_eval_judge, file_record, looks_like_path, safe_name, versions
 from prefopt.rundir import atomic_dir, atomic_write_text, refuse_non_empty
 
 
@@ -149,7 +147,7 @@ def _previous(out: Path, record: dict, judge_folder: str) -> dict[tuple, dict]:
 
 def _play(request, judge, judge_name, questions, contestants, baseline, previous) -> tuple[dict, int]:
     """Judgment rows by model (question order), and how many were reused."""
-    version, rows_by_model, reused = questions[0].version, {}, 0
+    rows_by_model, reused = {}, 0
     for c in contestants:
         rows = [previous.get((c.name, q.uid, c.texts[q.uid], baseline.texts[q.uid])) for q in questions]
         todo = [i for i, r in enumerate(rows) if r is None]
@@ -165,17 +163,10 @@ def _play(request, judge, judge_name, questions, contestants, baseline, previous
                 desc=f"judging {c.name} vs {baseline.name}",
                 progress=request.progress,
             )
-            for i, pair in zip(todo, games):
-                played = [_game(version, g) for g in pair]
-                rows[i] = judgment_row(version, questions[i], c.name, baseline.name, judge_name, played)
+            for i, row in zip(todo, judgment_rows(asked, c.name, baseline.name, judge_name, games)):
+                rows[i] = row
         rows_by_model[c.name] = rows
     return rows_by_model, reused
-
-
-def _game(version: str, g: dict) -> dict:
-    messages = g["messages"] or []
-    user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    return game(version, g["label"], g["judgment"], user if version == "v0.1" else messages)
 
 
 def _check_style(request: ArenaRequest, everyone: list[Contestant]) -> None:
@@ -201,7 +192,7 @@ def run_arena_hard(request: ArenaRequest) -> dict:
     names = [baseline.name] + [c.name for c in contestants]
     if len({safe_name(n) for n in names}) < len(names):
         raise ConfigError(f"model names must be distinct (as file names too): {names}; name them NAME=SOURCE")
-    judge = _judge(request)
+    judge = build_eval_judge(request.judge, request.decoding.device)
     judge_name = request.judge.get("api", {}).get("model") or request.judge["kind"]  # the folder; the record has more
     record = judge_record(judge.name, request.judge)
     folder = safe_name(judge_name)
@@ -237,16 +228,10 @@ def run_arena_hard(request: ArenaRequest) -> dict:
 
 
 def score_rows(rows_by_model: dict[str, list[dict]], metadata: dict, baseline: str, **options) -> dict:
-    """The leaderboard of judgment rows (by model), read back as arena-hard-auto's scorer reads its files;
+    """The leaderboard of judgment rows (by model), checked as arena-hard-auto's files are when read;
     ``options``: :func:`.scoring.leaderboard`'s keywords."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        files = []
-        for model, rows in rows_by_model.items():
-            files.append(Path(tmp) / f"{safe_name(model)}.jsonl")
-            write_jsonl(files[-1], rows)
-        judgments = read_judgments(files)
+    rows = [(row, f"judgment of {model} row {i}") for model, rs in rows_by_model.items() for i, row in enumerate(rs)]
+    judgments = parse_judgments(rows)
     return leaderboard(judgments[0].version, judgments, metadata, baseline, **options)
 
 

@@ -136,6 +136,11 @@ def generate_answers(
     model = load_causal_lm(model_name_or_path, decoding.dtype, trust_remote_code=trust_remote_code)
     model.to(decoding.device).eval()
     engine = HFRolloutEngine(lambda: contextlib.nullcontext(model), tokenizer, decoding.batch_size)
+    return answer_turns(engine, tokenizer, questions, decoding)
+
+
+def answer_turns(engine, tokenizer, questions: list[Question], decoding: MTBenchDecoding) -> GeneratedAnswers:
+    """Every turn of every question with a rollout engine (a model's own, or a training run's), first turns first."""
     answers: dict[QuestionId, list[str]] = {q.question_id: [] for q in questions}
     out = GeneratedAnswers(answers, {q.question_id: [] for q in questions}, {q.question_id: [] for q in questions})
     for turn in range(max((len(q.turns) for q in questions), default=0)):

@@ -81,16 +81,18 @@ class Contestant:
     answers: dict[QuestionId, list[str]] | None = None
 
 
-def _api_options(request: MTBenchRequest):
+def grade_judge_options(judge: dict, template_names: dict[str, str] | None = None):
+    """The grading judge's :class:`~prefopt.judges.api.ApiOptions` (``judge``: their fields as a dict; the mode is
+    always ``grade``) and the judge-prompt line name of each template kind."""
     from prefopt.judges.api import ApiOptions
 
-    given = {**request.judge, "mode": "grade"}
+    given = {**judge, "mode": "grade"}
     if not given.get("template_file"):
         raise ConfigError(
             "mt-bench needs judge_template_file: FastChat's judge_prompts.jsonl (single-v1, single-math-v1 and their "
             "-multi-turn lines)"
         )
-    names = grading.template_names(request.template_names)
+    names = grading.template_names(template_names)
     try:
         return ApiOptions(**{**given, "template_name": names["single"]}), names
     except TypeError as err:
@@ -150,7 +152,7 @@ def run_mt_bench(request: MTBenchRequest) -> dict:
     refuse_non_empty(out, request.overwrite, "output_dir")
     questions, n_in_file, references = _read_inputs(request)
     contestants = _contestants(request, questions)
-    options, names = _api_options(request)
+    options, names = grade_judge_options(request.judge, request.template_names)
     prompts = grading.load_templates(options.template_file, names)  # every line checked before any compute
     judge = OpenAIGradeJudge(options)
     record = grading.judge_record(judge, prompts, names)
