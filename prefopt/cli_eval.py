@@ -241,19 +241,19 @@ def run_arena_hard_command(args: argparse.Namespace) -> int:
 def _score_arena_judgments(args: argparse.Namespace) -> int:
     """``--judgments``: the leaderboard of existing judgment files (prefopt's or arena-hard-auto's), as JSON."""
     from prefopt.eval.arena_hard import leaderboard, read_answers, read_judgments
+    from prefopt.eval.arena_hard.scoring import scored_category
 
     if args.models or args.output_dir:
         raise ConfigError("give either --judgments FILE... (with --answers for style control), or --models; not both")
     judgments = read_judgments(args.judgments)
     answers = [read_answers(path) for path in args.answers or []]
     baseline = args.baseline.split("=", 1)[0] if args.baseline else None
-    category = args.categories[0] if args.categories and len(args.categories) == 1 else None
     board = leaderboard(
         judgments[0].version,
         judgments,
         answers or None,
         baseline,
-        category=category,
+        category=scored_category(args.categories),
         style_control=args.style_control,
         n_bootstrap=args.n_bootstrap,
         seed=args.seed,

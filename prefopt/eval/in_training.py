@@ -163,25 +163,23 @@ class BenchmarkEval:
         return {k: m.get(k) for k in keys}
 
     def _score_arena_hard(self, answers: list[str]) -> dict:
-        from prefopt.eval.arena_hard import markdown_counts
         from prefopt.eval.arena_hard.judging import judge_games, judgment_rows
+        from prefopt.eval.arena_hard.markdown import tokenizer_counts
         from prefopt.eval.arena_hard.run import score_rows
+        from prefopt.eval.arena_hard.scoring import scored_category
 
         qs, base, name = self.questions, self.baseline, "policy"
         games = judge_games(self.judge, self.texts, [q.category for q in qs], answers,
                             [base.texts[q.uid] for q in qs], progress=False)  # fmt: skip
         rows = judgment_rows(qs, name, base.name, self.judge.name, games)
-        metadata = {name: {q.uid: markdown_counts(y, self._tokens(y)) for q, y in zip(qs, answers)}}
+        metadata = {name: {q.uid: tokenizer_counts(y, self.tokenizer) for q, y in zip(qs, answers)}}
         metadata[base.name] = base.metadata
         a = self.args
-        category = a.categories[0] if a.categories and len(a.categories) == 1 else None
+        category = scored_category(a.categories)
         board = score_rows({name: rows}, metadata, base.name, category=category, style_control=a.style_control,
                            n_bootstrap=a.n_bootstrap, seed=a.seed)  # fmt: skip
         row = next(r for r in board["models"] if r["model"] == name)
         return {"score": row["score"], "ci_low": row["lower"], "ci_high": row["upper"], "n": len(qs)}
-
-    def _tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _score_mt_bench(self, answers: dict) -> dict:
         from prefopt.eval.mt_bench import grading

@@ -59,6 +59,11 @@ def markdown_counts(text: str, token_len: int) -> dict:
     }
 
 
+def tokenizer_counts(text: str, tokenizer) -> dict:
+    """:func:`markdown_counts` of a generated answer, ``token_len`` counted by ``tokenizer`` (no special tokens)."""
+    return markdown_counts(text, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
 def style_totals(metadata: dict) -> tuple[float, float, float, float]:
     """(tokens, headers, list items, bold spans): each metadata field, its dict's values summed, as both versions'
     style control reads it."""

@@ -33,8 +33,8 @@ from prefopt.eval.arena_hard.formats import (
     write_jsonl,
 )
 from prefopt.eval.arena_hard.judging import judge_games, judgment_rows
-from prefopt.eval.arena_hard.markdown import markdown_counts
-from prefopt.eval.arena_hard.scoring import leaderboard
+from prefopt.eval.arena_hard.markdown import tokenizer_counts
+from prefopt.eval.arena_hard.scoring import leaderboard, scored_category
 from prefopt.eval.formats import write_json
 from prefopt.eval.generation import Decoding, generate_outputs
 from prefopt.eval.reuse import judge_record
@@ -118,7 +118,7 @@ def _generate(request: ArenaRequest, contestants: list[Contestant], questions: l
         tokenizer = load_tokenizer(c.source["model"], request.trust_remote_code)
         for q, text in zip(questions, texts):
             c.texts[q.uid] = text
-            c.metadata[q.uid] = markdown_counts(text, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+            c.metadata[q.uid] = tokenizer_counts(text, tokenizer)
         c.source["decoding"] = request.decoding.record()
         c.source["token_len"] = "the model's own tokenizer (arena-hard-auto: tiktoken)"
 
@@ -200,13 +200,12 @@ def run_arena_hard(request: ArenaRequest) -> dict:
     _generate(request, [baseline, *contestants], questions)
     _check_style(request, [baseline, *contestants])
     rows_by_model, reused = _play(request, judge, judge_name, questions, contestants, baseline, previous)
-    category = request.categories[0] if request.categories and len(request.categories) == 1 else None
     metadata = {c.name: c.metadata for c in [baseline, *contestants]}
     board = score_rows(
         rows_by_model,
         metadata,
         baseline.name,
-        category=category,
+        category=scored_category(request.categories),
         style_control=request.style_control,
         n_bootstrap=request.n_bootstrap,
         seed=request.seed,

@@ -277,6 +277,12 @@ METHODS = {
 }
 
 
+def scored_category(categories: list[str] | None) -> str | None:
+    """The category a leaderboard scores for ``--categories``: the one asked for, when exactly one is; else None
+    (all rows, which must then share one baseline)."""
+    return categories[0] if categories and len(categories) == 1 else None
+
+
 def leaderboard(
     version: str,
     judgments: Sequence[Judgment],
