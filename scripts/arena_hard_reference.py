@@ -129,7 +129,8 @@ def verdicts(model: str, uid: str, meta_m: dict, meta_b: dict, v2: bool) -> list
 def build_fixture(out: Path) -> dict:
     """Write both generations' fixture files under ``out``; return {version: {model: {uid: text}}}."""
     from prefopt.eval.arena_hard import Question, answer_row, game, judgment_row, markdown_counts, question_row
-    from prefopt.eval.arena_hard.formats import V2_BASELINES, write_jsonl
+    from prefopt.eval.arena_hard.formats import V2_BASELINES
+    from prefopt.eval.formats import write_jsonl
 
     texts: dict = {}
     for version in ("v0.1", "v2.0"):

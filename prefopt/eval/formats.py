@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefopt.errors import DataError
@@ -194,6 +195,11 @@ def read_annotations(path: str | Path) -> tuple[list[dict], int]:
     if not rows:
         raise DataError(f"annotations file '{path}': every one of its {dropped} rows has a null preference")
     return rows, dropped
+
+
+def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
+    """One JSON object per line (non-ASCII kept, as arena-hard-auto and FastChat write), written whole or not."""
+    atomic_write_text(Path(path), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_json(path: Path, rows) -> None:

@@ -25,11 +25,11 @@ from prefopt.eval.arena_hard.formats import (
     read_answers,
     read_judgments,
     read_questions,
-    write_jsonl,
 )
 from prefopt.eval.arena_hard.markdown import markdown_counts
 from prefopt.eval.arena_hard.scoring import Battles, battles, leaderboard
 from prefopt.eval.arena_hard.style import STYLE_CONTROLS, style_features
+from prefopt.eval.formats import write_jsonl
 
 __all__ = [
     "LABELS",

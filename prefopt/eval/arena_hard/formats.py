@@ -28,7 +28,6 @@ from pathlib import Path
 from prefopt.errors import DataError
 from prefopt.eval.arena_hard.markdown import METADATA_KEYS
 from prefopt.eval.formats import read_jsonl
-from prefopt.rundir import atomic_write_text
 
 VERSIONS = ("v0.1", "v2.0")
 # Score of Assistant A for each label and whether it is a strong verdict. v0.1 reads the first five only (any other
@@ -309,8 +308,3 @@ def _judgment(row: dict, version: str, where: str) -> Judgment:
         return Judgment(uid, model, judge, tuple(labels), version, where=where)
     category, baseline = _dig(row, "category", where), _dig(row, "baseline", where)
     return Judgment(uid, model, judge, tuple(labels), version, category, baseline, where)
-
-
-def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
-    """Rows as JSON lines (non-ASCII kept, as arena-hard-auto writes), written atomically."""
-    atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -30,12 +30,11 @@ from prefopt.eval.arena_hard.formats import (
     parse_judgments,
     read_answers,
     read_questions,
-    write_jsonl,
 )
 from prefopt.eval.arena_hard.judging import judge_games, judgment_rows
 from prefopt.eval.arena_hard.markdown import tokenizer_counts
 from prefopt.eval.arena_hard.scoring import leaderboard, scored_category
-from prefopt.eval.formats import write_json
+from prefopt.eval.formats import write_json, write_jsonl
 from prefopt.eval.generation import Decoding, generate_outputs
 from prefopt.eval.reuse import judge_record
 from prefopt.eval.run import build_eval_judge, file_record, looks_like_path, safe_name, versions

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from prefopt.errors import DataError
 from prefopt.eval.formats import read_jsonl
-from prefopt.rundir import atomic_write_text
 
 QuestionId = int | str
 
@@ -170,8 +169,3 @@ def read_judgments(path: str | Path) -> list[dict]:
         field(row, "score", _is_score, "a number (-1: no rating read)", where)
         field(row, "turn", lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2", where)
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """One JSON object per line, written whole or not at all."""
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefopt.errors import ConfigError, DataError
-from prefopt.eval.formats import write_json
+from prefopt.eval.formats import write_json, write_jsonl
 from prefopt.eval.mt_bench import grading
 from prefopt.eval.mt_bench.formats import (
     Question,
@@ -40,7 +40,6 @@ from prefopt.eval.mt_bench.formats import (
     read_answers,
     read_judgments,
     read_questions,
-    write_jsonl,
 )
 from prefopt.eval.mt_bench.generation import MTBenchDecoding
 from prefopt.eval.mt_bench.scores import scores, to_markdown
