@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prefopt.benchmark_eval_config import BENCHMARKS
 from prefopt.errors import ConfigError
 from prefopt.rollout.engine import SamplingParams, derive_seed
 
@@ -61,11 +60,10 @@ def _baseline_file(args, what: str) -> str:
 
 
 class BenchmarkEval:
-    """One benchmark's inputs, read once; :meth:`__call__` scores the current policy (see the module docstring)."""
+    """One benchmark's inputs, read once; :meth:`__call__` scores the current policy (see the module docstring).
+    ``cfg`` is a validated TrainConfig (its ``eval_benchmark`` one of ``BENCHMARKS``)."""
 
     def __init__(self, cfg, tokenizer):
-        if cfg.eval_benchmark not in BENCHMARKS:
-            raise ConfigError(f"config key 'eval_benchmark' must be one of {', '.join(BENCHMARKS)}")
         self.kind, self.cfg, self.tokenizer = cfg.eval_benchmark, cfg, tokenizer
         self.args = benchmark_args(cfg)
         self.judge = None
