@@ -246,8 +246,8 @@ def _check_rollouts(algorithm: Algorithm, algo_cfg, cfg) -> None:
             )
         if mode == "current_anchor" and cfg.anchor_logps != "recompute":
             raise ConfigError(
-                f"{algorithm.name} regresses onto π_t, which stale samples' log-probs are not: set anchor_logps: "
-                "recompute (or max_staleness: 0)"
+                f"{algorithm.name}'s loss is anchored at π_t, whose log-probs stale samples do not carry: set "
+                "anchor_logps: recompute (or max_staleness: 0)"
             )
     if cfg.vllm_importance_sampling_correction and mode != "behaviour_ratio":
         raise ConfigError(

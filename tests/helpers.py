@@ -64,7 +64,7 @@ def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
     from prefopt.build import build_run
     from prefopt.config import TrainConfig
 
-    cfg = TrainConfig(
+    settings = dict(
         model_name_or_path=str(model_dir),
         dataset_name=str(DIGIT_TASK),
         output_dir=str(output_dir),
@@ -72,8 +72,8 @@ def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
         answer_column="answer",
         response_choices=[str(d) for d in range(10)],
         disable_tqdm=True,
-        **overrides,
     )
+    cfg = TrainConfig(**(settings | overrides))
     return build_run(name, cfg, algo_cfg)
 
 

@@ -3,11 +3,13 @@ under full fine-tuning) exactly when the run reads it, and a two-phase train_ste
 ``phases`` tell the LR schedule."""
 
 import pytest
+import torch
 from helpers import digit_task_run
 
-from prefopt.algorithms import ALGORITHMS, get_algorithm, uses_reference
+from prefopt.algorithms import ALGORITHMS, get_algorithm, stale_samples, uses_reference
 from prefopt.anchors import Anchors
 from prefopt.context import collect_shard
+from prefopt.objective import loss_on_rows
 from prefopt.optimise import Optimisation
 
 # Settings that switch the reference on where a config decides it (the defaults are tested as they are).
@@ -75,3 +77,53 @@ def test_a_train_step_optimises_as_often_as_its_phases(name, tiny_model_dir, tmp
     batch, _ = collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
     run.algorithm.train_step(run.ctx, batch)
     assert len(calls) == run.algorithm.phases
+
+
+def _shift_sampling_logps(engine, monkeypatch, shift: float) -> None:
+    """The i-th sample the engine returns carries its token log-probs plus (i + 1)·``shift`` (unequal, so that no
+    difference of two samples' log-probs cancels it): the sampling policy's log-probs change while the samples, the
+    judge's verdicts and the current weights stay as they are."""
+    real = engine.generate
+
+    def shifted(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        for i, s in enumerate(batch.samples):
+            s.token_logps = s.token_logps + (i + 1) * shift
+        return batch
+
+    monkeypatch.setattr(engine, "generate", shifted)
+
+
+# Every configuration whose stale-sample declaration differs, and the configs that decide it.
+STALE_VARIANTS = [(name, {}) for name in ALGORITHMS] + [
+    ("dpo", {"reference": "initial"}),
+    ("apo", {"base": "sppo"}),
+    ("apo", {"momentum": "params"}),
+]
+
+
+@pytest.mark.parametrize("name, overrides", STALE_VARIANTS, ids=_ids(STALE_VARIANTS))
+def test_stale_samples_any_exactly_when_the_loss_reads_no_sampling_logps(
+    name, overrides, tiny_model_dir, tmp_path, monkeypatch
+):
+    """``stale_samples: any`` claims the loss reads no log-probs of the sampling policy (docs/async.md): the same
+    samples with other sampling log-probs must give the same loss at the same weights, and every other declaration
+    must read them (as an anchor or as a ratio's denominator). Refused methods (None) are not asked."""
+    algo_cfg = _config(name, {"num_samples": 4} | overrides)
+    mode = stale_samples(get_algorithm(name), algo_cfg)
+    if mode is None:
+        pytest.skip(f"{name} refuses stale samples")
+    # The digit's value as reward: every group has spread, so no method drops all its rows.
+    judge = tmp_path / "judge.py"
+    judge.write_text("def digit(prompts, responses, references=None):\n    return [float(r) for r in responses]\n")
+    losses = []
+    for shift in (0.0, -0.5):
+        run = digit_task_run(
+            name, algo_cfg, tiny_model_dir, tmp_path / f"run{shift}", prompts_per_iteration=4, max_new_tokens=1,
+            judge="python_reward", judge_function=f"{judge}:digit",
+        )  # fmt: skip
+        _shift_sampling_logps(run.ctx.rollout, monkeypatch, shift)
+        batch, _ = collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
+        losses.append(loss_on_rows(run.ctx, run.algorithm.loss, batch, list(range(batch.num_rows)))[0].detach())
+    reads = not torch.allclose(losses[0], losses[1], atol=1e-6, rtol=0)
+    assert reads == (mode != "any"), f"{name} declares stale_samples={mode!r}, its loss reads them: {reads}"

@@ -179,10 +179,11 @@ def test_ray_missing_is_one_line_naming_the_extra(tiny_model_dir, tmp_path, monk
     [
         (prefopt.EGPOTrainer, dict(async_rollouts=True), "egpo needs samples of the current iterate"),
         (prefopt.SPPOTrainer, dict(async_rollouts=True), "set anchor_logps: recompute"),
+        (prefopt.DPOTrainer, dict(async_rollouts=True), "dpo's loss is anchored at π_t"),  # reference: iterate
         (prefopt.SPPOTrainer, dict(vllm_importance_sampling_correction=True), "sppo's loss has none"),
         (prefopt.NashMDTrainer, dict(), "rollout workers do not hold"),
     ],
-    ids=["egpo", "sppo-anchor", "sppo-is", "nash_md"],
+    ids=["egpo", "sppo-anchor", "dpo-anchor", "sppo-is", "nash_md"],
 )
 def test_configurations_an_algorithm_cannot_honour_are_refused(tiny_model_dir, tmp_path, trainer_cls, keys, message):
     config = trainer_cls.config_class(output_dir=str(tmp_path / "run"), dataset_name=str(PROMPTS), rollout_workers=1,

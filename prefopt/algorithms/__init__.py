@@ -51,10 +51,11 @@ class Algorithm:
         stale_samples: how the method takes samples drawn by an earlier iteration's policy (asynchronous
             rollouts, ``max_staleness`` > 0), from its derivation (docs/async.md); a value, or ``(cfg) -> value``:
             ``"behaviour_ratio"``: its loss weighs each token by π_θ/π_behaviour against the sampling policy's own
-            log-probs (clipped), which corrects for the older policy as it is; ``"current_anchor"``: its target is
-            relative to π_t, so π_t's log-probs must be the current policy's (``anchor_logps: recompute``), the
-            samples' policy only weighting the regression; ``"any"``: its loss reads no sampling-policy log-probs;
-            None: refused (the derivation needs samples of the current iterate).
+            log-probs (clipped), which corrects for the older policy as it is; ``"current_anchor"``: its loss is
+            anchored at π_t's log-probs of the samples (a regression's target, DPO's reference), which must be the
+            current policy's (``anchor_logps: recompute``), the samples' policy only weighting the loss; ``"any"``:
+            its loss reads no sampling-policy log-probs (``tests/test_capabilities.py`` checks both claims); None:
+            refused (the derivation needs samples of the current iterate).
     """
 
     name: str

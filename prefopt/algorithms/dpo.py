@@ -12,6 +12,10 @@ dropped. log π_t comes from the rollout; log π_ref from one no-grad pass when 
 
 Tabular form (docs/algorithms/dpo.md): for a Bradley-Terry reward r, the exact proximal step with reference π_t
 is θ_{t+1} = θ_t + r/β (``prefopt.games.iterative_dpo_step``).
+
+Stale samples (asynchronous rollouts). With ``reference: iterate`` the loss reads the sampling policy's log-probs
+as π_t's, so stale samples need ``anchor_logps: recompute``; else a round would be centred on π_{t−j}
+(θ_{t+1} = θ_{t−j} + r/β). With ``reference: initial`` it reads none and takes stale pairs as they are.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def loss(cfg: DPOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 DPO = Algorithm(
-    stale_samples="any",
+    # The iterate's log-probs are the rollout's own: stale samples would anchor at the sampling policy π_{t−j}.
+    stale_samples=lambda cfg: "current_anchor" if cfg.reference == "iterate" else "any",
     name="dpo",
     paper=("Direct Preference Optimization (iterative)", "2305.18290"),
     config_class=DPOParams,
