@@ -24,16 +24,21 @@ def test_loss_hand_computed():
     assert metrics["pref/h"].tolist() == pytest.approx([1.0])
 
 
-@pytest.mark.parametrize("eta, beta", [(1.5, 0.3), (5.0, 0.1)])
-def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
-    """Tabular: minimise the loss over free logits on all N² pairs with exact targets (Pπ_k)_i − (Pπ_k)_j."""
-    gen = torch.Generator().manual_seed(3)
-    n = 5
-    P = games.random_preference_matrix(n, seed=4)
+def _setup(seed: int = 3):
+    """A random game (N = 5), π_k and π_ref as logits [N], float64."""
+    gen = torch.Generator().manual_seed(seed)
+    P = games.random_preference_matrix(5, seed=4)
     theta_k, theta_ref = (
-        torch.randn(n, generator=gen, dtype=torch.float64),
-        torch.randn(n, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
     )
+    return P, theta_k, theta_ref
+
+
+def _loss_minimiser(cfg: NashMPParams, P, theta_k, theta_ref) -> torch.Tensor:
+    """The half step fitted by the regression loss: minimised over free logits on all N² pairs with exact targets
+    (Pπ_k)_i − (Pπ_k)_j. Returns the policy [N]."""
+    n = len(theta_k)
     lp_k, lp_ref = torch.log_softmax(theta_k, 0), torch.log_softmax(theta_ref, 0)
     wins = P @ torch.softmax(theta_k, 0)
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
@@ -51,15 +56,45 @@ def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
     def closure():
         optimiser.zero_grad()
         lp = torch.log_softmax(theta, 0)
-        value = loss(
-            NashMPParams(eta=eta, beta=beta), batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask)
-        )[0].mean()
+        value = loss(cfg, batch, PolicyLogps(torch.stack([lp[i], lp[j]], 1)[..., None], mask))[0].mean()
         value.backward()
         return value
 
     optimiser.step(closure)
+    return torch.softmax(theta.detach(), 0)
+
+
+@pytest.mark.parametrize("eta, beta", [(1.5, 0.3), (5.0, 0.1)])
+def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
+    P, theta_k, theta_ref = _setup()
+    fitted = _loss_minimiser(NashMPParams(eta=eta, beta=beta), P, theta_k, theta_ref)
     _, half = games.nash_mp_step(theta_k, P, eta, beta, theta_ref, return_half=True)
-    assert torch.allclose(torch.softmax(theta.detach(), 0), torch.softmax(half, 0), atol=1e-8)
+    assert torch.allclose(fitted, torch.softmax(half, 0), atol=1e-8)
+
+
+def test_eta_is_the_papers_eta_over_beta():
+    """docs/algorithms/nash_mp.md: the paper's prox step argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η_p)·KL(π‖π_k)
+    is prefopt's with η = η_p/β. The paper's argmin here by direct numerical minimisation over the simplex (no
+    closed form used); paper η_p = 0.2 at β = 0.1 is prefopt η = 2, and copying 0.2 into ``eta`` is far off."""
+    P, theta_k, theta_ref = _setup()
+    beta, eta_paper = 0.1, 0.2
+    pi_k, lp_k, lp_ref = torch.softmax(theta_k, 0), torch.log_softmax(theta_k, 0), torch.log_softmax(theta_ref, 0)
+    z = theta_k.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([z], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure():
+        optimiser.zero_grad()
+        pi, lp = torch.softmax(z, 0), torch.log_softmax(z, 0)
+        value = (pi_k @ P @ pi) / beta + (pi * (lp - lp_ref)).sum() + (pi * (lp - lp_k)).sum() / eta_paper
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    papers = torch.softmax(z.detach(), 0)
+    converted = _loss_minimiser(NashMPParams(eta=eta_paper / beta, beta=beta), P, theta_k, theta_ref)
+    assert torch.allclose(converted, papers, atol=1e-8)
+    copied = _loss_minimiser(NashMPParams(eta=eta_paper, beta=beta), P, theta_k, theta_ref)
+    assert (copied - papers).abs().max() > 1e-2
 
 
 def test_pg_advantage_and_loss_hand_computed():
@@ -85,8 +120,42 @@ def test_pg_advantage_and_loss_hand_computed():
     assert losses.item() == pytest.approx(-(adv * lp).mean().item())
 
 
-def test_pg_with_ema_centre_runs_through_the_cli(tmp_path, tiny_model_dir):
+def test_pg_ema_centre_starts_at_theta_0(tiny_model_dir, tmp_path):
+    """One iteration (collect, both prox steps, end_iteration) with ema = e: the centre is e·θ_0 + (1 − e)·θ_1, θ_0
+    the weights before the iteration and θ_1 after it (snapshots taken here, the mixture computed by hand)."""
+    from prefopt.build import build_run
+    from prefopt.config import TrainConfig
+
+    cfg = TrainConfig(
+        model_name_or_path=tiny_model_dir,
+        dataset_name=str(PROMPTS),
+        output_dir=str(tmp_path / "run"),
+        judge="matrix_game",
+        game="rps",
+        learning_rate=0.05,
+        prompts_per_iteration=4,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+    )
+    e = 0.25
+    run = build_run("nash_mp", cfg, NashMPParams(beta=0.5, prox_step="pg", ema=e))
+    run.ctx.start_iteration(0, run.train_prompts[:4])
+    theta_0 = run.backend.snapshot()
+    run.algorithm.train_step(run.ctx, run.algorithm.collect(run.ctx, run.ctx.prompts))
+    run.algorithm.end_iteration(run.ctx)
+    theta_1, centre = run.backend.snapshot(), run.ctx.algo_state["centre"]
+    assert max(float((theta_1[k] - v).abs().max()) for k, v in theta_0.items()) > 1e-3  # the iteration moved θ
+    for k, v in theta_0.items():
+        assert torch.allclose(centre[k], e * v + (1 - e) * theta_1[k], atol=1e-7), k
+
+
+def test_pg_with_ema_centre_runs_through_the_cli_and_resumes_exactly(tmp_path, tiny_model_dir):
+    """The EMA centre lives in ctx.algo_state, which every checkpoint saves: a run rolled back to its first
+    iteration and resumed ends with the uninterrupted run's weights (a centre lost on resume would restart at θ_1
+    and change the second iteration's advantages)."""
     import json
+
+    from helpers import final_weights, roll_back_to
 
     args = [
         "train",
@@ -95,8 +164,6 @@ def test_pg_with_ema_centre_runs_through_the_cli(tmp_path, tiny_model_dir):
         tiny_model_dir,
         "--dataset_name",
         PROMPTS,
-        "--output_dir",
-        tmp_path / "run",
         "--prox_step",
         "pg",
         "--ema",
@@ -113,7 +180,12 @@ def test_pg_with_ema_centre_runs_through_the_cli(tmp_path, tiny_model_dir):
         "--learning_rate",
         "1e-2",
     ]
-    prefopt_ok(*args)
+    prefopt_ok(*args, "--output_dir", tmp_path / "run")
     rows = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "loss/nash_mp_pg" in rows[1] and "half/loss/nash_mp_pg" in rows[1]
     assert (tmp_path / "run/checkpoints/iter_001/algo_state_0.pt").exists()  # the EMA centre is checkpointed
+    prefopt_ok(*args, "--output_dir", tmp_path / "crashed")
+    roll_back_to(tmp_path / "crashed", 0)
+    assert "resuming after iteration 0" in prefopt_ok(*args, "--output_dir", tmp_path / "crashed", "--resume").stdout
+    full, resumed = final_weights(tmp_path / "run"), final_weights(tmp_path / "crashed")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

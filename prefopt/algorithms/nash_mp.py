@@ -8,6 +8,12 @@ both steps start from π_k, the full step against the half step's policy (docs/a
 The paper states last-iterate linear convergence, KL(π*_β‖π_k) ≲ (1 + 2β)^{−N/2} in N preference queries
 [abstract; this parametrisation is derived from the mirror-prox template, unconfirmed against the paper's text].
 
+Symbols. β is the paper's. The key ``eta`` is NOT the paper's η: η = η_paper/β, i.e. ηβ = η_paper. The paper's
+prox step argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η_paper)·KL(π‖π_k) has the closed form
+[log π_k + η_paper·log π_ref + (η_paper/β)·P(· ≻ π_k)]/(1 + η_paper) + c, the form above [secondary source: the
+prox objective as reported to the project; the paper's Algorithm 1 was not read here]. So paper η_paper = 0.2 at
+β = 0.1 is ``eta: 2`` (docs/algorithms/nash_mp.md, "η and the paper's η").
+
 Proximal steps, ``prox_step: regression`` (the project's choice, docs/algorithms/nash_mp.md). Each step has a closed
 form, so it is fitted by a squared loss on pairs (y, y') from a full-support sampler, with y'' from the opponent
 π_s (π_k for the half step, π_{k+½} for the full step):
@@ -20,7 +26,7 @@ model → back to θ_k (lp_k of the new pairs from one pass) → optimise (θ_{k
 
 ``prox_step: pg`` is the paper's approximate version: each prox step is a policy-gradient step on
 E_{y~π_θ, y'~π_s}[P(y ≻ y')] − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_c), with the prox centre π_c = π_k or, with
-``ema > 0``, an exponential moving average of the iterates (the practical variant's stabiliser).
+``ema > 0``, an exponential moving average of the iterates that starts at θ_0 (the practical variant's stabiliser).
 
 Departures. Log-probs are sums by default (the exact correspondence above); ``normalize_logprobs`` switches to
 per-token means. In ``pg`` the advantages are computed at θ_k when the data is collected: exact for one gradient
@@ -45,10 +51,16 @@ from prefopt.errors import ConfigError
 
 @dataclass
 class NashMPParams:
-    """Nash-MP hyperparameters (β, η in the paper's symbols; the sampler as EGPO's repository)."""
+    """Nash-MP hyperparameters (β the paper's; η = η_paper/β, see the module docstring; the sampler as EGPO's
+    repository)."""
 
     beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
-    eta: float = field(default=1.0, metadata={"help": "η, the mirror-prox step; contraction 1/(1+ηβ) per step."})
+    eta: float = field(
+        default=1.0,
+        metadata={
+            "help": "η, the mirror-prox step; contraction 1/(1+ηβ) per step. The paper's η is ηβ: eta = η_paper/β."
+        },
+    )
     prox_step: Literal["regression", "pg"] = field(
         default="regression", metadata={"help": "Fit each prox step by regression (exact) or policy gradient."}
     )
@@ -79,6 +91,8 @@ def collect(ctx: Context, prompts, stream: str = "policy") -> Batch:
 def train_step(ctx: Context, batch) -> dict:
     """The half step from θ_k against π_k, then the full step from θ_k against π_{k+½}."""
     if ctx.algo_cfg.prox_step == "pg":
+        if ctx.algo_cfg.ema > 0 and "centre" not in ctx.algo_state:  # before the first optimisation: the EMA
+            ctx.algo_state["centre"] = ctx.backend.snapshot()  # starts at θ_0 (checkpointed with algo_state)
         return two_phase_step(ctx, batch, _opponents_at_half, functools.partial(_pg_full_batch, batch))
     return two_phase_step(ctx, batch, resample_pairs, _add_centre_logps)
 
@@ -123,7 +137,7 @@ def _collect_pg(ctx: Context, prompts) -> Batch:
     prompt_ids, response_ids = [s.prompt_ids for s in samples], [s.response_ids for s in samples]
     lp = sequence_logps([s.token_logps for s in samples], cfg).view(len(prompts), -1)
     lp_ref = sequence_logps(ctx.anchors.token_logps(prompt_ids, response_ids, "reference"), cfg).view_as(lp)
-    centre = ctx.algo_state.get("centre") if cfg.ema > 0 else None
+    centre = ctx.algo_state.get("centre") if cfg.ema > 0 else None  # None in the first iteration: π_c = π_0 = π_k
     lp_centre = (
         lp
         if centre is None
@@ -148,12 +162,12 @@ def _pg_full_batch(batch: Batch, ctx: Context, opponents: list[str]) -> Batch:
 
 
 def end_iteration(ctx: Context) -> None:
-    """pg with ema > 0: the prox centre becomes ema·centre + (1 − ema)·θ_{k+1} (it starts at θ_0)."""
+    """pg with ema > 0: the prox centre becomes ema·centre + (1 − ema)·θ_{k+1}; train_step stored θ_0 before the
+    first optimisation, so after one iteration it is ema·θ_0 + (1 − ema)·θ_1."""
     cfg = ctx.algo_cfg
     if cfg.prox_step != "pg" or cfg.ema == 0:
         return
-    now = ctx.backend.snapshot()
-    centre = ctx.algo_state.get("centre", now)
+    now, centre = ctx.backend.snapshot(), ctx.algo_state["centre"]
     ctx.algo_state["centre"] = {k: cfg.ema * centre[k] + (1 - cfg.ema) * v for k, v in now.items()}
 
 

@@ -84,7 +84,8 @@ def nash_mp_step(
 
     π_{k+½} = argmax_π η[P(π≻π_k) − β·KL(π‖π_ref)] − KL(π‖π_k) ⇒ θ_{k+½} = [θ_k + ηβ·θ_ref + η·Pπ_k]/(1 + ηβ);
     π_{k+1}: the same from π_k against π_{k+½} ⇒ θ_{k+1} = [θ_k + ηβ·θ_ref + η·Pπ_{k+½}]/(1 + ηβ).
-    The parametrisation is derived from the Mirror Prox template, not read in the paper [unconfirmed].
+    The parametrisation is derived from the Mirror Prox template, not read in the paper [unconfirmed]. ``eta`` is
+    prefopt's η = η_paper/β (ηβ = η_paper; secondary source, docs/algorithms/nash_mp.md "η and the paper's η").
 
     Returns:
         θ_{k+1} [N], or (θ_{k+1}, θ_{k+½}) when ``return_half``.
