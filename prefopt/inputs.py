@@ -226,17 +226,9 @@ def _check_fits(cfg, examples, eval_prompts, train_prompts, model_config=None) -
 
 
 def _check_rollouts(algorithm: Algorithm, algo_cfg, cfg) -> None:
-    """Rollout workers need Ray; stale samples (async_rollouts with max_staleness > 0) and the importance-sampling
-    correction need an algorithm whose derivation takes them (``Algorithm.stale_samples``, docs/async.md)."""
-    if cfg.rollout_workers:
-        from prefopt.rollout.workers import require_ray
-
-        require_ray()
-        if algorithm.mixes_reference is not None and algorithm.mixes_reference(algo_cfg):
-            raise ConfigError(
-                f"{algorithm.name} decodes from the mixture with π_ref, which rollout workers do not hold: set "
-                "rollout_workers: 0"
-            )
+    """Stale samples (async_rollouts with max_staleness > 0) and the importance-sampling correction need an algorithm
+    whose derivation takes them (``Algorithm.stale_samples``, docs/async.md), whether Ray is installed or not;
+    rollout workers need Ray."""
     mode = stale_samples(algorithm, algo_cfg)
     if cfg.async_rollouts and cfg.max_staleness > 0:
         if mode is None:
@@ -254,6 +246,15 @@ def _check_rollouts(algorithm: Algorithm, algo_cfg, cfg) -> None:
             f"vllm_importance_sampling_correction weighs a ratio to the sampling policy, which {algorithm.name}'s "
             "loss has none of: drop it"
         )
+    if cfg.rollout_workers:
+        from prefopt.rollout.workers import require_ray
+
+        require_ray()
+        if algorithm.mixes_reference is not None and algorithm.mixes_reference(algo_cfg):
+            raise ConfigError(
+                f"{algorithm.name} decodes from the mixture with π_ref, which rollout workers do not hold: set "
+                "rollout_workers: 0"
+            )
 
 
 def _check_vllm(algorithm: Algorithm, algo_cfg, allowed) -> None:

@@ -1,13 +1,19 @@
-"""GRAO: the three terms computed by hand, rows with the reference answer, the CLI on the digit task."""
+"""GRAO: the three terms computed by hand, the advantages of both normalisation groups by hand, rows with the
+reference answer, the refusal of stale samples, the CLI on the digit task."""
 
 import json
+import math
 
 import pytest
 import torch
-from helpers import DIGIT_ARGS, DIGIT_TASK, digit_task_run, minibatch, prefopt_ok
+from helpers import DIGIT_ARGS, DIGIT_TASK, REPO, digit_task_run, minibatch, prefopt_ok
 
-from prefopt.algorithms.grao import GRAOParams, loss
+from prefopt.algorithms.grao import GRAOParams, grao_advantages, loss
 from prefopt.batch import PolicyLogps
+from prefopt.errors import ConfigError
+
+# The issue's example: G = 8 samples, two of them correct (reward 1), and a correct reference y.
+SAMPLES, REFERENCE = torch.tensor([0.0, 0, 1, 0, 0, 0, 1, 0]), torch.tensor(1.0)
 
 
 def test_loss_hand_computed():
@@ -22,12 +28,45 @@ def test_loss_hand_computed():
     assert metrics["grao/alignment"].tolist() == pytest.approx([-0.3])
 
 
-def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir):
+def test_advantages_over_the_samples_and_the_reference_by_hand():
+    # μ, σ over the 9 rewards (0,0,1,0,0,0,1,0, 1): μ = 1/3, σ² = (1/3)(2/3) = 2/9, σ = √2/3.
+    # A correct response: (2/3)/(√2/3) = √2 ≈ 1.414; a wrong one: (−1/3)/(√2/3) = −1/√2; y: √2.
+    adv = grao_advantages(SAMPLES, REFERENCE, "samples_and_reference", 0.0)
+    assert adv[2].item() == pytest.approx(math.sqrt(2)) and adv[8].item() == pytest.approx(math.sqrt(2))
+    assert adv[0].item() == pytest.approx(-1 / math.sqrt(2))
+    assert adv.sum().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_advantages_over_the_samples_alone_are_eq4_by_hand():
+    # μ, σ over the 8 samples' rewards: μ = 1/4, σ² = (1/4)(3/4) = 3/16, σ = √3/4.
+    # A correct response: (3/4)/(√3/4) = √3 ≈ 1.732; a wrong one: (−1/4)/(√3/4) = −1/√3; y, scored against them: √3.
+    adv = grao_advantages(SAMPLES, REFERENCE, "samples", 0.0)
+    assert adv[2].item() == pytest.approx(math.sqrt(3)) and adv[8].item() == pytest.approx(math.sqrt(3))
+    assert adv[0].item() == pytest.approx(-1 / math.sqrt(3))
+
+
+def test_eq4_with_tied_samples_takes_the_g_plus_one_statistics_not_nan():
+    # Eight wrong samples and a right reference: eq. 4's σ is 0, so it gives 0/0 for the samples and 1/0 for y.
+    # The prompt falls back to the 9 rewards: μ = 1/9, σ = √8/9; a sample (−1/9)/(√8/9) = −1/√8, y (8/9)/(√8/9) = √8.
+    adv = grao_advantages(torch.zeros(8), REFERENCE, "samples", 1e-6)
+    assert torch.isfinite(adv).all()
+    assert adv[:8].tolist() == pytest.approx([-1 / math.sqrt(8)] * 8, rel=1e-5)
+    assert adv[8].item() == pytest.approx(math.sqrt(8), rel=1e-5)
+    # One sample is always a tie.
+    assert grao_advantages(torch.zeros(1), REFERENCE, "samples", 0.0).tolist() == pytest.approx([-1.0, 1.0])
+
+
+def test_advantage_group_is_a_checked_key():
+    with pytest.raises(ConfigError, match="^config key 'advantage_group' must be"):
+        GRAOParams(advantage_group="reference").validate()
+
+
+@pytest.mark.parametrize("group", ["samples_and_reference", "samples"])
+def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir, group):
     from prefopt.algorithms.grao import collect
 
-    run = digit_task_run(
-        "grao", GRAOParams(num_samples=3, reference_column="answer"), tiny_model_dir, tmp_path / "run"
-    )
+    algo_cfg = GRAOParams(num_samples=3, reference_column="answer", advantage_group=group)
+    run = digit_task_run("grao", algo_cfg, tiny_model_dir, tmp_path / "run")
     prompts = run.train_prompts[:16]
     run.ctx.start_iteration(0, prompts)
     batch = collect(run.ctx, prompts)
@@ -38,7 +77,9 @@ def test_rows_hold_the_samples_then_the_reference(tmp_path, tiny_model_dir):
     for k, (p, g) in enumerate(kept):
         assert run.tokenizer.decode(batch.response_ids[4 * k + 3]) == p.extra["answer"]
         rewards = torch.tensor([float(s.text == p.extra["answer"]) for s in g] + [1.0])
-        expected = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-6)
+        # eq. 4 (samples): μ, σ of the 3 samples' rewards, unless they tie (then, as by default, of all 4).
+        over = rewards[:3] if group == "samples" and len(set(rewards[:3].tolist())) > 1 else rewards
+        expected = (rewards - over.mean()) / (over.std(unbiased=False) + 1e-6)
         assert torch.allclose(batch.row_data["advantage"][k], expected, atol=1e-5)
 
 
@@ -69,3 +110,23 @@ def test_reference_from_a_conversational_completion():
         reference_text(PromptExample(3, "Hi", [1], {"chosen": 5}, where="p.jsonl: line 4"), "chosen")
     with pytest.raises(DataError, match=r"^row 3 \(counting from 0\): column 'chosen'"):  # built without a source
         reference_text(PromptExample(3, "Hi", [1], {"chosen": 5}), "chosen")
+
+
+def test_stale_samples_are_refused_before_any_compute(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    """GRAO's loss has no ratio: samples of an earlier policy (async_rollouts with max_staleness > 0) are refused with
+    one line and exit 2, before the policy loads (and before Ray is looked for)."""
+    from prefopt.cli import main
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "run"
+    argv = ["train", "grao", "--config", "configs/tiny/grao.yaml", "--model_name_or_path", str(tiny_model_dir),
+            "--output_dir", str(out), "--torch_num_threads", "1", "--rollout_workers", "1",
+            "--async_rollouts", "true", "--max_staleness", "1"]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (
+        "prefopt: error: grao needs samples of the current iterate (docs/async.md): set max_staleness: 0 or "
+        "async_rollouts: false"
+    )
+    assert not out.exists()

@@ -1,5 +1,5 @@
 """GRAO: Group Relative Alignment Optimization (Wang et al., "Learning to Align, Aligning to Learn: A Unified
-Approach for Self-Optimized Alignment", arXiv 2508.07750, eq. 3). No official code.
+Approach for Self-Optimized Alignment", arXiv 2508.07750, eq. 3 and eq. 4). No official code.
 
 Objective (maximised), per prompt q with a reference answer y from the dataset and G samples o_1..o_G ~ π_θ_old,
 each scored by a reward that may see the reference, R(o, y):
@@ -13,14 +13,24 @@ Data per iteration. G = ``num_samples`` samples per prompt, the reference respon
 tokenised as the policy would emit it), the judge's reward of all G + 1 (given the ``answer_column`` references,
 for judges that check against them). One row per prompt holds the G samples and the reference (S = G + 1).
 
-The project's decision where the paper is ambiguous: Â_y is "computed in one group (o_i, y)"; μ and σ are taken
-over {o_1..o_G, y} for every advantage (population σ). A group whose G + 1 rewards are all equal has Â = 0 and is
-dropped. Symbols are the paper's: β (imitation weight, 0.5), λ (alignment weight, 0.6), G (8).
+Symbols are the paper's: β (imitation weight, 0.5), λ (alignment weight, 0.6), G (8).
+
+Departures (docs/algorithms/grao.md):
+1. Normalisation group. The paper's eq. 4 takes μ and σ over the G samples' rewards; prefopt's default
+   (``advantage_group: samples_and_reference``) takes them over all G + 1 rewards {o_1..o_G, y} (population σ),
+   so the advantages sum to zero and Â_y is at most √G. On o = (0,0,1,0,0,0,1,0), y = 1 a correct sample gets √2
+   (eq. 4: √3). ``advantage_group: samples`` is eq. 4: y is scored against the samples' μ and σ, so Â_y grows
+   without bound as σ → 0; where the G samples tie (σ = 0, eq. 4 is 0/0 for them and ±∞ for y) that prompt falls
+   back to the G + 1 statistics, which are finite whenever R_y differs from them.
+2. A prompt whose G + 1 rewards are all equal has Â = 0 under both groups and is dropped (no gradient).
+3. Stale samples are refused (``stale_samples`` None): the loss has no importance ratio, so its exploration and
+   alignment terms are a policy gradient only for samples of the current policy (π_θ_old = π_θ at the update).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -42,10 +52,39 @@ class GRAOParams:
     lam: float = field(default=0.6, metadata={"help": "λ, weight of the alignment term Â_o·(ℓ(o) − ℓ(y))."})
     reference_column: str = field(default="completion", metadata={"help": "Dataset column of the reference answer."})
     std_epsilon: float = field(default=1e-6, metadata={"help": "Added to the group std before dividing."})
+    advantage_group: Literal["samples_and_reference", "samples"] = field(
+        default="samples_and_reference",
+        metadata={"help": "Rewards giving Â's μ and σ: all G + 1 (prefopt), or the G samples' (the paper's eq. 4)."},
+    )
 
     def validate(self) -> None:
         if self.num_samples < 1:
             raise ConfigError(f"config key 'num_samples' must be >= 1, got {self.num_samples}")
+        if self.advantage_group not in ("samples_and_reference", "samples"):
+            raise ConfigError(
+                f"config key 'advantage_group' must be 'samples_and_reference' or 'samples', got "
+                f"{self.advantage_group!r}"
+            )
+
+
+def grao_advantages(rewards: torch.Tensor, reference_reward: torch.Tensor, group: str, eps: float) -> torch.Tensor:
+    """Â of the G samples, then of the reference y: (R − μ)/(σ + ε), population σ.
+
+    ``samples_and_reference``: μ, σ over all G + 1 rewards. ``samples`` (the paper's eq. 4): μ, σ over the G
+    samples' rewards, y scored against them; where the G samples tie (σ = 0, eq. 4 undefined) the G + 1 statistics
+    are used instead.
+
+    Args:
+        rewards: [G], the samples' rewards.
+        reference_reward: [] or [1], y's reward.
+
+    Returns:
+        [G + 1].
+    """
+    scores = torch.cat([rewards, reference_reward.reshape(1)])
+    if group == "samples_and_reference" or bool((rewards == rewards[0]).all()):
+        return group_advantages(scores, True, eps)
+    return (scores - rewards.mean()) / (rewards.std(unbiased=False) + eps)
 
 
 def reference_ids(ctx: Context, prompt) -> list[int]:
@@ -84,7 +123,7 @@ def collect(ctx: Context, prompts) -> Batch:
             continue
         prompt_ids += [p.prompt_ids] * (len(g) + 1)
         response_ids += [s.response_ids for s in g] + [reference_ids(ctx, p)]
-        advantages.append(group_advantages(scores, True, cfg.std_epsilon))
+        advantages.append(grao_advantages(r, r_y, cfg.advantage_group, cfg.std_epsilon))
     metrics, weights = reward_metrics(rewards)
     metrics["reward/reference_mean"] = float(ref_rewards.mean()) if len(ref_rewards) else 0.0
     metrics["grao/groups_kept"] = len(advantages) / max(len(prompts), 1)
@@ -113,7 +152,7 @@ def loss(cfg: GRAOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 GRAO = Algorithm(
-    stale_samples="any",
+    stale_samples=None,  # no ratio: a policy gradient only on samples of the current policy (docs/algorithms/grao.md)
     needs_reward_judge=True,
     name="grao",
     paper=("Group Relative Alignment Optimization", "2508.07750"),

@@ -22,6 +22,16 @@ budget is allocated at once, as the official code does; the prompts are then cut
 near-equal sample counts for the final sampling. The probe samples are used for estimation only, as in the
 official pipeline, and are drawn from their own random stream (``gvm_probe``), so the final samples are fresh.
 Under ZeRO-3 the gradient norms run on the gathered model.
+
+Departures (the full list in docs/algorithms/gvm.md):
+- Row weighting, as in the official code but not as in the analysis. The allocation minimises the variance bound
+  Σ G_i²/(n_i p_i) of the per-prompt estimator (1/(n_i p_i)) Σ_{accepted} ∇log π(y|x_i), which weighs every prompt
+  alike. The loop weighs rows alike (each row 1/rows of its step), so a prompt's weight in an iteration's gradient is
+  proportional to its rows: its a_i ~ Binomial(n_i, p_i) accepted responses under RAFT/RAFT++ (n_i p_i on average),
+  its n_i group members under GRPO. The trained estimator is therefore not the one whose variance is minimised (the
+  official code's token mean likewise weighs a prompt by its rows' tokens).
+- Rounding ties, the cap ``max_samples`` (redistributed, not cut), no ``filter_threshold``/``filter_insufficient``
+  filters, no per-chunk rounding of n_i, every tensor matching ``grad_params`` (the official code: the first).
 """
 
 from __future__ import annotations

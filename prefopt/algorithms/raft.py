@@ -17,7 +17,9 @@ Data per iteration. ``num_samples`` responses per prompt (or GVM's allocation, `
 π_old's per-token log-probs from the rollout. Only accepted responses become rows: the others have A = 0 and no
 gradient.
 
-Symbols ↔ official code. ε_low, ε_high are ``clip_ratio_low``/``clip_ratio_high`` (0.2 and 0.28 for RAFT++).
+Symbols ↔ official code. ε_low, ε_high are ``clip_ratio_low``/``clip_ratio_high`` (0.2 and 0.2: the GVM fork's
+verl defaults, which its RAFT++ scripts leave unset).
+
 Departures. The code's "token-mean" aggregation averages over every token of a minibatch, rejected responses'
 included; prefopt averages per response over accepted rows only, which rescales the step by the acceptance rate
 and gives every accepted response the same weight whatever its length (as GRPO's original sequence mean).
@@ -50,7 +52,7 @@ class RAFTParams:
 
     num_samples: int = field(default=8, metadata={"help": "n, responses per prompt (GVM: the per-prompt average)."})
     clip_low: float = field(default=0.2, metadata={"help": "RAFT++: ε_low, ratio clipped below at 1 − ε_low."})
-    clip_high: float = field(default=0.28, metadata={"help": "RAFT++: ε_high, ratio clipped above at 1 + ε_high."})
+    clip_high: float = field(default=0.2, metadata={"help": "RAFT++: ε_high, ratio clipped above at 1 + ε_high."})
 
     def validate(self) -> None:
         if self.num_samples < 1:
