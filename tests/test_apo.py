@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, prefopt_ok
+from helpers import REPO, prefopt_ok, run_weights
 from safetensors.torch import load_file
 
 from prefopt.algorithms.dpo import dpo_loss
@@ -73,3 +73,67 @@ def test_parameter_momentum_extrapolates_the_weights(tiny_model_dir, tmp_path):
     run.backend.restore(moved)
     end_iteration(run.ctx)
     assert all(torch.allclose(v, start[k] + 0.015, atol=1e-6) for k, v in run.backend.snapshot().items())
+
+
+class _Iterates:
+    """Records, per round t, the weights it starts from (θ̂_t) and its proximal iterate θ_{t+1} (the weights after its
+    last optimizer step, before end_iteration): every trainable tensor, by name."""
+
+    def __init__(self, stop_after=None):
+        self.starts, self.proximal, self.stop_after = [], [], stop_after
+
+    @staticmethod
+    def _weights(model):
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_iteration_begin(self, args, state, control, model=None, **kw):
+        self.starts.append(self._weights(model))
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self.last = self._weights(model)
+
+    def on_iteration_end(self, args, state, control, iteration=None, **kw):
+        self.proximal.append(self.last)
+        control.should_training_stop = iteration == self.stop_after
+
+
+def _apo_config(out):
+    import prefopt
+
+    values = dict(output_dir=str(out), dataset_name=str(REPO / "configs/data/quickstart_prompts.jsonl"),
+                  judge="matrix_game", game="rps", alpha=0.5, momentum="params", beta=0.5, num_samples=4,
+                  max_new_tokens=2, prompts_per_iteration=8, per_device_train_batch_size=4, optim="sgd",
+                  learning_rate=0.05, lr_scheduler_type="constant", num_iterations=3, disable_tqdm=True)  # fmt: skip
+    return prefopt.APOConfig(**values)
+
+
+def test_parameter_momentum_is_nesterov_on_the_proximal_iterates_and_resumes_exactly(tiny_model_dir, tmp_path):
+    """Through the trainer on rock-paper-scissors, 3 rounds of α = 0.5: round t starts from
+    θ̂_t = θ_t + α(θ_t − θ_{t−1}), θ_t the proximal iterates (θ_{−1} = θ_0 = the initial weights):
+    θ_{t+1} = apo_step(θ_t, θ_{t−1}) with the round's measured displacement θ_{t+1} − θ̂_t as its step r/β, and
+    final/ holds θ̂_3. Extrapolating from the weights a round started from (θ̂_t in place of θ_t) only scales each
+    step by 1 + α: it fails from θ̂_2 on. A run stopped after round 1 and resumed ends with the same weights (the
+    stored θ_2 survives the checkpoint)."""
+    import prefopt
+    from prefopt.games import apo_step
+
+    alpha, beta = 0.5, 0.5
+    rec = _Iterates()
+    prefopt.APOTrainer(tiny_model_dir, args=_apo_config(tmp_path / "whole"), callbacks=[rec]).train()
+    theta = [rec.starts[0], *rec.proximal]  # θ_0 … θ_3
+    for t, start in enumerate(rec.starts):
+        for name, now in theta[t + 1].items():
+            step = now - start[name]  # the round's proximal step, r/β in apo_step's units
+            expected = apo_step(theta[t][name], theta[max(t - 1, 0)][name], beta * step, beta, alpha)
+            assert torch.allclose(now, expected, atol=1e-6), (t, name, float((now - expected).abs().max()))
+    moved = [max(float((theta[t + 1][k] - theta[t][k]).abs().max()) for k in theta[0]) for t in range(3)]
+    assert min(moved) > 1e-3, moved  # every round moves the weights, so a wrong θ_{t−1} shows
+    final = run_weights(tmp_path / "whole")
+    for name, now in theta[3].items():
+        if name in final:
+            assert torch.allclose(final[name], now + alpha * (now - theta[2][name]), atol=1e-6), name
+    stopped = prefopt.APOTrainer(tiny_model_dir, args=_apo_config(tmp_path / "run"), callbacks=[_Iterates(1)])
+    stopped.train()
+    prefopt.APOTrainer(tiny_model_dir, args=_apo_config(tmp_path / "run")).train(resume_from_checkpoint=True)
+    resumed = run_weights(tmp_path / "run")
+    assert all(torch.equal(final[k], resumed[k]) for k in final)

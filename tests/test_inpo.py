@@ -1,11 +1,14 @@
-"""INPO: hand-computed loss, the OMD optimum, pair selection by reward and by knock-out tournament."""
+"""INPO: hand-computed loss, the OMD optimum, one row per prompt whatever K, pair selection by reward and by knock-out
+tournament."""
 
+import json
 import math
 
 import pytest
 import torch
-from helpers import minibatch, policy
+from helpers import PROMPTS, minibatch, policy
 
+import prefopt
 from prefopt.algorithms.inpo import INPOParams, loss
 from prefopt.errors import ConfigError
 from prefopt.judges.selection import knockout_pairs, select_pairs
@@ -94,3 +97,36 @@ def test_select_pairs_by_reward_needs_a_reward_judge(tmp_path):
     ]
     with pytest.raises(ConfigError, match="reward judge"):
         select_pairs("best_worst", transitive_judge([0, 1]), ["x"], [["A", "B"]])
+
+
+def test_a_prompts_iid_pairs_are_one_row_whose_loss_is_their_mean():
+    # K = 4: the row holds (y_1, y_2) and (y_3, y_4), label [1, 0]; η = 0.5, τ = 0.25 as above.
+    # Pair 1 is the hand-computed pair: h = 1.5, ℓ = 1, loss (1.5 − 1)² = 0.25.
+    # Pair 2: every margin 0, so h = 0; ℓ = 0, target −1/(2η) = −1, loss (0 + 1)² = 1. The row's loss: 0.625.
+    batch = minibatch(
+        ref_logps=torch.tensor([[-2.0, -2.0, -2.0, -2.0]]),
+        anchor_logps=torch.tensor([[-1.0, -2.0, -2.0, -2.0]]),
+        label=torch.tensor([[1.0, 0.0]]),
+    )
+    losses, metrics = loss(INPOParams(eta=0.5, tau=0.25), batch, policy([[-1.0, -3.0, -2.0, -2.0]]))
+    assert losses.tolist() == pytest.approx([0.625])
+    assert metrics["pref/h"].tolist() == pytest.approx([0.75])  # the row's mean h
+
+
+def _inpo_config(out, k):
+    values = dict(output_dir=str(out), dataset_name=str(PROMPTS), judge="matrix_game", game="rps", eta=1.0, tau=0.1,
+                  num_samples=k, max_new_tokens=2, prompts_per_iteration=8, per_device_train_batch_size=4,
+                  optim="sgd", learning_rate=0.03, num_iterations=1, disable_tqdm=True)  # fmt: skip
+    return prefopt.INPOConfig(**values)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_iid_pairs_take_one_row_per_prompt_whatever_k(tiny_model_dir, tmp_path, k):
+    """The paper's L_t is one expectation over pairs of π_t, minimised once per iteration (its data: one pair per
+    prompt), so K only buys a lower-variance estimate: 8 prompts in minibatches of 4 rows are 2 optimizer steps for
+    K = 2, 4 and 8 alike (K/2 rows per prompt made them 2, 4 and 8), and the row holds the K samples."""
+    prefopt.INPOTrainer(tiny_model_dir, args=_inpo_config(tmp_path / "run", k)).train()
+    state = json.loads((tmp_path / "run/state.json").read_text())
+    record = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
+    assert (state["steps_per_iteration"], state["global_step"], record["rows"]) == (2, 2, 8)
+    assert record["rollout/samples"] == 8 * k

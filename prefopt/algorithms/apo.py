@@ -12,9 +12,14 @@ log π_t comes from the rollout; log π_{t−1} from one no-grad pass with the p
 of trainable tensors kept in ``ctx.algo_state``; adapter tensors only under LoRA). The DPO step is a difference of
 log-ratios, so log Z cancels; the SPPO step regresses absolute log-ratios, so a per-prompt estimate from the K
 samples of π_t is subtracted: log Z ≈ log mean_k exp(α·(log π_t(y_k) − log π_{t−1}(y_k))). Samples come from π_t
-and training starts each round from π_t. ``momentum: params`` is the heuristic alternative: after each round,
-θ ← θ_{t+1} + α(θ_{t+1} − θ_t) in parameter space (adapter parameters under LoRA); for a softmax-logit policy
-the two coincide (``prefopt.games.apo_step``).
+and training starts each round from π_t. ``momentum: params`` is the heuristic alternative, Nesterov's
+extrapolation in parameter space (adapter parameters under LoRA): after each round, θ̂_{t+1} = θ_{t+1} + α(θ_{t+1} −
+θ_t), θ_t and θ_{t+1} the *proximal* iterates (the weights right after a round's optimisation, θ_0 the initial ones;
+never an extrapolated θ̂, which would only scale each step by 1 + α); the next round samples from θ̂_{t+1}, takes it as
+its reference and starts from it. The two modes give the same proximal iterates only for exact tabular DPO steps
+on softmax logits (``prefopt.games.apo_step``): there logits, parameters and log-probs extrapolate alike and the
+step's optimum π̂_t·exp(r/β) does not depend on the sampler; otherwise they differ (SGD's inexact steps, a
+network's nonlinear logits, SPPO's win rates against π̂_t instead of π_t).
 
 Symbols. α is the paper's momentum (0.3 here: the recalled value, unconfirmed); β (DPO) and η, K (SPPO) keep
 their base methods' meanings.
@@ -99,7 +104,10 @@ def _collect_sppo(ctx: Context, prompts) -> Batch:
 
 def collect(ctx: Context, prompts) -> Batch:
     batch = _collect_dpo(ctx, prompts) if ctx.algo_cfg.base == "dpo" else _collect_sppo(ctx, prompts)
-    ctx.algo_state["previous"] = ctx.backend.snapshot()  # π_t: the next iteration's π_{t−1}
+    # logprob: π_t (never extrapolated), the next iteration's π_{t−1}. params: only θ_0 here; the weights now are the
+    # extrapolated θ̂_t, so end_iteration keeps each proximal iterate θ_{t+1} itself.
+    if ctx.algo_cfg.momentum == "logprob" or "previous" not in ctx.algo_state:
+        ctx.algo_state["previous"] = ctx.backend.snapshot()
     return batch
 
 
@@ -112,12 +120,14 @@ def loss(cfg: APOParams, batch: MiniBatch, policy: PolicyLogps):
 
 
 def end_iteration(ctx: Context) -> None:
-    """``momentum: params``: θ ← θ_{t+1} + α(θ_{t+1} − θ_t), with θ_t the snapshot taken at collect time."""
+    """``momentum: params``: θ̂_{t+1} = θ_{t+1} + α(θ_{t+1} − θ_t), both proximal iterates (the weights after a round's
+    optimisation, θ_0 the initial ones); θ_{t+1} is kept in ``algo_state`` (saved with checkpoints) for the next."""
     cfg: APOParams = ctx.algo_cfg
     if cfg.momentum != "params" or cfg.alpha == 0:
         return
-    start, now = ctx.algo_state["previous"], ctx.backend.snapshot()
-    ctx.backend.restore({k: v + cfg.alpha * (v - start[k]) for k, v in now.items()})
+    previous, now = ctx.algo_state["previous"], ctx.backend.snapshot()
+    ctx.backend.restore({k: v + cfg.alpha * (v - previous[k]) for k, v in now.items()})
+    ctx.algo_state["previous"] = now
 
 
 APO = Algorithm(

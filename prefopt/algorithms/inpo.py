@@ -11,10 +11,15 @@ Proposition 6 of the paper: with y, y' ~ π_t, this equals (up to a constant) th
 (P(y ≻ π_t) − P(y' ≻ π_t))/η, whose minimiser is the OMD iterate, so binary preferences suffice: no win-rate
 estimates.
 
-Data per iteration. K samples per prompt from π_t; one pair per prompt: best and worst by a reward judge, or a
-knock-out tournament with a pairwise judge (``prefopt.judges.selection``; 11 queries for K = 8); prompts whose
-pair is not strictly ordered are dropped (``pref/pairs_kept`` logs the fraction). log π_t comes from the rollout,
-log π_ref from one no-grad pass (the disabled adapter under LoRA).
+Data per iteration. K samples per prompt from π_t. ``pairs: iid`` (the default, the derivation's data): K/2
+independent pairs (y_1, y_2), (y_3, y_4), … labelled by the judge, all in ONE row per prompt whose loss is the mean
+over its pairs. L_t is one expectation, minimised once per iteration, and the paper's data hold one pair per
+prompt, so the rows, and the optimizer steps at a given batch size, are one per prompt whatever K is: a larger K
+lowers the variance of the estimate of L_t, never lengthens the step (K/2 rows per prompt did: K = 4 took twice
+K = 2's steps). The paper's LLM recipe: one pair per prompt, best and worst by a reward judge, or a knock-out
+tournament with a pairwise judge (``prefopt.judges.selection``; 11 queries for K = 8); prompts whose pair is not
+strictly ordered are dropped (``pref/pairs_kept`` logs the fraction). log π_t comes from the rollout, log π_ref
+from one no-grad pass (the disabled adapter under LoRA).
 
 Symbols. η and τ are the paper's (paper defaults: η = 0.005, τ = η/3). In the tabular game this is EGPO's
 "online IPO 1"/OMD with β ≡ τ and step ηβ ≡ τ/η (docs/algorithms/inpo.md).
@@ -46,9 +51,9 @@ class INPOParams:
     pairs: Literal["iid", "auto", "best_worst", "tournament"] = field(
         default="iid",
         metadata={
-            "help": "iid: K/2 independent pairs per prompt, labelled (the derivation's data); the paper's LLM "
-            "recipe picks one pair of K: best_worst by reward, tournament with a pairwise judge, auto by the judge "
-            "(a biased fixed point: see docs/algorithms/inpo.md)."
+            "help": "iid: K/2 independent pairs per prompt, labelled, in one row (the derivation's data); the "
+            "paper's LLM recipe picks one pair of K: best_worst by reward, tournament with a pairwise judge, auto by "
+            "the judge (a biased fixed point: see docs/algorithms/inpo.md)."
         },
     )
     labels: Literal["bernoulli", "soft"] = field(
@@ -72,48 +77,58 @@ class INPOParams:
 
 
 def collect(ctx: Context, prompts) -> Batch:
-    """Rows (y, y′) with their label ℓ = P(y ≻ y′) or its Bernoulli draw (pairs: iid), or the selected (y_w, y_l)
-    with ℓ = 1; row data ``anchor_logps`` (π_t, from the rollout), ``ref_logps`` [R, 2] and ``label`` [R]."""
+    """Rows of S = 2m sequences, m pairs (y_1, y_2), (y_3, y_4), …, with row data ``anchor_logps`` (π_t, from the
+    rollout) and ``ref_logps`` [R, S] and the pairs' labels ``label`` [R, m] ([R] when m = 1). pairs: iid: one row per
+    prompt holding its K/2 pairs (m = K/2), each labelled ℓ = P(y ≻ y′) or its Bernoulli draw; under ``game_exact``
+    one row per pair of actions. Otherwise one row per prompt kept: its selected (y_w, y_l) with ℓ = 1."""
     cfg: INPOParams = ctx.algo_cfg
-    weights = None
+    weights, per_row = None, 1
     if cfg.pairs == "iid":
         pairs, label, weights = ctx.sample_labelled_pairs(prompts, cfg.num_samples, cfg.labels)
         metrics = {"pref/label_mean": float(label.mean()) if len(label) else 0.0}
+        if weights is None:  # sampled: a prompt's K/2 pairs in one row, so rows and steps do not grow with K
+            per_row = cfg.num_samples // 2
+            label = label.view(-1, per_row)
     else:
         pairs = ctx.sample_pairs(prompts, cfg.num_samples, cfg.pairs)
         label = torch.ones(len(pairs))
         metrics = {"pref/pairs_kept": len(pairs) / max(len(prompts), 1)}
     prompt_ids, response_ids, anchor = pair_sequences(pairs)
-    ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, 2)
+    seqs = 2 * per_row
+    ref = ctx.anchors.logps(prompt_ids, response_ids, policy="reference").view(-1, seqs)
     return Batch(
         prompt_ids,
         response_ids,
-        seqs_per_row=2,
-        row_data={"anchor_logps": anchor, "ref_logps": ref, "label": label},
+        seqs_per_row=seqs,
+        row_data={"anchor_logps": anchor.view(-1, seqs), "ref_logps": ref, "label": label},
         metrics=metrics,
         row_weights=weights,
     )
 
 
 def loss(cfg: INPOParams, batch: MiniBatch, policy: PolicyLogps):
-    """Per-pair INPO loss (h_t − (2ℓ − 1)/(2η))²: the paper's (h_t(y_w, y_l) − 1/(2η))² with the pair ordered by its
-    label (ℓ = 1: the first won; ℓ = 0 is the same loss with the two swapped, h_t being antisymmetric), and its
-    expectation over the label (up to a constant) for a soft ℓ = P(y ≻ y′).
+    """Per-row INPO loss: the mean over the row's pairs of (h_t − (2ℓ − 1)/(2η))², the paper's
+    (h_t(y_w, y_l) − 1/(2η))² with the pair ordered by its label (ℓ = 1: the first won; ℓ = 0 is the same loss with
+    the two swapped, h_t being antisymmetric), and its expectation over the label (up to a constant) for a soft
+    ℓ = P(y ≻ y′).
 
-    Shapes: policy.logps, batch.row["anchor_logps"] (π_t), batch.row["ref_logps"] (π_ref): [B, 2];
-    batch.row["label"]: [B]. Returns loss [B].
+    Shapes: policy.logps, batch.row["anchor_logps"] (π_t), batch.row["ref_logps"] (π_ref): [B, S], S = 2m, pair j
+    the sequences (2j, 2j + 1); batch.row["label"]: [B, m] ([B] when m = 1). Returns loss [B].
     """
     eta, tau = cfg.eta, cfg.tau_value
+    rows, seqs = policy.logps.shape
 
-    def margin(logps: torch.Tensor) -> torch.Tensor:
-        return logps[:, 0] - logps[:, 1]
+    def margin(logps: torch.Tensor) -> torch.Tensor:  # [B, S] → [B, m]
+        pairs = logps.reshape(rows, seqs // 2, 2)
+        return pairs[..., 0] - pairs[..., 1]
 
     h = margin(policy.logps) - (tau / eta) * margin(batch.row["ref_logps"])
     h = h - ((eta - tau) / eta) * margin(batch.row["anchor_logps"])
-    losses = (h - (2.0 * batch.row["label"] - 1.0) / (2.0 * eta)) ** 2
+    label = batch.row["label"].reshape(rows, -1)
+    losses = ((h - (2.0 * label - 1.0) / (2.0 * eta)) ** 2).mean(-1)
     metrics = {
         "loss/inpo": losses.detach(),
-        "pref/h": h.detach(),
+        "pref/h": h.detach().mean(-1),
         "kl/logratio_ref": (policy.logps - batch.row["ref_logps"]).detach().mean(-1),
     }
     return losses, metrics
