@@ -116,6 +116,10 @@ def start_run(setup: Setup) -> Run:
     backend.wait()  # no process writes into the folder before the old run is gone
     backend.init_trackers(cfg.run_name or "prefopt", config)
     backend.prepare(model, make_optimizer(model, cfg))
+    if prefetched is not None:
+        # Snapshots LoRA-GA's first collect kept (APO's θ_0) hold the adapter before A_0, B_0 and the base offset were
+        # set: the initial policy is now the new adapter. No step has run, so take them again (in ZeRO's layout).
+        ctx.algo_state.update({key: backend.snapshot() for key in ctx.algo_state})
     if uses_reference(algorithm, algo_cfg):
         ctx.anchors.keep_reference()
     eval_prompts = inputs.eval_prompts

@@ -79,8 +79,9 @@ class Context:
             collect received); iteration_prompts: all of them, every process's blocks in rank order.
         rollouts: every RolloutBatch sampled through :meth:`sample` this iteration (saved in the run directory).
         rollout_s: seconds spent sampling this iteration.
-        algo_state: what an algorithm keeps from one iteration to the next (e.g. APO's previous iterate, as a
-            snapshot of trainable tensors); saved with every checkpoint and restored on --resume.
+        algo_state: snapshots of trainable tensors (``Backend.snapshot``) an algorithm keeps from one iteration to
+            the next, by name (APO's previous iterate, Nash-MP's prox centre); saved with every checkpoint and
+            restored on --resume.
         optimisation: runs :meth:`optimise`.
         prefetcher: with asynchronous rollouts, the calls submitted ahead of their iteration (``None``: none).
         logp_gaps: this iteration's |log π_engine − log π_trainer| per checked token (``logp_check_fraction``, or

@@ -137,3 +137,26 @@ def test_parameter_momentum_is_nesterov_on_the_proximal_iterates_and_resumes_exa
     prefopt.APOTrainer(tiny_model_dir, args=_apo_config(tmp_path / "run")).train(resume_from_checkpoint=True)
     resumed = run_weights(tmp_path / "run")
     assert all(torch.equal(final[k], resumed[k]) for k in final)
+
+
+def test_lora_ga_initialisation_retakes_the_initial_iterates_snapshot(tiny_model_dir, tmp_path):
+    """LoRA-GA collects the first iteration before it sets A_0, B_0 and offsets the base weights: a snapshot APO kept
+    then (θ_0, as adapter tensors) must be of the initialised adapter, which with the offset is the same policy;
+    the pre-initialisation adapter with the offset base is another one."""
+    from prefopt.algorithms.apo import APOParams
+    from prefopt.build import build_run
+    from prefopt.config import TrainConfig
+
+    cfg = TrainConfig(
+        model_name_or_path=tiny_model_dir,
+        dataset_name=str(REPO / "configs/data/quickstart_prompts.jsonl"),
+        output_dir=str(tmp_path / "run"),
+        adapter="lora_ga",
+        prompts_per_iteration=4,
+        max_new_tokens=4,
+        disable_tqdm=True,
+        torch_num_threads=1,
+    )
+    run = build_run("apo", cfg, APOParams(momentum="params", num_samples=2))
+    kept, now = run.ctx.algo_state["previous"], run.backend.snapshot()
+    assert kept.keys() == now.keys() and all(torch.equal(kept[k], now[k]) for k in now)
