@@ -32,11 +32,11 @@ from prefopt.tiny import write_bandit_model
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = {
     "egpo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
-    "nash_mp": [
+    "nash_mp": [  # η = 0.5, the paper's (the step η/β = 5 of the linearised methods' table)
         "--beta",
         "0.1",
         "--eta",
-        "5",
+        "0.5",
         "--num_train_epochs",
         "4",
         *"--pair_temperature 1 --pair_top_k 0".split(),

@@ -162,7 +162,7 @@ ALGORITHM_ARGS = {
     "egpo": ["--beta", "0.5"],
     "dpo": ["--beta", "0.5", "--num_samples", "4"],
     "apo": ["--beta", "0.5", "--num_samples", "4", "--num_iterations", "2"],
-    "nash_mp": ["--beta", "0.5", "--eta", "1.0"],
+    "nash_mp": ["--beta", "0.5", "--eta", "0.5"],
     "nash_md": ["--beta", "0.5", "--mixture", "0.25"],
     "rebel": ["--eta", "1.0"],  # the preference variant under the default nontransitive judge
 }

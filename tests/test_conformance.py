@@ -71,7 +71,7 @@ def test_egpo_shrinks_the_gap_fast(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "algorithm, extra",
-    [("egpo", ["--normalize_logprobs", "false"]), ("nash_mp", ["--eta", "5", "--num_train_epochs", "4"])],
+    [("egpo", ["--normalize_logprobs", "false"]), ("nash_mp", ["--eta", "0.5", "--num_train_epochs", "4"])],
 )
 def test_extragradient_methods_reach_the_regularised_equilibrium(tmp_path, algorithm, extra):
     g = gaps(tmp_path, algorithm, 512, 25, *extra, *SAMPLER)

@@ -1,4 +1,4 @@
-"""Nash-MP: the regression loss's minimiser is the tabular mirror-prox iterate; hand-computed value; CLI."""
+"""Nash-MP: the regression loss's minimiser is the paper's prox step (η, β the paper's); hand-computed values; CLI."""
 
 import pytest
 import torch
@@ -10,8 +10,8 @@ from prefopt.batch import MiniBatch, PolicyLogps
 
 
 def test_loss_hand_computed():
-    # η = 2, β = 0.25: ηβ = 0.5. Δlp_θ = 1, Δlp_k = 0.3, Δlp_ref = −0.6:
-    # h = 1 − 0.3/1.5 − (0.5/1.5)·(−0.6) = 1 − 0.2 + 0.2 = 1.0; target = (2/1.5)·0.3 = 0.4; loss = 0.36.
+    # The paper's η = 0.5, β = 0.25. Δlp_θ = 1, Δlp_k = 0.3, Δlp_ref = −0.6:
+    # h = 1 − 0.3/1.5 − (0.5/1.5)·(−0.6) = 1 − 0.2 + 0.2 = 1.0; target = ((0.5/0.25)/1.5)·0.3 = 0.4; loss = 0.36.
     row = {
         "centre_logps": torch.tensor([[-1.0, -1.3]]),
         "ref_logps": torch.tensor([[-2.0, -1.4]]),
@@ -19,7 +19,7 @@ def test_loss_hand_computed():
     }
     batch = MiniBatch(rows=1, seqs_per_row=2, row=row, token={}, mask=torch.ones(1, 2, 1).bool())
     policy = PolicyLogps(torch.tensor([[[-1.0], [-2.0]]]), torch.ones(1, 2, 1).bool())
-    losses, metrics = loss(NashMPParams(eta=2.0, beta=0.25), batch, policy)
+    losses, metrics = loss(NashMPParams(eta=0.5, beta=0.25), batch, policy)
     assert losses.tolist() == pytest.approx([0.36])
     assert metrics["pref/h"].tolist() == pytest.approx([1.0])
 
@@ -64,7 +64,7 @@ def _loss_minimiser(cfg: NashMPParams, P, theta_k, theta_ref) -> torch.Tensor:
     return torch.softmax(theta.detach(), 0)
 
 
-@pytest.mark.parametrize("eta, beta", [(1.5, 0.3), (5.0, 0.1)])
+@pytest.mark.parametrize("eta, beta", [(0.45, 0.3), (0.5, 0.1)])
 def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
     P, theta_k, theta_ref = _setup()
     fitted = _loss_minimiser(NashMPParams(eta=eta, beta=beta), P, theta_k, theta_ref)
@@ -72,29 +72,45 @@ def test_regression_minimiser_is_the_mirror_prox_half_step(eta, beta):
     assert torch.allclose(fitted, torch.softmax(half, 0), atol=1e-8)
 
 
-def test_eta_is_the_papers_eta_over_beta():
-    """docs/algorithms/nash_mp.md: the paper's prox step argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η_p)·KL(π‖π_k)
-    is prefopt's with η = η_p/β. The paper's argmin here by direct numerical minimisation over the simplex (no
-    closed form used); paper η_p = 0.2 at β = 0.1 is prefopt η = 2, and copying 0.2 into ``eta`` is far off."""
-    P, theta_k, theta_ref = _setup()
-    beta, eta_paper = 0.1, 0.2
-    pi_k, lp_k, lp_ref = torch.softmax(theta_k, 0), torch.log_softmax(theta_k, 0), torch.log_softmax(theta_ref, 0)
+def _papers_prox_step(P, pi_opp, theta_k, theta_ref, eta: float, beta: float) -> torch.Tensor:
+    """argmin_π (1/β)·P(π_opp ≻ π) + KL(π‖π_ref) + (1/η)·KL(π‖π_k), the paper's prox step as docs/algorithms/nash_mp.md
+    quotes it, by direct numerical minimisation over the simplex (softmax logits, LBFGS; no closed form used)."""
+    lp_k, lp_ref = torch.log_softmax(theta_k, 0), torch.log_softmax(theta_ref, 0)
     z = theta_k.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([z], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
 
     def closure():
         optimiser.zero_grad()
         pi, lp = torch.softmax(z, 0), torch.log_softmax(z, 0)
-        value = (pi_k @ P @ pi) / beta + (pi * (lp - lp_ref)).sum() + (pi * (lp - lp_k)).sum() / eta_paper
+        value = (pi_opp @ P @ pi) / beta + (pi * (lp - lp_ref)).sum() + (pi * (lp - lp_k)).sum() / eta
         value.backward()
         return value
 
     optimiser.step(closure)
-    papers = torch.softmax(z.detach(), 0)
-    converted = _loss_minimiser(NashMPParams(eta=eta_paper / beta, beta=beta), P, theta_k, theta_ref)
-    assert torch.allclose(converted, papers, atol=1e-8)
-    copied = _loss_minimiser(NashMPParams(eta=eta_paper, beta=beta), P, theta_k, theta_ref)
-    assert (copied - papers).abs().max() > 1e-2
+    return torch.softmax(z.detach(), 0)
+
+
+def test_eta_is_the_papers_eta():
+    """``eta`` is the paper's η: at η = 0.2, β = 0.1 the regression loss's minimiser is the paper's half step (the
+    key was η/β before, when 0.2 took a step ten times smaller: 3e-2 off)."""
+    P, theta_k, theta_ref = _setup()
+    papers = _papers_prox_step(P, torch.softmax(theta_k, 0), theta_k, theta_ref, eta=0.2, beta=0.1)
+    fitted = _loss_minimiser(NashMPParams(eta=0.2, beta=0.1), P, theta_k, theta_ref)
+    assert torch.allclose(fitted, papers, atol=1e-8), (fitted - papers).abs().max()
+
+
+def test_nash_mp_step_is_the_papers_prox_steps():
+    """prefopt.games.nash_mp_step in the paper's η: the half step is the prox step against π_k, the full step the
+    prox step from π_k against π_{k+½}, both the numerical argmin of the paper's objective."""
+    P, theta_k, theta_ref = _setup()
+    eta, beta = 0.2, 0.1
+    full, half = games.nash_mp_step(theta_k, P, eta, beta, theta_ref, return_half=True)
+    half_papers = _papers_prox_step(P, torch.softmax(theta_k, 0), theta_k, theta_ref, eta, beta)
+    assert torch.allclose(torch.softmax(half, 0), half_papers, atol=1e-8)
+    full_papers = _papers_prox_step(P, torch.softmax(half, 0), theta_k, theta_ref, eta, beta)
+    assert torch.allclose(torch.softmax(full, 0), full_papers, atol=1e-8)
+    with pytest.raises(ValueError, match="beta > 0"):
+        games.nash_mp_step(theta_k, P, eta, 0.0, theta_ref)
 
 
 def test_pg_advantage_and_loss_hand_computed():
@@ -104,14 +120,15 @@ def test_pg_advantage_and_loss_hand_computed():
     from prefopt.judges.synthetic import MatrixGameJudge
 
     rps = games.rock_paper_scissors()
-    cfg = NashMPParams(beta=0.5, eta=2.0, num_samples=3)
+    cfg = NashMPParams(beta=0.5, eta=1.0, num_samples=3)
     ctx = SimpleNamespace(algo_cfg=cfg, judge=MatrixGameJudge(rps), references=lambda prompts: None)
     samples = [SimpleNamespace(text=a) for a in "ABC"]
     lp = torch.tensor([[-1.0, -1.0, -1.0]])
     lp_ref = torch.tensor([[-2.0, -1.0, -1.0]])
     lp_centre = torch.tensor([[-1.0, -3.0, -1.0]])
     adv = _advantages(ctx, [SimpleNamespace(prompt="x")], samples, ["B"], lp, lp_ref, lp_centre)
-    # wins against B: P(A≻B) = 0, P(B≻B) = ½, P(C≻B) = 1; − β(lp − lp_ref) = (−0.5, 0, 0); − (lp − lp_c)/η = (0, −1, 0)
+    # wins against B: P(A≻B) = 0, P(B≻B) = ½, P(C≻B) = 1; − β(lp − lp_ref) = (−0.5, 0, 0);
+    # − (β/η)(lp − lp_c) = −0.5·(0, 2, 0) = (0, −1, 0)
     raw = torch.tensor([0.0 - 0.5, 0.5 - 1.0, 1.0])
     assert adv[0].tolist() == pytest.approx((raw - raw.mean()).tolist())
     mask = torch.ones(1, 3, 1).bool()

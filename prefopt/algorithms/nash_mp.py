@@ -2,31 +2,35 @@
 arXiv 2505.19731, "Accelerating Nash Learning from Human Feedback via Mirror Prox").
 
 Objective. Mirror prox on the β-regularised preference game J_β, with the KL-to-π_ref term handled proximally;
-both steps start from π_k, the full step against the half step's policy (docs/algorithms/nash_mp.md):
-    log π_{k+½} = [log π_k + ηβ log π_ref + η P(· ≻ π_k)] / (1 + ηβ) + c
-    log π_{k+1} = [log π_k + ηβ log π_ref + η P(· ≻ π_{k+½})] / (1 + ηβ) + c
+both steps start from π_k, the full step against the half step's policy. The paper's prox steps [secondary source:
+a literature review quoting the paper; the paper's own text (Algorithm 1) was not read here]:
+    π_{k+½} = argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η)·KL(π‖π_k)
+    π_{k+1} = argmin_π (1/β)·P(π_{k+½} ≻ π) + KL(π‖π_ref) + (1/η)·KL(π‖π_k),        η > 0 the learning rate,
+with closed forms (docs/algorithms/nash_mp.md; prefopt.games.nash_mp_step):
+    log π_{k+½} = [log π_k + η log π_ref + (η/β) P(· ≻ π_k)] / (1 + η) + c
+    log π_{k+1} = [log π_k + η log π_ref + (η/β) P(· ≻ π_{k+½})] / (1 + η) + c
 The paper states last-iterate linear convergence, KL(π*_β‖π_k) ≲ (1 + 2β)^{−N/2} in N preference queries
-[abstract; this parametrisation is derived from the mirror-prox template, unconfirmed against the paper's text].
+[abstract]. The contraction is 1/(1 + η) per iteration (two queries), so η = 2β matches that rate [derived here,
+unconfirmed against the paper's theorem].
 
-Symbols. β is the paper's. The key ``eta`` is NOT the paper's η: η = η_paper/β, i.e. ηβ = η_paper. The paper's
-prox step argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η_paper)·KL(π‖π_k) has the closed form
-[log π_k + η_paper·log π_ref + (η_paper/β)·P(· ≻ π_k)]/(1 + η_paper) + c, the form above [secondary source: the
-prox objective as reported to the project; the paper's Algorithm 1 was not read here]. So paper η_paper = 0.2 at
-β = 0.1 is ``eta: 2`` (docs/algorithms/nash_mp.md, "η and the paper's η").
+Symbols. β and η (``beta``, ``eta``) are the paper's: a value from the paper is copied as is. Earlier versions of
+this module took η/β as ``eta``: multiply an old config's ``eta`` by β (old 2 at β = 0.1 is 0.2). The default
+η = 0.1 is the old default (1 at β = 0.1); the source read gives no value.
 
 Proximal steps, ``prox_step: regression`` (the project's choice, docs/algorithms/nash_mp.md). Each step has a closed
 form, so it is fitted by a squared loss on pairs (y, y') from a full-support sampler, with y'' from the opponent
 π_s (π_k for the half step, π_{k+½} for the full step):
-    h(θ) = [lp_θ(y) − lp_θ(y')] − (1/(1+ηβ))·[lp_k(y) − lp_k(y')] − (ηβ/(1+ηβ))·[lp_ref(y) − lp_ref(y')]
-    target = (η/(1+ηβ))·[P(y ≻ y'') − P(y' ≻ y'')],        loss = (h(θ) − target)².
+    h(θ) = [lp_θ(y) − lp_θ(y')] − (1/(1+η))·[lp_k(y) − lp_k(y')] − (η/(1+η))·[lp_ref(y) − lp_ref(y')]
+    target = ((η/β)/(1+η))·[P(y ≻ y'') − P(y' ≻ y'')],        loss = (h(θ) − target)².
 With full support its minimiser is exactly the mirror-prox iterate, so optimising it well (``num_train_epochs``)
 solves the prox step. An iteration: collect (y, y' broadened, y'' ~ π_k, lp_k from the rollout, lp_ref from a
 no-grad pass) → snapshot θ_k and the optimizer state → optimise (θ_{k+½}) → fresh y, y', y'' with the half-step
 model → back to θ_k (lp_k of the new pairs from one pass) → optimise (θ_{k+1}).
 
-``prox_step: pg`` is the paper's approximate version: each prox step is a policy-gradient step on
-E_{y~π_θ, y'~π_s}[P(y ≻ y')] − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_c), with the prox centre π_c = π_k or, with
-``ema > 0``, an exponential moving average of the iterates that starts at θ_0 (the practical variant's stabiliser).
+``prox_step: pg`` is the paper's approximate version: each prox step is a policy-gradient step on the prox objective
+times −β, E_{y~π_θ, y'~π_s}[P(y ≻ y')] − β·KL(π_θ‖π_ref) − (β/η)·KL(π_θ‖π_c), with the prox centre π_c = π_k or,
+with ``ema > 0``, an exponential moving average of the iterates that starts at θ_0 (the practical variant's
+stabiliser).
 
 Departures. Log-probs are sums by default (the exact correspondence above); ``normalize_logprobs`` switches to
 per-token means. In ``pg`` the advantages are computed at θ_k when the data is collected: exact for one gradient
@@ -51,14 +55,14 @@ from prefopt.errors import ConfigError
 
 @dataclass
 class NashMPParams:
-    """Nash-MP hyperparameters (β the paper's; η = η_paper/β, see the module docstring; the sampler as EGPO's
-    repository)."""
+    """Nash-MP hyperparameters (β, η the paper's, see the module docstring; the sampler as EGPO's repository)."""
 
     beta: float = field(default=0.1, metadata={"help": "β, the KL-to-π_ref coefficient of the regularised game."})
     eta: float = field(
-        default=1.0,
+        default=0.1,
         metadata={
-            "help": "η, the mirror-prox step; contraction 1/(1+ηβ) per step. The paper's η is ηβ: eta = η_paper/β."
+            "help": "η, the paper's mirror-prox learning rate (prox term (1/η)·KL(π‖π_k)); contraction 1/(1+η) per "
+            "iteration. Configs written for the old scale (η/β) convert by multiplying by β."
         },
     )
     prox_step: Literal["regression", "pg"] = field(
@@ -105,8 +109,9 @@ def _add_centre_logps(ctx: Context, full_batch: Batch) -> Batch:
 
 
 # -- pg: the paper's approximate prox steps --------------------------------------------------------------------
-# Each prox step maximises J(θ) = E_{y~π_θ, y'~π_s} P(y ≻ y') − β·KL(π_θ‖π_ref) − (1/η)·KL(π_θ‖π_c) with policy
-# gradient: ∇J = E_y[∇log π_θ(y) · A(y)], A(y) = P(y ≻ y') − β·log(π_θ/π_ref)(y) − (1/η)·log(π_θ/π_c)(y) − b
+# Each prox step maximises J(θ) = E_{y~π_θ, y'~π_s} P(y ≻ y') − β·KL(π_θ‖π_ref) − (β/η)·KL(π_θ‖π_c) (the paper's
+# prox objective times −β) with policy gradient: ∇J = E_y[∇log π_θ(y) · A(y)],
+# A(y) = P(y ≻ y') − β·log(π_θ/π_ref)(y) − (β/η)·log(π_θ/π_c)(y) − b
 # (E ∇log π = 0 turns each KL's gradient into this form; b is the mean of the prompt's K samples). The K samples
 # y ~ π_k serve both steps; only the opponents y' change (π_k, then π_{k+½}). π_c is θ_k, or an EMA of the iterates.
 
@@ -126,7 +131,7 @@ def _advantages(ctx: Context, prompts, samples: list, opponents: list, lp, lp_re
         .float()
         .view(-1, k)
     )
-    adv = wins - cfg.beta * (lp - lp_ref) - (lp - lp_centre) / cfg.eta
+    adv = wins - cfg.beta * (lp - lp_ref) - cfg.beta / cfg.eta * (lp - lp_centre)
     return adv - adv.mean(dim=1, keepdim=True)
 
 
@@ -186,14 +191,14 @@ def loss(cfg: NashMPParams, batch: MiniBatch, policy: PolicyLogps):
     """
     if cfg.prox_step == "pg":
         return pg_loss(cfg, batch, policy)
-    step = cfg.eta * cfg.beta
+    eta = cfg.eta  # the paper's η: log π = [log π_k + η log π_ref + (η/β)·P(· ≻ π_s)]/(1 + η) + c
     logps = policy.mean_logps if cfg.normalize_logprobs else policy.logps
 
     def diff(x):
         return x[:, 0] - x[:, 1]
 
-    h = diff(logps) - diff(batch.row["centre_logps"]) / (1 + step) - step / (1 + step) * diff(batch.row["ref_logps"])
-    targets = cfg.eta / (1 + step) * batch.row["pref_diff"]
+    h = diff(logps) - diff(batch.row["centre_logps"]) / (1 + eta) - eta / (1 + eta) * diff(batch.row["ref_logps"])
+    targets = eta / cfg.beta / (1 + eta) * batch.row["pref_diff"]
     losses = (h - targets) ** 2
     return losses, {"loss/nash_mp": losses.detach(), "pref/h": h.detach(), "pref/target": targets}
 

@@ -23,8 +23,8 @@ def _omd_form(theta: Tensor, theta_ref: Tensor, wins: Tensor, eta: float, beta: 
 
 
 def _prox_form(theta: Tensor, theta_ref: Tensor, wins: Tensor, eta: float, beta: float) -> Tensor:
-    # Nash-MP's implicit step: the KL to π_ref inside the prox gives (θ + ηβθ_ref + η·wins)/(1 + ηβ).
-    return (theta + eta * beta * theta_ref + eta * wins) / (1.0 + eta * beta)
+    # Nash-MP's implicit step, the paper's η: the KL to π_ref inside the prox gives (θ + ηθ_ref + (η/β)·wins)/(1 + η).
+    return (theta + eta * theta_ref + (eta / beta) * wins) / (1.0 + eta)
 
 
 def _wins(P: Tensor, theta: Tensor) -> Tensor:
@@ -82,14 +82,16 @@ def nash_mp_step(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Nash-MP: mirror prox on J_β, the KL to π_ref inside the prox (arXiv 2505.19731; docs/algorithms/nash_mp.md).
 
-    π_{k+½} = argmax_π η[P(π≻π_k) − β·KL(π‖π_ref)] − KL(π‖π_k) ⇒ θ_{k+½} = [θ_k + ηβ·θ_ref + η·Pπ_k]/(1 + ηβ);
-    π_{k+1}: the same from π_k against π_{k+½} ⇒ θ_{k+1} = [θ_k + ηβ·θ_ref + η·Pπ_{k+½}]/(1 + ηβ).
-    The parametrisation is derived from the Mirror Prox template, not read in the paper [unconfirmed]. ``eta`` is
-    prefopt's η = η_paper/β (ηβ = η_paper; secondary source, docs/algorithms/nash_mp.md "η and the paper's η").
+    In the paper's symbols (η its learning rate, β > 0; the prox objective from a secondary source quoting the paper):
+    π_{k+½} = argmin_π (1/β)·P(π_k ≻ π) + KL(π‖π_ref) + (1/η)·KL(π‖π_k)
+        ⇒ θ_{k+½} = [θ_k + η·θ_ref + (η/β)·Pπ_k]/(1 + η);
+    π_{k+1}: the same from π_k against π_{k+½} ⇒ θ_{k+1} = [θ_k + η·θ_ref + (η/β)·Pπ_{k+½}]/(1 + η).
 
     Returns:
         θ_{k+1} [N], or (θ_{k+1}, θ_{k+½}) when ``return_half``.
     """
+    if beta <= 0:
+        raise ValueError(f"nash_mp_step needs beta > 0 (its prox objective has 1/β), got {beta}")
     half = _prox_form(theta, theta_ref, _wins(P, theta), eta, beta)
     full = _prox_form(theta, theta_ref, _wins(P, half), eta, beta)
     return (full, half) if return_half else full
