@@ -31,7 +31,18 @@ from prefopt.tiny import write_bandit_model
 
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = {
-    "egpo": ["--beta", "0.1", "--normalize_logprobs", "false", "--pair_temperature", "1", "--pair_top_k", "0"],
+    "egpo": [
+        "--beta",
+        "0.1",
+        "--normalize_logprobs",
+        "false",
+        "--pair_temperature",
+        "1",
+        "--pair_top_k",
+        "0",
+        "--full_step_prompts",
+        "reuse",
+    ],  # every step sees all the iteration's pairs, as Nash-MP's
     "nash_mp": [  # η = 0.5, the paper's (the step η/β = 5 of the linearised methods' table)
         "--beta",
         "0.1",

@@ -9,6 +9,8 @@ from helpers import REPO
 from prefopt.algorithms.online_ipo import OnlineIPOParams, loss
 from prefopt.batch import MiniBatch, PolicyLogps
 
+PROMPTS = REPO / "configs/data/quickstart_prompts.jsonl"
+
 
 def test_online_ipo_loss_hand_computed():
     # β = 0.5, sums (no length normalisation). Δ log π_θ = (−1) − (−3) = 2, Δ log π_ref = (−2) − (−2.5) = 0.5,
@@ -26,12 +28,12 @@ def test_online_ipo_loss_hand_computed():
     assert losses.tolist() == pytest.approx([((-0.5 + 1.5) - 0.5 - 0.5) ** 2])
 
 
-def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, **overrides):
+def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, algo=None, **overrides):
     from prefopt.algorithms import get_algorithm
     from prefopt.build import build_run
     from prefopt.config import TrainConfig
 
-    cfg = TrainConfig(
+    settings = dict(
         model_name_or_path=tiny_model_dir,
         dataset_name="configs/data/quickstart_prompts.jsonl",
         output_dir=str(tmp_path / "run"),
@@ -42,9 +44,9 @@ def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, **overrides):
         per_device_train_batch_size=8,
         disable_tqdm=True,
         deepspeed=None if deepspeed is None else str(REPO / f"configs/deepspeed/{deepspeed}.json"),
-        **overrides,
     )
-    return build_run(name, cfg, get_algorithm(name).config_class(beta=0.5))
+    cfg = TrainConfig(**(settings | overrides))
+    return build_run(name, cfg, get_algorithm(name).config_class(beta=0.5, **(algo or {})))
 
 
 @pytest.fixture
@@ -111,3 +113,86 @@ def test_egpo_full_step_starts_from_theta_t(tiny_model_dir, tmp_path, monkeypatc
     run.backend.restore_optimizer(optimizer_t)
     run.ctx.optimise(full_batch)
     assert all(torch.equal(theta_next[k], v) for k, v in run.backend.snapshot().items())
+
+
+def _prompts_by_stream(ctx) -> dict[str, list[int]]:
+    """The dataset rows each sampling stream of the iteration drew for (every ``ctx.sample`` call is recorded)."""
+    return {stream: [p.index for p in prompts] for stream, prompts, _ in ctx.rollouts}
+
+
+@pytest.mark.parametrize("schedule", ["split", "reuse"])
+def test_egpo_full_step_takes_the_next_batch_of_prompts(tiny_model_dir, tmp_path, schedule):
+    """The EGPO repository's trainer draws the odd (full) step's prompts from the next batch of its dataloader. With
+    ``full_step_prompts: split`` (the default) the iteration's 8 prompts are those two batches: the half step samples
+    and is judged on the first 4, the full step on the other 4. ``reuse`` samples both steps on all 8."""
+    from prefopt.context import collect_shard
+
+    run = _setup(tiny_model_dir, tmp_path, "egpo", algo={"full_step_prompts": schedule}, prompts_per_iteration=8)
+    batch, _ = collect_shard(run.ctx, run.algorithm, run.train_prompts, 0)
+    stats = run.algorithm.train_step(run.ctx, batch)
+    rows = [p.index for p in run.ctx.iteration_prompts]
+    assert len(set(rows)) == 8
+    first, second = (rows[:4], rows[4:]) if schedule == "split" else (rows, rows)
+    assert _prompts_by_stream(run.ctx) == {
+        "policy/pair": first,
+        "policy/opponent": first,
+        "half_step/pair": second,
+        "half_step/opponent": second,
+    }
+    assert batch.num_rows == len(first)
+    # One optimizer step per phase (8 rows fit the global batch): the two phases' steps, nothing else.
+    assert run.optimisation.state["global_step"] == 2 and "half/loss/total" in stats
+
+
+@pytest.mark.parametrize("n, world", [(7, 1), (7, 2), (7, 3), (8, 2), (8, 4), (9, 4)])
+def test_split_batches_do_not_depend_on_the_number_of_processes(n, world):
+    """Each process samples its contiguous share of each batch, so the shares gathered in rank order (what the
+    optimisation trains on) are the iteration's first ⌈n/2⌉ prompts for the half step and the rest for the full
+    step, with any number of processes."""
+    from prefopt.algorithms.egpo import step_prompts
+
+    halves = [[], []]
+    for rank in range(world):
+        ctx = _split_context(list(range(n)), world, rank)
+        for step in (0, 1):
+            share = step_prompts(ctx, step)
+            assert share, (rank, step)  # no process is left without prompts
+            halves[step] += share
+    assert halves == [list(range((n + 1) // 2)), list(range((n + 1) // 2, n))]
+
+
+def _split_context(iteration_prompts, world, rank, schedule="split", game_exact=False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        algo_cfg=SimpleNamespace(full_step_prompts=schedule),
+        cfg=SimpleNamespace(game_exact=game_exact),
+        iteration_prompts=iteration_prompts,
+        prompts=iteration_prompts,  # the block of a one-process run
+        backend=SimpleNamespace(world_size=world, rank=rank),
+    )
+
+
+@pytest.mark.parametrize("n, world", [(1, 1), (3, 2), (7, 4)])
+def test_too_few_prompts_to_split_is_a_config_error(n, world):
+    from prefopt.algorithms.egpo import step_prompts
+    from prefopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^config key 'prompts_per_iteration'.*full_step_prompts: reuse") as err:
+        step_prompts(_split_context(list(range(n)), world, 0), 0)
+    assert "\n" not in str(err.value) and f"{2 * world}" in str(err.value)
+    # reuse, and game_exact (exact expectations on the iteration's prompts), need no split.
+    assert step_prompts(_split_context(list(range(n)), world, 0, schedule="reuse"), 1) == list(range(n))
+    assert step_prompts(_split_context(list(range(n)), world, 0, game_exact=True), 1) == list(range(n))
+
+
+def test_egpo_cli_refuses_one_prompt_per_iteration_in_one_line(tiny_model_dir, tmp_path):
+    from helpers import prefopt
+
+    result = prefopt("train", "egpo", "--model_name_or_path", tiny_model_dir, "--dataset_name", PROMPTS,
+                     "--output_dir", tmp_path / "run", "--prompts_per_iteration", "1", "--max_new_tokens", "4",
+                     "--disable_tqdm", "--torch_num_threads", "1")  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("prefopt: error: config key 'prompts_per_iteration': full_step_prompts: split")
+    assert "need at least 2, got 1" in line

@@ -124,3 +124,54 @@ def test_rule_judge_without_answer_column_is_one_line(tmp_path, tiny_model_dir):
         "prefopt: error: judge 'exact_match' checks responses against reference answers: set answer_column"
     )
     assert not (tmp_path / "run").exists()
+
+
+def _cut_only(run, truncated: set[tuple[int, int]]):
+    """Make ``run``'s rollouts report EOS ("stop") for every sample but the (prompt position, sample index) pairs in
+    ``truncated``, which report "length" (cut at max_new_tokens). On the digit task every one-token response is
+    "length" otherwise."""
+    sample = run.ctx.sample
+
+    def with_reasons(prompts, n, **kwargs):
+        batch = sample(prompts, n, **kwargs)
+        for s in batch.samples:
+            s.finish_reason = "length" if (s.prompt_index, s.sample_index) in truncated else "stop"
+        return batch
+
+    run.ctx.sample = with_reasons
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_prompts_with_a_truncated_response_are_dropped(tmp_path, tiny_model_dir, drop):
+    """The UltraFeedback pipeline (filter_tokenize.py) drops a prompt when any of its K responses does not fit the
+    generation cap with its end-of-turn token, i.e. was cut at max_new_tokens: with the filter on such a prompt gives
+    no row, whichever of its responses was cut (here prompt 1's best-or-worst candidates and prompt 4's third)."""
+    from prefopt.algorithms.rebel import collect
+
+    run = _run(tmp_path, tiny_model_dir, REBELParams(num_samples=4, drop_truncated_completions=drop))
+    _cut_only(run, {(1, 0), (1, 3), (4, 2)})
+    prompts = run.train_prompts[:8]
+    run.ctx.start_iteration(0, prompts)
+    batch = collect(run.ctx, prompts)
+    kept = [k for k in range(8) if not drop or k not in (1, 4)]
+    assert batch.num_rows == len(kept)
+    groups = run.ctx.rollouts[0][2].groups()
+    for row, k in enumerate(kept):
+        assert batch.prompt_ids[2 * row] == prompts[k].prompt_ids
+        rewards = [float(s.text == prompts[k].extra["answer"]) for s in groups[k]]
+        assert batch.row_data["delta"][row].item() == max(rewards) - min(rewards)
+    assert batch.metrics.get("pref/pairs_kept") == (0.75 if drop else None)
+    # reward/mean is every response's, before any is dropped (as the pipeline ranks them all before filtering).
+    assert batch.metrics["reward/mean"] == pytest.approx(
+        sum(float(s.text == p.extra["answer"]) for p, g in zip(prompts, groups) for s in g) / 32
+    )
+
+
+def test_a_process_whose_prompts_are_all_dropped_gives_no_rows(tmp_path, tiny_model_dir):
+    from prefopt.algorithms.rebel import collect
+
+    run = _run(tmp_path, tiny_model_dir, REBELParams(num_samples=2, drop_truncated_completions=True))
+    prompts = run.train_prompts[:4]
+    run.ctx.start_iteration(0, prompts)
+    batch = collect(run.ctx, prompts)  # one digit and no EOS: every response is cut at max_new_tokens = 1
+    assert batch.num_rows == 0 and batch.row_data["delta"].shape == (0,) and batch.metrics["pref/pairs_kept"] == 0

@@ -11,7 +11,11 @@ Data per iteration. K = ``num_samples`` responses per prompt from π_t (log π_t
 with a reward judge, K = 2 is one random pair (the TL;DR setting) and K > 2 keeps the best and the worst by reward
 (the UltraFeedback setting, 5 samples). Rewards may be replaced for responses cut at max_new_tokens
 (``missing_eos_reward``, TL;DR's −1) and penalised by the sequence KL to π_ref, r − kl_coef·(log π_t − log π_ref)
-(TL;DR, kl_coef 0.05; one no-grad π_ref pass, only when kl_coef > 0).
+(TL;DR, kl_coef 0.05; one no-grad π_ref pass, only when kl_coef > 0). With ``drop_truncated_completions`` a prompt
+any of whose K responses was cut at max_new_tokens gives no row (the UltraFeedback large-batch pipeline's filter,
+``filter_tokenize.py``: a response longer than the generation cap of 2048 tokens once its end-of-turn token is added,
+i.e. one that stopped at the cap; ``pref/pairs_kept`` logs the fraction of prompts kept). Off by default, as in the
+TL;DR code, which keeps such responses and gives them missing_eos_reward instead.
 Preference variant (paper section 4, intransitive preferences): with a pairwise judge the reward is the win rate
 against π_t, r_t(y) = P(y ≻ π_t); identifying the opponent with the other response of the pair gives the target
 P(y ≻ y') − ½ (K = 2; for K > 2 the pair is a knock-out tournament's winner and loser).
@@ -24,7 +28,8 @@ two formulas above show the minimisers agree only with eta_code = η_paper (docs
 
 Departures. log π_t is the policy's own log-probability at temperature 1 (the code divides logits by its sampling
 temperature, 0.7 for TL;DR, in both the rollout and the training pass). The code's optional reward whitening is not
-offered. Sequence log-probs are sums, as in the code.
+offered. Sequence log-probs are sums, as in the code. The UltraFeedback pipeline also drops prompts over 1024 tokens
+and pairs of identical responses; prefopt keeps both (docs/algorithms/rebel.md).
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ class REBELParams:
     )
     missing_eos_reward: float | None = field(
         default=None, metadata={"help": "Reward of a response cut at max_new_tokens (TL;DR: −1); None: unchanged."}
+    )
+    drop_truncated_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop a prompt when any of its K responses was cut at max_new_tokens (UltraFeedback filter)."
+        },
     )
 
     def validate(self) -> None:
@@ -102,10 +113,21 @@ def _preference_pairs(ctx: Context, prompts, groups) -> tuple[list, torch.Tensor
 
 
 def collect(ctx: Context, prompts) -> Batch:
-    """Rows (y, y') with π_t's log-probs [R, 2] and the target difference Δr [R]."""
-    groups = ctx.sample(prompts, ctx.algo_cfg.num_samples).groups()
+    """Rows (y, y') with π_t's log-probs [R, 2] and the target difference Δr [R]; with ``drop_truncated_completions``
+    none for a prompt one of whose K responses was cut at max_new_tokens (``pref/pairs_kept``: the fraction kept).
+
+    Every prompt is judged (and its π_ref pass run) before any is dropped, as the UltraFeedback pipeline ranks all
+    responses before filter_tokenize.py drops prompts; so ``reward/mean`` is every response's, and under ZeRO-3 each
+    process runs its anchor pass even when it keeps no row.
+    """
+    cfg: REBELParams = ctx.algo_cfg
+    groups = ctx.sample(prompts, cfg.num_samples).groups()
     select = _reward_pairs if isinstance(ctx.judge, RewardJudge) else _preference_pairs
     pairs, delta, metrics = select(ctx, prompts, groups)
+    if cfg.drop_truncated_completions:
+        kept = [k for k, g in enumerate(groups) if all(s.finish_reason != "length" for s in g)]
+        pairs, delta = [pairs[k] for k in kept], delta[kept]
+        metrics["pref/pairs_kept"] = len(kept) / max(len(prompts), 1)
     prompt_ids, response_ids, anchor = pair_sequences(pairs)
     return Batch(
         prompt_ids, response_ids, seqs_per_row=2, row_data={"anchor_logps": anchor, "delta": delta}, metrics=metrics

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from prefopt.algorithms.apo import APOParams
 from prefopt.algorithms.dpo import DPOParams
+from prefopt.algorithms.egpo import EGPOParams
 from prefopt.algorithms.grao import GRAOParams
 from prefopt.algorithms.grpo import GRPOParams
 from prefopt.algorithms.gvm import GVMGRPOParams, GVMRAFTParams
@@ -109,11 +110,11 @@ class OnlineIPOConfig(PrefoptConfig, OnlineIPOParams):
 
 
 @dataclass
-class EGPOConfig(PrefoptConfig, OnlineIPOParams):
+class EGPOConfig(PrefoptConfig, EGPOParams):
     """EGPO, Extragradient Preference Optimization (arXiv 2503.08942): docs/algorithms/egpo.md."""
 
     algorithm: ClassVar[str] = "egpo"
-    params_class: ClassVar[type] = OnlineIPOParams
+    params_class: ClassVar[type] = EGPOParams
 
 
 @dataclass
