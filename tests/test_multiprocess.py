@@ -108,7 +108,11 @@ def assert_same_run(one, two) -> None:
         keys = {k for k in r1 if not k.startswith(("time/", "forward/"))}
         assert keys == {k for k in r2 if not k.startswith(("time/", "forward/"))}
         for key in keys:
-            assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-5), (r1.get("iteration", r1["step"]), key)
+            # GRPO's k3 estimate e^d − d − 1 sums per-token terms of log-ratios d of order 1, whose rounding e^d
+            # amplifies: 1.2e-5 relative at step 15 of the asynchronous run on one 2-core machine (below 1e-5 on
+            # others).
+            rel = 1e-4 if key == "kl/k3" else 1e-5
+            assert r2[key] == pytest.approx(r1[key], rel=rel, abs=1e-5), (r1.get("iteration", r1["step"]), key)
 
 
 @pytest.mark.parametrize(
