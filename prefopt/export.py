@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from prefopt.errors import ConfigError, DataError, PrefoptError, first_line
+from prefopt.errors import ConfigError, DataError, ModelError, PrefoptError, first_line
 from prefopt.rundir import RunDir, atomic_dir, refuse_non_empty
 
 
@@ -90,7 +90,6 @@ def _load_base(config: dict):
 def load_policy(source: RunSource):
     """The trained policy: a plain model (full fine-tuning) or a PeftModel with one adapter on a fresh base."""
     from peft import PeftModel, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     if source.adapter == "none":
         if source.is_final:
@@ -98,7 +97,7 @@ def load_policy(source: RunSource):
 
             return load_causal_lm(str(source.folder), source.config.get("dtype", "float32"))
         model = _load_base(source.config)
-        model.load_state_dict(load_file(str(source.folder / "model.safetensors")))
+        _load_checkpoint_weights(model, source.folder / "model.safetensors")
         return model.eval()
     base = _load_base(source.config)
     if source.is_final:  # already the single adapter (LoRA-GA's offset folded in by the run)
@@ -108,22 +107,39 @@ def load_policy(source: RunSource):
 
     fields = {k: v for k, v in source.config.items() if k in TrainConfig.__dataclass_fields__}
     model = attach_adapter(base, TrainConfig(**fields))
-    model.load_state_dict(load_file(str(source.folder / "model.safetensors")))
+    _load_checkpoint_weights(model, source.folder / "model.safetensors")
     adapter_config, tensors = adapter_state(model)
     model = get_peft_model(model.unload(), adapter_config)  # the same base weights, one standard adapter
     set_peft_model_state_dict(model, tensors)
     return model.eval()
 
 
+def _load_checkpoint_weights(model, path: Path) -> None:
+    """A checkpoint's weights into ``model``. A tied weight (an output head sharing the input embedding, as
+    SmolLM2's) is saved once, so its key is absent: accepted only where it shares its tensor with a loaded one."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict(keep_vars=True)
+    loaded = {current[k].data_ptr() for k in state if k in current}
+    untied = [k for k in missing if current[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise ModelError(
+            f"checkpoint '{path}' does not match the model: missing {untied[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
 def _load_tokenizer(source: RunSource):
     from transformers import AutoTokenizer
 
-    from prefopt.models import check_source
+    from prefopt.models import pretrained_source
 
     name = str(source.folder) if source.is_final else source.config.get("tokenizer_name_or_path")
     name = name or source.config["model_name_or_path"]
     trust = source.config.get("trust_remote_code", False)
-    return AutoTokenizer.from_pretrained(check_source(name, "tokenizer"), trust_remote_code=trust)
+    folder, extra = pretrained_source(name, "tokenizer")  # a .gguf's tokenizer is read from the file
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust, **extra)
 
 
 def export_run(

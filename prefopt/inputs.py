@@ -190,6 +190,11 @@ def _check_judge_and_actions(cfg, algorithm: Algorithm, algo_cfg, judge, tokeniz
     if algorithm.check_examples:
         algorithm.check_examples(algo_cfg, examples, tokenizer, allowed, cfg.max_new_tokens)
     if cfg.use_vllm:
+        if str(cfg.model_name_or_path).lower().endswith(".gguf"):
+            raise ConfigError(
+                "use_vllm loads model_name_or_path in vLLM, which does not take prefopt's dequantised .gguf route: "
+                "pass a converted folder (prefopt real-model, or the model saved with save_pretrained)"
+            )
         _check_vllm(algorithm, algo_cfg, allowed)
     _check_rollouts(algorithm, algo_cfg, cfg)
     if cfg.game_exact:

@@ -3,6 +3,12 @@
 One rule for every loader: a name that looks like a path (it exists, or starts with ``.``, ``/`` or ``~``) is a
 local folder and must exist; anything else is a Hub id. Either way a failure becomes one :class:`ModelError`
 line that names what was asked for. ``trust_remote_code`` is off unless the config turns it on.
+
+A local file ending in ``.gguf`` loads through transformers' GGUF reader (``from_pretrained(its folder,
+gguf_file=its name)``, which needs the ``gguf`` package): the config and the tokenizer from the file's metadata, the
+weights dequantised into a plain dense model (``GgufConfig(dequantize=True)``). A model loaded so carries no
+quantizer, so it trains and ``save_pretrained`` writes it like any other (without ``dequantize``, transformers keeps
+its GGUF quantizer on the model and ``save_pretrained`` refuses it as "not serializable"). docs/real_model.md.
 """
 
 from __future__ import annotations
@@ -34,16 +40,44 @@ def check_source(name_or_path: str, what: str) -> str:
     return name_or_path
 
 
-def _load(loader, name_or_path: str, what: str, **kwargs):
-    source = check_source(name_or_path, what)
+def require_gguf() -> None:
+    """A ModelError naming the pip command when the ``gguf`` package (transformers' GGUF reader) is missing."""
     try:
-        return loader.from_pretrained(source, **kwargs)
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ModelError("reading a .gguf file needs the gguf package: pip install gguf") from None
+
+
+def pretrained_source(name_or_path: str, what: str, weights: bool = False) -> tuple[str, dict]:
+    """What ``from_pretrained`` is given for ``name_or_path``: the checked source and extra keywords. A ``.gguf`` file
+    is its folder with ``gguf_file=`` its name (and, for a model's ``weights``, ``GgufConfig(dequantize=True)``: dense
+    weights and no quantizer left on the model, so it trains and saves as any other); a ``.gguf`` name that is no
+    local file is a ModelError (transformers reads a GGUF from a folder and a file name, never from a Hub id alone)."""
+    source = check_source(name_or_path, what)
+    if not source.lower().endswith(".gguf") or os.path.isdir(source):
+        return source, {}
+    if not os.path.isfile(source):
+        raise ModelError(f"{what} '{source}' is not a local file: a .gguf model is read from a file on disk")
+    require_gguf()
+    extra = {"gguf_file": os.path.basename(source)}
+    if weights:
+        from transformers import GgufConfig
+
+        extra["quantization_config"] = GgufConfig(dequantize=True)
+    return os.path.dirname(os.path.abspath(source)), extra
+
+
+def _load(loader, name_or_path: str, what: str, weights: bool = False, **kwargs):
+    source, extra = pretrained_source(name_or_path, what, weights)
+    try:
+        return loader.from_pretrained(source, **extra, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load {what} '{name_or_path}': {first_line(err)}") from err
 
 
 def load_model_config(name_or_path: str, what: str, trust_remote_code: bool = False):
-    """The model's configuration alone (config.json): what can be checked before any weights load."""
+    """The model's configuration alone (config.json, or a GGUF file's metadata): what can be checked before any
+    weights load."""
     from transformers import AutoConfig
 
     return _load(AutoConfig, name_or_path, what, trust_remote_code=trust_remote_code)
@@ -89,7 +123,7 @@ def load_causal_lm(
     kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return _load(AutoModelForCausalLM, name_or_path, "model", **kwargs)
+    return _load(AutoModelForCausalLM, name_or_path, "model", weights=True, **kwargs)
 
 
 def load_sequence_classifier(
@@ -104,5 +138,5 @@ def load_sequence_classifier(
     kwargs = {"dtype": resolve_dtype(dtype), "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = _load(AutoModelForSequenceClassification, name_or_path, "judge model", **kwargs)
+    model = _load(AutoModelForSequenceClassification, name_or_path, "judge model", weights=True, **kwargs)
     return model.eval().requires_grad_(False)
