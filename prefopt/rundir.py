@@ -14,7 +14,9 @@ An iteration counts as completed once its checkpoint exists and state.json names
 leaves either the previous completed state or the new one, never a half-written file. The two JSON-lines logs
 are the exception that keeps per-iteration I/O constant: they grow by one appended write each iteration, a last
 line cut off by a crash is dropped on reading, and a resume rewrites them (atomically) without the records of
-iterations after its checkpoint.
+iterations after its checkpoint. An iteration's metrics line comes last, after its checkpoint (and final/) and its
+evaluation; until then state.json keeps its record, so a resume that finds no line for the iteration it continues
+after writes it, evaluating first (``prefopt.loop``).
 """
 
 from __future__ import annotations

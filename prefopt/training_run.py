@@ -43,9 +43,10 @@ class Run:
 
     Attributes:
         config: the run's config as saved in config.yaml.
-        state: progress (state.json: last completed iteration, optimizer steps, the game's policy sum), the dict
-            ``optimisation`` counts steps in; with --resume the saved one.
-        history: metrics.jsonl, one record per completed iteration (with --resume, the saved ones).
+        state: progress (state.json: last completed iteration, optimizer steps, the game's policy sum, the last
+            committed iteration's metrics before its evaluation), the dict ``optimisation`` counts steps in; with
+            --resume the saved one.
+        history: metrics.jsonl, one record per logged iteration (with --resume, the saved ones).
         judge_records: the judge's outputs of the current iteration (the judge appends to this list).
         local_eval_prompts: this process's contiguous block of ``eval_prompts``; initial_eval_responses: the
             baseline's responses on them (the initial policy's, or the fixed baseline outputs).
@@ -90,13 +91,16 @@ class Run:
         """The current policy's responses on this process's held-out prompts."""
         return eval_responses(self.ctx, self.local_eval_prompts, stream)
 
-    def commit_iteration(self, iteration: int, metrics: dict, save: bool = False) -> bool:
-        """Iteration data and metrics every iteration; every save_every iterations, after the last and when ``save``
-        (a callback's request) also the checkpoint, then state.json: a resume continues after the last iteration that
-        has all of them. Returns whether the iteration was checkpointed."""
+    def commit_iteration(self, iteration: int, metrics: dict, evaluate: bool = False, save: bool = False) -> bool:
+        """The iteration's data and step records every iteration; every save_every iterations, after the last and when
+        ``save`` (a callback's request) also the checkpoint, then state.json: a resume continues after the last
+        iteration that has all of them. Its metrics line comes after its evaluation (``evaluate``: whether it has
+        one, ``append_metrics``); until then state.json keeps ``metrics``, so that a resume writes the line (and
+        evaluates) when the run stopped before it did. Returns whether the iteration was checkpointed."""
         main = self.backend.is_main
+        self.state["metrics"], self.state["evaluate"] = metrics, evaluate  # saved with any checkpoint of it
         with self.rundir.rollback_on_failure(iteration) if main else contextlib.nullcontext():
-            self._commit_data(iteration, metrics)
+            self._commit_data(iteration)
             last = iteration == self.cfg.num_iterations - 1
             if not (save or last or (iteration + 1) % self.cfg.save_every == 0):
                 return False
@@ -104,20 +108,36 @@ class Run:
         return True
 
     def checkpoint(self, iteration: int) -> None:
-        """Checkpoint a committed iteration that its commit did not (a callback asked afterwards)."""
+        """Checkpoint a committed iteration that its commit did not (a callback asked afterwards, or its evaluation
+        failed)."""
         with self.rundir.rollback_on_failure(iteration) if self.backend.is_main else contextlib.nullcontext():
             self._save_checkpoint(iteration)
 
-    def _commit_data(self, iteration: int, metrics: dict) -> None:
+    def append_metrics(self, metrics: dict) -> None:
+        """The iteration's metrics line (its evaluation's metrics in it), appended to metrics.jsonl."""
+        self.history.append(metrics)
+        if self.backend.is_main:
+            self.rundir.append_jsonl("metrics.jsonl", [metrics])
+
+    def unlogged_iteration(self) -> tuple[dict, bool] | None:
+        """A resumed run's last completed iteration when metrics.jsonl has no line for it (its evaluation failed, or
+        the run stopped between its checkpoint and its line): its metrics as committed and whether it is evaluated;
+        None otherwise."""
+        last, record = self.state["last_completed_iteration"], self.state.get("metrics")
+        if last < 0 or not record or record.get("iteration") != last:
+            return None
+        if any(r["iteration"] == last for r in self.history):
+            return None
+        return record, bool(self.state.get("evaluate"))
+
+    def _commit_data(self, iteration: int) -> None:
         main = self.backend.is_main
         if main and not (self.rundir.path / "config.yaml").exists():
             self.rundir.create(self.config)  # only now: a run that fails before its first iteration leaves nothing
-        self.history.append(metrics)
         rows = self.backend.gather_to_main((rollout_rows(self.ctx), self.judge_records))  # written once, by main
         if main:
             columns = {k: [v for samples, _ in rows for v in samples[k]] for k in rows[0][0]}
             self.rundir.save_iteration_data(iteration, columns, [r for _, judged in rows for r in judged])
-            self.rundir.append_jsonl("metrics.jsonl", [metrics])
             self.rundir.append_jsonl("steps.jsonl", self.step_history[self.steps_written :])
         self.steps_written = len(self.step_history)
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 from helpers import LAUNCHER_VARIABLES, PROMPTS, REPO
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from prefopt.cli import main
 
@@ -322,3 +322,35 @@ def test_a_full_disk_at_the_first_checkpoint_leaves_no_run_directory(tmp_path, t
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
     assert all(part in lines[0] for part in ("while committing iteration 0: ", "File too large", "as it was before"))
     assert tree(tmp_path) == before  # the run directory was new: none is left
+
+
+def test_a_benchmark_that_fails_in_the_final_evaluation_keeps_the_trained_run(tmp_path, tiny_model_dir):
+    """The evaluation runs once the iteration is committed and final/ written: its failure is one line that says
+    where the policy is and how to evaluate it again, and the run folder keeps the trained policy."""
+    from transformers import AutoModelForCausalLM
+
+    from prefopt.eval.arena_hard import answer_row, markdown_counts, write_jsonl
+
+    w = Inputs(tmp_path, tiny_model_dir)
+    questions = [{"question_id": f"q{i}", "category": "arena-hard-v0.1", "turns": [{"content": f"Q{i}?"}]}
+                 for i in range(2)]  # fmt: skip
+    write_jsonl(tmp_path / "question.jsonl", questions)
+    write_jsonl(tmp_path / "base.jsonl", [answer_row("v0.1", f"q{i}", "base", "x", markdown_counts("x", 1))
+                                          for i in range(2)])  # fmt: skip
+    judge = w.file("offline.py", "def judge(prompts, a, b):\n    raise RuntimeError('judge offline')\n")
+    options = {"questions": str(tmp_path / "question.jsonl"), "baseline": f"base={tmp_path / 'base.jsonl'}",
+               "judge": "python_preference", "judge_function": f"{judge}:judge", "max_new_tokens": 4}  # fmt: skip
+    args = w.train("--num_iterations", "1", "--prompts_per_iteration", "4", "--num_samples", "2",
+                   "--eval_benchmark", "arena_hard", "--eval_benchmark_options", json.dumps(options))  # fmt: skip
+    result = cli(*args)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"prefopt: error: evaluation of iteration 0 failed: judge function '{judge}:judge' raised RuntimeError: judge "
+        f"offline; the trained policy is saved in '{w.out / 'final'}' and checkpoint "
+        f"'{w.out / 'checkpoints/iter_000'}': once the cause is fixed, run the same command with --resume (Python: "
+        "train(resume_from_checkpoint=True)) to evaluate it"
+    ], result.stderr[-3000:]
+    assert json.loads((w.out / "state.json").read_text())["last_completed_iteration"] == 0
+    assert not (w.out / "metrics.jsonl").exists()  # the iteration's line waits for its evaluation (--resume)
+    trained = AutoModelForCausalLM.from_pretrained(w.out / "final").state_dict()  # final/ loads
+    checkpoint = load_file(str(w.out / "checkpoints/iter_000/model.safetensors"))
+    assert all(torch.equal(trained[k], checkpoint[k]) for k in checkpoint)

@@ -7,7 +7,8 @@ P(y ≻ y') = σ(r(x, y) − r(x, y')). Algorithms ask for what they need (`pref
 
 Prompts are what the dataset holds (TRL's formats): a string, or a list of chat messages
 ``[{"role": ..., "content": ...}]``. Responses are the decoded completion text. ``references`` are optional, one
-per row: what the dataset's ``answer_column`` holds (a ground-truth final answer, a reference response). Judges
+per row: what the dataset's ``answer_column`` holds (a ground-truth final answer, a reference response); every
+call of training and evaluation passes them whenever ``answer_column`` is set (``Context.references``). Judges
 that check against them (``needs_references``) refuse a call without them; the others ignore them.
 """
 

@@ -5,7 +5,9 @@ from that file). The split is at the last colon, so Windows drive letters surviv
 
 - reward: ``f(prompts: list, responses: list[str]) -> list[float]`` (r(x, y) per row), or
   ``f(prompts, responses, references)`` to check against each row's reference answer (the dataset's
-  ``answer_column``; a function with a third parameter without default requires it);
+  ``answer_column``; a function with a third parameter without default requires it). The references are passed
+  to every call, in training and in evaluation, whenever ``answer_column`` is set; otherwise (and for a fixed
+  ``eval_baseline_outputs`` file, which holds none) the function is called with two arguments;
 - preference: ``f(prompts: list, responses_a: list[str], responses_b: list[str]) -> list[float]`` (P(a ≻ b)).
 
 Every problem with the spec or the function's output is a one-line :class:`JudgeError`; non-finite or
