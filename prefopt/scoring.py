@@ -20,6 +20,21 @@ Two choices, each checked against the plain forward on the model itself before i
 A model whose packed forward or head path does not reproduce its plain forward (a model without packed-sequence
 masking, an output head with a logit transform such as soft-capping) falls back to padding or to its own logits,
 with a printed notice naming the model type: training still runs, only slower.
+
+**Reproduces, up to rounding** (:func:`rounding_bound`). A probe of three sequences is scored by the plain padded
+forward (P), by each sequence alone (A: a batch of one, no padding, no mask) and by each requested path (X). A is
+P's mathematics laid out otherwise (other matmul shapes, another attention kernel and mask, other reduction
+orders), so φ = max_t |A_t − P_t| is what rounding costs this model, at its dtype, depth and weights, on this
+hardware. A correct path is one more such layout, its deviation noise of the same size; it is kept where
+max_t |X_t − P_t| ≤ τ = K·φ + c·ε·max(1, max_t |P_t|), K = 8, c = 8, ε = 2⁻²³: the log-probs are float32, and the
+second term, c ulps of the log-prob scale, covers a model whose layouts round alike (φ = 0, as bfloat16 matmuls on
+CPU do). Measured on SmolLM2-135M (30 layers) and random-init Qwen2 (24), Mistral and Gemma (4 layers) of their real
+widths and vocabularies, float32 and bfloat16, eager and sdpa: a correct path's deviation is at most 1.1·φ (at most
+4·φ on other token choices, hence K = 8), while attention that crosses sequences moves the probe's log-probs by 1
+to 4, 1.4·10⁴·τ or more. No bound from the arithmetic alone does this: u·|log π|·depth is 6·10⁻⁸·25·30 ≈ 4.5·10⁻⁵
+on SmolLM2 in float32, where φ reaches 9·10⁻⁴ on other token ids, since trained layers amplify rounding by a factor
+the config does not give; and in bfloat16 the noise is O(0.1) (SmolLM2, sequences of 85 to 252 tokens: φ = 0.14,
+τ = 1.1, crossing 14), which only a measurement sees.
 """
 
 from __future__ import annotations
@@ -43,6 +58,22 @@ class Plan:
     packed: bool
     chunked: bool
     one_row: bool = False
+
+
+# The probe: (prompt, response) lengths. Packed into rows as wide as the longest (10), the short two share a row with
+# a padded tail, so the last sequence's 3 response tokens are scored where attention that crosses sequences would
+# show them the one before it.
+PROBE_LENGTHS = ((3, 7), (2, 3), (1, 3))
+NOISE_MULTIPLE = 8  # K: a correct path's deviation measured up to 4·φ
+NOISE_ULPS = 8  # c: float32 ulps of the log-prob scale, for φ = 0
+
+
+def rounding_bound(plain: torch.Tensor, alone: torch.Tensor) -> float:
+    """τ = K·φ + c·ε·max(1, max |P|): the most a path may change the padded forward's log-probs ``plain`` (P) and
+    still be the same mathematics, φ = max |A − P| being this model's rounding noise, measured by scoring the same
+    sequences one at a time (``alone``, A; see the module doc for the derivation and the measured margins)."""
+    noise, scale = (float((alone - plain).abs().max()), float(plain.abs().max())) if plain.numel() else (0.0, 0.0)
+    return NOISE_MULTIPLE * noise + NOISE_ULPS * torch.finfo(torch.float32).eps * max(1.0, scale)
 
 
 def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
@@ -260,36 +291,37 @@ class Scorer:
 
     # -- the check --------------------------------------------------------------------------------------------
     def _check(self, model, lm) -> Plan:
-        """Score a probe (sequences of 6, 2 and 3 tokens: packing puts the short two in one row with a padded tail)
-        with the plain padded forward and with each requested path; keep a path only where it agrees."""
+        """Score the probe with the plain padded forward, one sequence at a time (the rounding noise) and with each
+        requested path; keep a path only where it agrees within :func:`rounding_bound`."""
         impl = str(getattr(lm.config, "_attn_implementation", None) or "")
         one_row = "flash" in impl
         wanted = Plan(self.padding_free, self.chunk_size > 0, one_row)
         if not (wanted.packed or wanted.chunked):
             return wanted
-        vocab = lm.config.vocab_size if hasattr(lm.config, "vocab_size") else lm.get_output_embeddings().out_features
-        pick = (lambda t: t % vocab) if self.allowed is None else (lambda t: int(self.allowed[t % len(self.allowed)]))
-        prompts = [[t % vocab for t in p] for p in ([1, 2, 3, 4], [5], [6, 7])]
-        responses = [[pick(t) for t in r] for r in ([8, 9], [10], [11])]  # within the action set, if any
+        prompts, responses = self._probe(lm)
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 plain, _ = self._forward(model, prompts, responses, Plan(False, False))
-                tol = 1e-4 if _dtype(lm) == torch.float32 else 5e-2
-                packed = wanted.packed and self._agrees(
-                    model, prompts, responses, Plan(True, False, one_row), plain, tol
-                )
-                chunked = wanted.chunked and self._agrees(model, prompts, responses, Plan(False, True), plain, tol)
+                alone = torch.zeros_like(plain)
+                for i, (p, r) in enumerate(zip(prompts, responses)):
+                    alone[i, : len(r)] = self._forward(model, [p], [r], Plan(False, False))[0][0]
+                tol = rounding_bound(plain, alone)
+                paths = ((Plan(True, False, one_row), wanted.packed), (Plan(False, True), wanted.chunked))
+                off = [self._deviation(model, prompts, responses, path, plain) if on else 0.0 for path, on in paths]
         finally:
             model.train(was_training)
+        packed, chunked = wanted.packed and off[0] <= tol, wanted.chunked and off[1] <= tol
         name = getattr(lm.config, "model_type", type(lm).__name__)
         if wanted.packed and not packed:
             self.notice(f"[prefopt] padding_free: {name} (attn_implementation={impl or 'default'}) changes its "
-                        "outputs on packed sequences (its attention crosses them); padding instead")  # fmt: skip
+                        f"outputs on packed sequences by {off[0]:.2g} in log-prob, over its rounding bound {tol:.2g} "
+                        "(its attention crosses them); padding instead")  # fmt: skip
         if wanted.chunked and not chunked:
             self.notice(f"[prefopt] logprob_chunk_size: {name}'s logits are not its output head applied to its "
-                        "decoder's hidden states (a logit transform?); using its own logits")  # fmt: skip
+                        f"decoder's hidden states (by {off[1]:.2g} in log-prob, over its rounding bound {tol:.2g}: "
+                        "a logit transform?); using its own logits")  # fmt: skip
         if chunked and _frozen_partitioned(lm.get_output_embeddings()):
             chunked = False
             self.notice("[prefopt] logprob_chunk_size: the output head is frozen and partitioned by ZeRO-3 (an "
@@ -297,12 +329,28 @@ class Scorer:
                         "model's own logits")  # fmt: skip
         return Plan(packed, chunked, one_row)
 
-    def _agrees(self, model, prompts, responses, plan: Plan, plain: torch.Tensor, tol: float) -> bool:
+    def _probe(self, lm) -> tuple[list[list[int]], list[list[int]]]:
+        """The probe's prompts and responses (:data:`PROBE_LENGTHS`), token ids spread evenly through the
+        vocabulary's interior, away from the special tokens tokenizers keep at its ends (responses mapped into the
+        action set, if any)."""
+        vocab = lm.config.vocab_size if hasattr(lm.config, "vocab_size") else lm.get_output_embeddings().out_features
+        n = sum(p + r for p, r in PROBE_LENGTHS)
+        ids = [t * vocab // (n + 1) for t in range(1, n + 1)]
+        pick = (lambda t: t) if self.allowed is None else (lambda t: int(self.allowed[t % len(self.allowed)]))
+        prompts, responses, k = [], [], 0
+        for p, r in PROBE_LENGTHS:
+            prompts.append(ids[k : k + p])
+            responses.append([pick(t) for t in ids[k + p : k + p + r]])
+            k += p + r
+        return prompts, responses
+
+    def _deviation(self, model, prompts, responses, plan: Plan, plain: torch.Tensor) -> float:
+        """max |Δ log-prob| of ``plan``'s path from the plain forward (inf where the path does not run)."""
         try:
             other, _ = self._forward(model, prompts, responses, plan)
         except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):  # the path does not run on it
-            return False
-        return other.shape == plain.shape and bool(((other - plain).abs() <= tol).all())
+            return float("inf")
+        return float((other - plain).abs().max()) if other.shape == plain.shape else float("inf")
 
 
 def _chunk_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, allowed) -> torch.Tensor:
@@ -315,7 +363,3 @@ def _frozen_partitioned(head: torch.nn.Module) -> bool:
     backward (measured: the recomputed weight is the empty partition)."""
     params = list(head.parameters())
     return any(hasattr(p, "ds_id") for p in params) and not any(p.requires_grad for p in params)
-
-
-def _dtype(module: torch.nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype

@@ -1,14 +1,25 @@
 """The scorer's forward: packed rows and the chunked output head give the padded forward's log-probs and gradients,
-and a minibatch's gradient does not depend on how it is cut into micro-batches."""
+and a minibatch's gradient does not depend on how it is cut into micro-batches; the probe keeps them on where they
+reproduce the padded forward up to rounding (the tiny model, random-init real-shape Qwen2, Mistral and Gemma) and
+refuses packing where attention crosses sequences. The real model's check is tests/test_scoring_real.py."""
 
 import json
+import re
 
 import pytest
 import torch
 from helpers import ADAM_ARGS, ALGORITHM_ARGS, REPO, assert_same_weights, train
 
 from prefopt.ops import build_sequence_batch, response_token_logps
-from prefopt.scoring import Plan, Scorer, best_fit_rows, pack_sequences, padded_predict_at, token_bins
+from prefopt.scoring import (
+    Plan,
+    Scorer,
+    best_fit_rows,
+    pack_sequences,
+    padded_predict_at,
+    rounding_bound,
+    token_bins,
+)
 
 # Mixed lengths: prompts of 1 to 9 tokens, responses of 1 to 12 (the long one alone, the short ones sharing rows).
 PROMPTS_IDS = [[1, 4, 30, 31], [1], [1, 4, 50, 51, 52, 53, 54, 55, 56], [7, 8], [9, 10, 11]]
@@ -140,14 +151,134 @@ def test_a_soft_capped_head_falls_back_to_the_models_own_logits_with_a_notice(tm
     notices = []
     scorer = Scorer(0, "cpu", notice=notices.append)
     assert scorer.plan(model) == Plan(True, False)
-    assert notices == [
-        "[prefopt] logprob_chunk_size: gemma2's logits are not its output head applied to its decoder's hidden "
-        "states (a logit transform?); using its own logits"
-    ]
+    [notice] = notices
+    found = re.fullmatch(
+        r"\[prefopt\] logprob_chunk_size: gemma2's logits are not its output head applied to its decoder's hidden "
+        r"states \(by (\S+) in log-prob, over its rounding bound (\S+): a logit transform\?\); using its own logits",
+        notice,
+    )
+    assert found and float(found[1]) > 100 * float(found[2]), notice
     with torch.no_grad():
         ours = scorer.token_logps(model, PROMPTS_IDS, RESPONSES)
         plain = response_token_logps(model, build_sequence_batch(PROMPTS_IDS, RESPONSES, 0))
     assert torch.allclose(ours, plain, atol=1e-5, rtol=0)
+
+
+class Crossing(torch.nn.Module):
+    """A model whose attention crosses packed sequences: given no attention mask, it passes an all-ones one, so
+    transformers builds one causal mask over the whole row (the position ids still restart per sequence). The scorer
+    unwraps it like DDP (its ``module``)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.module = lm
+
+    def forward(self, **inputs):
+        if inputs.get("attention_mask") is None:
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        return self.module(**inputs)
+
+
+CROSSING_NOTICE = (
+    r"\[prefopt\] padding_free: \w+ \(attn_implementation=\w+\) changes its outputs on packed sequences by (\S+) in "
+    r"log-prob, over its rounding bound (\S+) \(its attention crosses them\); padding instead"
+)
+
+
+def crossing_margin(model) -> float:
+    """The probe's refusal of ``model`` wrapped in :class:`Crossing`: its deviation over the rounding bound."""
+    notices = []
+    assert Scorer(0, "cpu", notice=notices.append).plan(Crossing(model)).packed is False
+    [notice] = notices
+    found = re.fullmatch(CROSSING_NOTICE, notice)
+    assert found, notice
+    return float(found[1]) / float(found[2])
+
+
+def test_the_rounding_bound_by_hand():
+    # τ = K·φ + c·ε·max(1, max |P|), K = c = 8, ε = 2⁻²³: φ = 2⁻¹¹ (exact in float32 at 30), scale 30.
+    plain = torch.tensor([[-30.0, -2.0], [-0.5, 0.0]])
+    alone = plain.clone()
+    alone[0, 0] += 2**-11
+    assert rounding_bound(plain, alone) == pytest.approx(8 * 2**-11 + 8 * 2**-23 * 30, rel=1e-12)
+    assert rounding_bound(plain, plain) == pytest.approx(8 * 2**-23 * 30, rel=1e-12)  # rounds alike: c ulps
+    small = torch.tensor([[-0.25]])
+    assert rounding_bound(small, small) == pytest.approx(8 * 2**-23, rel=1e-12)  # scale at least 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_model_whose_attention_crosses_packed_sequences_is_scored_padded_with_a_notice(tiny_model_dir, dtype):
+    from prefopt.models import load_causal_lm
+
+    model = load_causal_lm(tiny_model_dir, dtype=dtype)
+    # Measured: φ = 0 in both dtypes (the bound is its 8 ulps, 6.3e-6), crossing 0.27: 4·10⁴ times the bound.
+    assert crossing_margin(model) > 1000
+    scorer = Scorer(0, "cpu")
+    crossing = Crossing(model)
+    assert scorer.plan(crossing) == Plan(False, True)
+    with torch.no_grad():  # the refused layout does cross; the scorer's padded one gives the plain forward
+        ours = scorer.token_logps(crossing, PROMPTS_IDS, RESPONSES)
+        crossed = scorer._forward(crossing, PROMPTS_IDS, RESPONSES, Plan(True, False))[0]
+        plain = response_token_logps(model, build_sequence_batch(PROMPTS_IDS, RESPONSES, 0))
+    assert torch.equal(ours, plain)
+    assert float((crossed - plain).abs().max()) > 1e-2
+
+
+# Real configs' widths, heads and vocabularies (Qwen2-0.5B, Mistral-7B-v0.1, gemma-2b); 2 of their layers, 1 of
+# Gemma's (its 256,000-token head is most of a forward's time).
+REAL_SHAPES = {
+    "qwen2": ("Qwen2", dict(num_hidden_layers=2, vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                            num_attention_heads=14, num_key_value_heads=2, rope_theta=1e6, rms_norm_eps=1e-6,
+                            tie_word_embeddings=True)),
+    "mistral": ("Mistral", dict(num_hidden_layers=2, vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                                num_attention_heads=32, num_key_value_heads=8, rope_theta=1e4, rms_norm_eps=1e-5,
+                                sliding_window=4096, tie_word_embeddings=False)),
+    "gemma": ("Gemma", dict(num_hidden_layers=1, vocab_size=256000, hidden_size=2048, intermediate_size=16384,
+                            num_attention_heads=8, num_key_value_heads=1, head_dim=256,
+                            hidden_activation="gelu_pytorch_tanh", rope_theta=1e4, rms_norm_eps=1e-6,
+                            tie_word_embeddings=True)),
+}  # fmt: skip
+
+
+def real_shape_model(family: str):
+    """A random-init model of ``family``'s real shape, its config's own initialisation (normal(0, 0.02) weights):
+    built uninitialised, then initialised once, which skips torch's default init of every layer first."""
+    import transformers
+    from transformers.initialization import no_init_weights
+
+    prefix, sizes = REAL_SHAPES[family]
+    config = getattr(transformers, f"{prefix}Config")(**sizes)
+    torch.manual_seed(0)
+    with no_init_weights():
+        model = getattr(transformers, f"{prefix}ForCausalLM")(config)
+    model.init_weights()
+    return model.eval()
+
+
+def assert_keeps_packing_and_refuses_crossing(model):
+    """Both paths kept with no notice under sdpa and eager attention; the model made to cross refused, its deviation
+    over 10³ times the bound."""
+    for attn in ("sdpa", "eager"):
+        model.set_attn_implementation(attn)
+        notices = []
+        assert Scorer(0, "cpu", notice=notices.append).plan(model) == Plan(True, True), (attn, notices)
+        assert notices == []
+    assert crossing_margin(model) > 1000
+
+
+@pytest.mark.parametrize("family", sorted(REAL_SHAPES))
+def test_the_probe_keeps_packing_on_real_shape_models_and_refuses_crossing(family):
+    """Random-init Qwen2, Mistral and Gemma of their real widths and vocabularies, float32 (measured: a correct
+    path's deviation at most 1.1·φ, crossing 1.6·10⁴ to 3.6·10⁴ times the bound, at 4 to 24 layers)."""
+    assert_keeps_packing_and_refuses_crossing(real_shape_model(family))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(REAL_SHAPES))
+def test_the_probe_keeps_packing_on_real_shape_models_in_bfloat16_and_refuses_crossing(family):
+    """The same in bfloat16, where CPU matmuls round every layout alike (φ = 0: the bound is its c ulps; measured:
+    the paths' deviation 0, crossing 8·10⁴ to 10⁵ times the bound)."""
+    assert_keeps_packing_and_refuses_crossing(real_shape_model(family).to(torch.bfloat16))
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHM_ARGS))
