@@ -9,7 +9,7 @@ replaces the current one:
 - ``on_init_end``: the trainer was constructed (inputs validated, policy loaded);
 - ``on_train_begin`` / ``on_train_end``: around the loop (after the final policy is saved);
 - ``on_iteration_begin`` / ``on_iteration_end`` (prefopt's own, keyword ``iteration``): around each online
-  iteration (collect, optimise, commit);
+  iteration (collect, optimise, commit, evaluate);
 - ``on_step_end``: after each optimizer step (``state.global_step`` counts them);
 - ``on_log`` (keyword ``logs``): each record written to metrics.jsonl (every iteration) or steps.jsonl (every
   ``logging_steps`` steps);
