@@ -77,6 +77,29 @@ def digit_task_run(name: str, algo_cfg, model_dir, output_dir, **overrides):
     return build_run(name, cfg, algo_cfg)
 
 
+def rps_run(name: str, model_dir, output_dir, algo: dict | None = None, deepspeed: str | None = None, **overrides):
+    """``build_run`` of algorithm ``name`` (β = 0.5 and ``algo``) against rock-paper-scissors on the quickstart
+    prompts, in this process (no iteration run yet); ``deepspeed``: a config name under configs/deepspeed."""
+    from prefopt.algorithms import get_algorithm
+    from prefopt.build import build_run
+    from prefopt.config import TrainConfig
+
+    settings = dict(
+        model_name_or_path=str(model_dir),
+        dataset_name=str(PROMPTS),
+        output_dir=str(output_dir),
+        judge="matrix_game",
+        game="rps",
+        learning_rate=0.05,
+        prompts_per_iteration=4,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+        deepspeed=None if deepspeed is None else str(REPO / f"configs/deepspeed/{deepspeed}.json"),
+    )
+    cfg = TrainConfig(**(settings | overrides))
+    return build_run(name, cfg, get_algorithm(name).config_class(beta=0.5, **(algo or {})))
+
+
 # SPPO on the quickstart prompts, small enough for a CLI run in a test.
 BASE = [
     "--dataset_name",

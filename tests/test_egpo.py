@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, rps_run
 
 from prefopt.algorithms.online_ipo import OnlineIPOParams, loss
 from prefopt.batch import MiniBatch, PolicyLogps
@@ -29,24 +29,7 @@ def test_online_ipo_loss_hand_computed():
 
 
 def _setup(tiny_model_dir, tmp_path, name, deepspeed=None, algo=None, **overrides):
-    from prefopt.algorithms import get_algorithm
-    from prefopt.build import build_run
-    from prefopt.config import TrainConfig
-
-    settings = dict(
-        model_name_or_path=tiny_model_dir,
-        dataset_name="configs/data/quickstart_prompts.jsonl",
-        output_dir=str(tmp_path / "run"),
-        judge="matrix_game",
-        game="rps",
-        learning_rate=0.05,
-        prompts_per_iteration=4,
-        per_device_train_batch_size=8,
-        disable_tqdm=True,
-        deepspeed=None if deepspeed is None else str(REPO / f"configs/deepspeed/{deepspeed}.json"),
-    )
-    cfg = TrainConfig(**(settings | overrides))
-    return build_run(name, cfg, get_algorithm(name).config_class(beta=0.5, **(algo or {})))
+    return rps_run(name, tiny_model_dir, tmp_path / "run", algo, deepspeed, **overrides)
 
 
 @pytest.fixture

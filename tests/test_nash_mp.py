@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import PROMPTS, prefopt_ok
+from helpers import PROMPTS, prefopt_ok, rps_run
 
 from prefopt import games
 from prefopt.algorithms.nash_mp import NashMPParams, loss
@@ -140,22 +140,8 @@ def test_pg_advantage_and_loss_hand_computed():
 def test_pg_ema_centre_starts_at_theta_0(tiny_model_dir, tmp_path):
     """One iteration (collect, both prox steps, end_iteration) with ema = e: the centre is e·θ_0 + (1 − e)·θ_1, θ_0
     the weights before the iteration and θ_1 after it (snapshots taken here, the mixture computed by hand)."""
-    from prefopt.build import build_run
-    from prefopt.config import TrainConfig
-
-    cfg = TrainConfig(
-        model_name_or_path=tiny_model_dir,
-        dataset_name=str(PROMPTS),
-        output_dir=str(tmp_path / "run"),
-        judge="matrix_game",
-        game="rps",
-        learning_rate=0.05,
-        prompts_per_iteration=4,
-        per_device_train_batch_size=8,
-        disable_tqdm=True,
-    )
     e = 0.25
-    run = build_run("nash_mp", cfg, NashMPParams(beta=0.5, prox_step="pg", ema=e))
+    run = rps_run("nash_mp", tiny_model_dir, tmp_path / "run", {"prox_step": "pg", "ema": e})
     run.ctx.start_iteration(0, run.train_prompts[:4])
     theta_0 = run.backend.snapshot()
     run.algorithm.train_step(run.ctx, run.algorithm.collect(run.ctx, run.ctx.prompts))
